@@ -1,0 +1,44 @@
+//! The shared health vocabulary of Rampart.
+//!
+//! Every Rampart middleware crate (breaker, balancer, GSLB selector, fallback) builds on the
+//! types in this crate, and only on these: the middleware crates never depend on each other.
+//!
+//! - [`Outcome`] and [`Classify`]: turning a call's result into success, failure or ignored
+//!   ([`classify`]).
+//! - [`Health`]: the tri-state health of an endpoint or site, published through a cheap
+//!   [`HealthWatch`] subscription ([`health`]).
+//! - The facts that cross crate lines ([`signal`]): [`NeverReached`] ("this request never
+//!   reached a backend"), [`RetryAfter`] ("try again after D"), and [`find_in_chain`] to find
+//!   either anywhere in a [`BoxError`] chain; and the pool [`HealthReport`] that a balancer
+//!   publishes and a GSLB selector consumes ([`report`]).
+//!
+//! # Example
+//!
+//! ```
+//! use rampart_health::{Classify, HttpClassifier, Outcome};
+//!
+//! let classify = HttpClassifier::default();
+//! let ok = http::Response::builder().status(404).body(()).unwrap();
+//! let bad = http::Response::builder().status(503).body(()).unwrap();
+//! // Caller mistakes (4xx) are not failures; server errors are.
+//! assert_eq!(classify.classify(Ok::<_, &std::io::Error>(&ok)), Outcome::Success);
+//! assert_eq!(classify.classify(Ok::<_, &std::io::Error>(&bad)), Outcome::Failure);
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod classify;
+pub mod config;
+pub mod health;
+pub mod report;
+pub mod signal;
+
+pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
+pub use config::ConfigError;
+pub use health::{Health, HealthPublisher, HealthWatch};
+pub use report::{HealthReport, HealthReporter, ReportHealth};
+pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
+
+/// A type-erased error, as tower's generic layers return it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
