@@ -31,12 +31,16 @@
 pub mod classify;
 pub mod config;
 pub mod health;
+pub mod probe;
 pub mod report;
 pub mod signal;
 
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
 pub use config::ConfigError;
 pub use health::{Health, HealthPublisher, HealthWatch};
+pub use probe::{
+    FnProbe, HttpProbe, HttpProbeBuilder, Probe, ProbeError, ProbeErrorKind, TcpProbe, probe_fn,
+};
 pub use report::{HealthReport, HealthReporter, ReportHealth};
 pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
 

@@ -1,0 +1,740 @@
+//! Active probes: one attempt at asking "are you alive?".
+//!
+//! A [`Probe`] makes one attempt and answers `Ok(())` (passed) or a [`ProbeError`] whose
+//! [`ProbeErrorKind`] says what went wrong. A `Checker` runs a probe on a
+//! schedule and turns the answers into [`Health`](crate::Health).
+//!
+//! - [`HttpProbe`]: an HTTP/1 request on hyper-util's client (method, path, expected status
+//!   range, optional body substring, `Host` override, timeout). It reads at most
+//!   [`HttpProbeBuilder::max_body_bytes`] of the body (64 KiB by default), so a server that
+//!   answers with a huge, endless or garbage response fails the probe instead of hanging it or
+//!   filling memory; the whole attempt, connect included, is bounded by its timeout.
+//! - [`TcpProbe`]: a TCP connect, bounded by its timeout.
+//! - [`probe_fn`]: any async closure.
+//!
+//! `Arc<P>` and `Box<P>` are probes when `P` is, so probes can be shared and type-erased
+//! (`Box<dyn Probe>`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rampart_health::{HttpProbe, Probe, ProbeErrorKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let probe = HttpProbe::builder("http://127.0.0.1:8080".parse()?)
+//!     .path("/healthz")
+//!     .expect_status(200..=299)
+//!     .body_contains("ok")
+//!     .timeout(Duration::from_millis(500))
+//!     .build()?;
+//! match probe.probe().await {
+//!     Ok(()) => println!("passed"),
+//!     Err(e) if e.kind() == ProbeErrorKind::Connect => println!("nobody home: {e}"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A closure probe:
+//!
+//! ```
+//! use rampart_health::{Probe, ProbeError, ProbeErrorKind, probe_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let probe = probe_fn(|| async { Err(ProbeError::new(ProbeErrorKind::Other, "disk full")) });
+//! let err = probe.probe().await.unwrap_err();
+//! assert_eq!(err.kind(), ProbeErrorKind::Other);
+//! assert_eq!(err.to_string(), "disk full");
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue, USER_AGENT};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::ConfigError;
+
+/// The boxed future a [`Probe`] returns.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProbeError>> + Send + 'a>>;
+
+/// One health probe attempt.
+///
+/// Implementations should bound their own work (the built-in probes have a timeout), but they
+/// need not: the `Checker` applies its own timeout around every attempt and
+/// counts an attempt that exceeds it as a failure.
+///
+/// ```
+/// use rampart_health::{Probe, ProbeError, probe::ProbeFuture};
+///
+/// struct AlwaysUp;
+/// impl Probe for AlwaysUp {
+///     fn probe(&self) -> ProbeFuture<'_> {
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let boxed: Box<dyn Probe> = Box::new(AlwaysUp);
+/// assert!(boxed.probe().await.is_ok());
+/// # }
+/// ```
+pub trait Probe: Send + Sync + 'static {
+    /// One probe attempt; `Ok(())` means it passed. The Checker applies its own timeout
+    /// around it.
+    fn probe(&self) -> Pin<Box<dyn Future<Output = Result<(), ProbeError>> + Send + '_>>;
+}
+
+impl<P: Probe + ?Sized> Probe for Arc<P> {
+    fn probe(&self) -> ProbeFuture<'_> {
+        (**self).probe()
+    }
+}
+
+impl<P: Probe + ?Sized> Probe for Box<P> {
+    fn probe(&self) -> ProbeFuture<'_> {
+        (**self).probe()
+    }
+}
+
+/// What kind of failure a [`ProbeError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbeErrorKind {
+    /// The attempt did not finish within its timeout.
+    Timeout,
+    /// The connection could not be established (refused, unreachable, connect timeout).
+    Connect,
+    /// The response status was outside the expected range.
+    Status,
+    /// The response body was unreadable, too large, or lacked the expected substring.
+    Body,
+    /// Anything else (a protocol error such as a garbage response, a closure's own failure).
+    Other,
+}
+
+impl ProbeErrorKind {
+    /// A lowercase name: `timeout`, `connect`, `status`, `body` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeErrorKind::Timeout => "timeout",
+            ProbeErrorKind::Connect => "connect",
+            ProbeErrorKind::Status => "status",
+            ProbeErrorKind::Body => "body",
+            ProbeErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ProbeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed probe attempt: a [`ProbeErrorKind`], a lowercase message, and optionally the
+/// underlying error as [`source`](std::error::Error::source).
+///
+/// ```
+/// use rampart_health::{ProbeError, ProbeErrorKind};
+/// let e = ProbeError::timeout();
+/// assert_eq!(e.kind(), ProbeErrorKind::Timeout);
+/// assert_eq!(e.to_string(), "probe timed out");
+/// ```
+#[derive(Clone)]
+pub struct ProbeError {
+    kind: ProbeErrorKind,
+    message: String,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl ProbeError {
+    /// A failure of `kind` described by `msg` (write it in lowercase).
+    pub fn new(kind: ProbeErrorKind, msg: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: msg.into(),
+            source: None,
+        }
+    }
+
+    /// The attempt exceeded its timeout.
+    pub fn timeout() -> Self {
+        Self::new(ProbeErrorKind::Timeout, "probe timed out")
+    }
+
+    /// Attaches the underlying error, reachable through `source()`.
+    pub fn with_source(mut self, source: impl Into<crate::BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ProbeErrorKind {
+        self.kind
+    }
+
+    /// The message, without the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ProbeError");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for ProbeError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// The default bound on how much of a response body an [`HttpProbe`] reads: 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// An HTTP/1 health probe on hyper-util's pooled client.
+///
+/// One attempt sends `method path` (default `GET /healthz`) and passes when the status is in
+/// the expected range (default `200..=299`) and, if configured, the body contains the expected
+/// substring. The body is always read, but never more than
+/// [`max_body_bytes`](HttpProbeBuilder::max_body_bytes) (default 64 KiB): a longer body fails
+/// the attempt with [`ProbeErrorKind::Body`]. The whole attempt (connect, request, body) is
+/// bounded by the timeout (default 1 s); the connect alone is also bounded by it.
+///
+/// At most one idle connection is kept between attempts, so a steady probe costs one
+/// connection, not one per attempt. Only `http` is supported (there is no TLS connector).
+///
+/// Cloning is cheap and shares the connection pool.
+///
+/// ```
+/// use std::time::Duration;
+/// use rampart_health::HttpProbe;
+///
+/// let probe = HttpProbe::builder("http://10.0.0.7:8080".parse().unwrap())
+///     .path("/ready")
+///     .host("catalog.internal")
+///     .timeout(Duration::from_millis(300))
+///     .build()
+///     .unwrap();
+/// assert_eq!(probe.uri(), "http://10.0.0.7:8080/ready");
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpProbe {
+    client: ProbeClient,
+    method: Method,
+    uri: Uri,
+    expect: RangeInclusive<u16>,
+    body_contains: Option<Arc<str>>,
+    timeout: Duration,
+    host: Option<HeaderValue>,
+    max_body_bytes: usize,
+}
+
+/// Builds an [`HttpProbe`]; every setting is optional. See [`HttpProbe::builder`].
+#[derive(Clone, Debug)]
+pub struct HttpProbeBuilder {
+    base: Uri,
+    method: Method,
+    path: String,
+    expect: RangeInclusive<u16>,
+    body_contains: Option<String>,
+    timeout: Duration,
+    host: Option<String>,
+    max_body_bytes: usize,
+}
+
+impl HttpProbe {
+    /// Starts a builder for probes of `base` (like `http://127.0.0.1:8080`). A path in `base`
+    /// is kept as a prefix of [`path`](HttpProbeBuilder::path).
+    pub fn builder(base: Uri) -> HttpProbeBuilder {
+        HttpProbeBuilder {
+            base,
+            method: Method::GET,
+            path: "/healthz".to_owned(),
+            expect: 200..=299,
+            body_contains: None,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            host: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// The full URI each attempt requests.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn attempt(&self) -> Result<(), ProbeError> {
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri.clone())
+            .header(USER_AGENT, HeaderValue::from_static("rampart-health"));
+        if let Some(host) = &self.host {
+            request = request.header(HOST, host.clone());
+        }
+        let request = request.body(Empty::new()).map_err(|e| {
+            ProbeError::new(ProbeErrorKind::Other, "could not build the probe request")
+                .with_source(e)
+        })?;
+
+        let response = self.client.request(request).await.map_err(client_error)?;
+
+        let status = response.status();
+        if !self.expect.contains(&status.as_u16()) {
+            return Err(ProbeError::new(
+                ProbeErrorKind::Status,
+                format!(
+                    "unexpected status {} (expected {}..={})",
+                    status.as_u16(),
+                    self.expect.start(),
+                    self.expect.end()
+                ),
+            ));
+        }
+
+        // Read the body, bounded: keep it only when we have to search it.
+        let mut body = response.into_body();
+        let mut kept: Vec<u8> = Vec::new();
+        let mut seen: usize = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ProbeError::new(ProbeErrorKind::Body, "could not read the response body")
+                    .with_source(e)
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > self.max_body_bytes {
+                    return Err(ProbeError::new(
+                        ProbeErrorKind::Body,
+                        format!("response body exceeds {} bytes", self.max_body_bytes),
+                    ));
+                }
+                if self.body_contains.is_some() {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+        if let Some(needle) = &self.body_contains
+            && !contains(&kept, needle.as_bytes())
+        {
+            return Err(ProbeError::new(
+                ProbeErrorKind::Body,
+                format!("response body does not contain {needle:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Probe for HttpProbe {
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, self.attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(ProbeError::timeout()),
+            }
+        })
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Maps a hyper-util client error to a probe error, keeping the whole chain in the message.
+fn client_error(err: hyper_util::client::legacy::Error) -> ProbeError {
+    let mut causes = String::new();
+    let mut timed_out = false;
+    let mut current: Option<&(dyn StdError + 'static)> = err.source();
+    let mut depth = 0;
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            timed_out = true;
+        }
+        if !causes.is_empty() {
+            causes.push_str(": ");
+        }
+        causes.push_str(&e.to_string());
+        depth += 1;
+        if depth > 16 {
+            break;
+        }
+        current = e.source();
+    }
+    let (kind, what) = if err.is_connect() {
+        if timed_out {
+            (ProbeErrorKind::Timeout, "connect timed out")
+        } else {
+            (ProbeErrorKind::Connect, "connect failed")
+        }
+    } else {
+        (ProbeErrorKind::Other, "request failed")
+    };
+    let message = if causes.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {causes}")
+    };
+    ProbeError::new(kind, message).with_source(err)
+}
+
+impl HttpProbeBuilder {
+    /// The request method (default `GET`).
+    pub fn method(mut self, m: Method) -> Self {
+        self.method = m;
+        self
+    }
+
+    /// The request path, starting with `/` (default `/healthz`). May carry a query.
+    pub fn path(mut self, p: impl Into<String>) -> Self {
+        self.path = p.into();
+        self
+    }
+
+    /// The statuses that pass (default `200..=299`).
+    pub fn expect_status(mut self, r: RangeInclusive<u16>) -> Self {
+        self.expect = r;
+        self
+    }
+
+    /// The body must contain this substring (searched in the first
+    /// [`max_body_bytes`](Self::max_body_bytes) bytes).
+    pub fn body_contains(mut self, s: impl Into<String>) -> Self {
+        self.body_contains = Some(s.into());
+        self
+    }
+
+    /// Bounds the whole attempt, connect included (default 1 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Overrides the `Host` header (default: the authority of the base URI).
+    pub fn host(mut self, h: impl Into<String>) -> Self {
+        self.host = Some(h.into());
+        self
+    }
+
+    /// The most body bytes an attempt reads (default [`DEFAULT_MAX_BODY_BYTES`], 64 KiB); a
+    /// longer body fails the attempt with [`ProbeErrorKind::Body`].
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Validates the settings and builds the probe.
+    ///
+    /// Rejects (with a [`ConfigError`] naming the field): a base that is not `http://host[:port]`,
+    /// a path not starting with `/` or not valid in a URI, an empty or inverted status range or
+    /// one outside `100..=999`, a zero timeout, a `Host` value that is not a valid header, and
+    /// a zero `max_body_bytes`.
+    ///
+    /// ```
+    /// use rampart_health::HttpProbe;
+    /// let err = HttpProbe::builder("http://127.0.0.1:1".parse().unwrap())
+    ///     .expect_status(300..=200)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "expect_status");
+    /// ```
+    pub fn build(self) -> Result<HttpProbe, ConfigError> {
+        match self.base.scheme_str() {
+            Some("http") => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "base",
+                    self.base.to_string(),
+                    "must be an http:// URI (https needs a TLS connector)",
+                ));
+            }
+        }
+        let Some(authority) = self.base.authority() else {
+            return Err(ConfigError::new(
+                "base",
+                self.base.to_string(),
+                "must name a host",
+            ));
+        };
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new("path", &self.path, "must start with `/`"));
+        }
+        let prefix = self.base.path().trim_end_matches('/');
+        let uri: Uri = format!("http://{authority}{prefix}{}", self.path)
+            .parse()
+            .map_err(|_| ConfigError::new("path", &self.path, "not a valid URI path"))?;
+
+        let (lo, hi) = (*self.expect.start(), *self.expect.end());
+        if lo > hi || lo < 100 || hi > 999 {
+            return Err(ConfigError::new(
+                "expect_status",
+                &self.expect,
+                "must be a non-empty range within 100..=999",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "timeout",
+                self.timeout,
+                "must be greater than zero",
+            ));
+        }
+        let host = match self.host {
+            None => None,
+            Some(h) => Some(
+                HeaderValue::from_str(&h)
+                    .map_err(|_| ConfigError::new("host", &h, "not a valid Host header value"))?,
+            ),
+        };
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                self.max_body_bytes,
+                "must be at least 1",
+            ));
+        }
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(connector);
+
+        Ok(HttpProbe {
+            client,
+            method: self.method,
+            uri,
+            expect: self.expect,
+            body_contains: self.body_contains.map(Arc::from),
+            timeout: self.timeout,
+            host,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+}
+
+/// A TCP connect probe: passes when a connection to the address is established within the
+/// timeout (default 1 s). The connection is closed at once.
+///
+/// ```
+/// use std::time::Duration;
+/// use rampart_health::TcpProbe;
+/// let probe = TcpProbe::new("127.0.0.1:5432".parse().unwrap()).timeout(Duration::from_millis(200));
+/// assert_eq!(probe.addr().port(), 5432);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TcpProbe {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl TcpProbe {
+    /// A probe of `addr` with a 1 s timeout.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+        }
+    }
+
+    /// Sets the connect timeout (a zero timeout fails every attempt).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// The probed address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Probe for TcpProbe {
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.addr))
+                .await
+            {
+                Ok(Ok(_stream)) => Ok(()),
+                Ok(Err(e)) => Err(ProbeError::new(
+                    ProbeErrorKind::Connect,
+                    format!("connect to {} failed: {e}", self.addr),
+                )
+                .with_source(e)),
+                Err(_) => Err(ProbeError::timeout()),
+            }
+        })
+    }
+}
+
+/// A probe made from an async closure; see [`probe_fn`].
+#[derive(Clone, Copy)]
+pub struct FnProbe<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for FnProbe<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnProbe").finish_non_exhaustive()
+    }
+}
+
+/// Makes a [`Probe`] from an async closure; each attempt calls it once.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use rampart_health::{Probe, probe_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let counted = calls.clone();
+/// let probe = probe_fn(move || {
+///     counted.fetch_add(1, Ordering::Relaxed);
+///     async { Ok(()) }
+/// });
+/// probe.probe().await.unwrap();
+/// assert_eq!(calls.load(Ordering::Relaxed), 1);
+/// # }
+/// ```
+pub fn probe_fn<F, Fut>(f: F) -> FnProbe<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProbeError>> + Send + 'static,
+{
+    FnProbe { f }
+}
+
+impl<F, Fut> Probe for FnProbe<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ProbeError>> + Send + 'static,
+{
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin((self.f)())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Uri {
+        "http://127.0.0.1:9".parse().unwrap()
+    }
+
+    #[test]
+    fn builder_defaults_and_uri_join() {
+        let p = HttpProbe::builder(base()).build().unwrap();
+        assert_eq!(p.uri(), "http://127.0.0.1:9/healthz");
+        assert_eq!(p.timeout(), Duration::from_secs(1));
+        let p = HttpProbe::builder("http://127.0.0.1:9/api/".parse().unwrap())
+            .path("/ready?deep=1")
+            .build()
+            .unwrap();
+        assert_eq!(p.uri(), "http://127.0.0.1:9/api/ready?deep=1");
+    }
+
+    #[test]
+    #[allow(clippy::reversed_empty_ranges)]
+    fn builder_rejects_bad_values() {
+        let cases: Vec<(HttpProbeBuilder, &str)> = vec![
+            (HttpProbe::builder("https://x:1".parse().unwrap()), "base"),
+            (HttpProbe::builder("/relative".parse().unwrap()), "base"),
+            (HttpProbe::builder(base()).path("healthz"), "path"),
+            (HttpProbe::builder(base()).path("/a b"), "path"),
+            (
+                HttpProbe::builder(base()).expect_status(299..=200),
+                "expect_status",
+            ),
+            (
+                HttpProbe::builder(base()).expect_status(0..=200),
+                "expect_status",
+            ),
+            (
+                HttpProbe::builder(base()).expect_status(200..=1000),
+                "expect_status",
+            ),
+            (
+                HttpProbe::builder(base()).timeout(Duration::ZERO),
+                "timeout",
+            ),
+            (HttpProbe::builder(base()).host("bad\nhost"), "host"),
+            (
+                HttpProbe::builder(base()).max_body_bytes(0),
+                "max_body_bytes",
+            ),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+        }
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"status: ok", b"ok"));
+        assert!(contains(b"anything", b""));
+        assert!(!contains(b"o", b"ok"));
+    }
+
+    #[test]
+    fn error_display_and_source() {
+        let e = ProbeError::new(ProbeErrorKind::Connect, "connect failed")
+            .with_source(std::io::Error::other("refused"));
+        assert_eq!(e.to_string(), "connect failed");
+        assert_eq!(e.source().unwrap().to_string(), "refused");
+        assert_eq!(ProbeErrorKind::Body.to_string(), "body");
+        let copy = e.clone();
+        assert_eq!(copy.kind(), ProbeErrorKind::Connect);
+        assert_eq!(e.message(), "connect failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arc_and_box_are_probes() {
+        let p: Arc<dyn Probe> = Arc::new(probe_fn(|| async { Ok(()) }));
+        assert!(p.probe().await.is_ok());
+        let b: Box<dyn Probe> = Box::new(probe_fn(|| async { Err(ProbeError::timeout()) }));
+        assert_eq!(b.probe().await.unwrap_err().kind(), ProbeErrorKind::Timeout);
+    }
+}
