@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod checker;
 pub mod classify;
 pub mod config;
 pub mod health;
@@ -35,6 +36,7 @@ pub mod probe;
 pub mod report;
 pub mod signal;
 
+pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, HealthTransition};
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
 pub use config::ConfigError;
 pub use health::{Health, HealthPublisher, HealthWatch};

@@ -1,7 +1,7 @@
 //! Active probes: one attempt at asking "are you alive?".
 //!
 //! A [`Probe`] makes one attempt and answers `Ok(())` (passed) or a [`ProbeError`] whose
-//! [`ProbeErrorKind`] says what went wrong. A `Checker` runs a probe on a
+//! [`ProbeErrorKind`] says what went wrong. A [`Checker`](crate::Checker) runs a probe on a
 //! schedule and turns the answers into [`Health`](crate::Health).
 //!
 //! - [`HttpProbe`]: an HTTP/1 request on hyper-util's client (method, path, expected status
@@ -74,7 +74,7 @@ pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProbeError>> +
 /// One health probe attempt.
 ///
 /// Implementations should bound their own work (the built-in probes have a timeout), but they
-/// need not: the `Checker` applies its own timeout around every attempt and
+/// need not: the [`Checker`](crate::Checker) applies its own timeout around every attempt and
 /// counts an attempt that exceeds it as a failure.
 ///
 /// ```
