@@ -32,6 +32,7 @@ pub mod checker;
 pub mod classify;
 pub mod config;
 pub mod health;
+pub mod outlier;
 pub mod probe;
 pub mod report;
 pub mod signal;
@@ -40,6 +41,10 @@ pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, H
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
 pub use config::ConfigError;
 pub use health::{Health, HealthPublisher, HealthWatch};
+pub use outlier::{
+    EjectionReason, EndpointOutlierState, OutlierConfig, OutlierConfigBuilder, OutlierDetector,
+    OutlierEvent, OutlierTracker,
+};
 pub use probe::{
     FnProbe, HttpProbe, HttpProbeBuilder, Probe, ProbeError, ProbeErrorKind, TcpProbe, probe_fn,
 };
