@@ -1,0 +1,312 @@
+//! The apology: the last line of defense for an HTTP service.
+//!
+//! [`Fallback`] wraps a `Service<http::Request<_>, Response = http::Response<_>>` whose error
+//! converts into a [`BoxError`] and never fails itself (its error type is [`Infallible`]), so
+//! it sits directly in an axum `Router`. It serves the apology when:
+//!
+//! - the inner service returns an `Err` (breaker open, no healthy endpoint or site, timeout,
+//!   connection error; also when its `poll_ready` fails), or
+//! - the response is classified a failure by its [`Classify`]
+//!   (default [`FailureStatuses`](crate::FailureStatuses): 500, 502, 503, 504). A panic
+//!   turned into a `500` by tower-http's `CatchPanicLayer` is one of these: put the
+//!   `CatchPanicLayer` *inside* the `FallbackLayer`.
+//!
+//! The apology (built-in [`ApologyPage`], or any [`Apologize`] handler):
+//!
+//! - status `503` (configurable on the page);
+//! - `Retry-After` in whole seconds: the hint found anywhere in the error chain
+//!   ([`rampart_health::retry_after`], e.g. a breaker's time to its next probe, rounded up:
+//!   7.2 s gives `8`), else the failed upstream response's own `Retry-After`, else the
+//!   configured default (5 s);
+//! - `Cache-Control: no-store`, and the request id (`x-request-id` by default) echoed;
+//! - a body chosen by `Accept` with q-values ([`negotiate()`](crate::negotiate())): the HTML page,
+//!   RFC 9457 `application/problem+json` (also for `application/json`; `instance` is the
+//!   request path), or `text/plain`. `HEAD` gets the headers only.
+//!
+//! No error text, backend address or stack reaches the client: the handler never sees the
+//! error, and the layer logs it with `tracing` (target `rampart_fallback`, level `WARN`).
+//! The apology never does I/O or contacts a backend; the built-in page is shared bytes
+//! prepared at build time. [`FallbackStats`] counts apologies (and the `metrics` feature
+//! exports `rampart_fallback_apologies_total{trigger}`).
+//!
+//! # Example: an axum router
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use rampart_fallback::{ApologyPage, Fallback, FallbackLayer};
+//! use tower_http::catch_panic::CatchPanicLayer;
+//!
+//! # fn main() -> Result<(), rampart_health::ConfigError> {
+//! let page = ApologyPage::builder()
+//!     .detail("The shop is taking a short break.")
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .route("/boom", get(|| async { http::StatusCode::BAD_GATEWAY }))
+//!     // Outermost: the apology. Inside it, panics become 500s, which it then replaces.
+//!     .layer(CatchPanicLayer::new())
+//!     .layer(FallbackLayer::with_page(page).retry_after(Duration::from_secs(10)));
+//!
+//! // A fallible tower service (here: one that always fails) behind a route.
+//! let flaky = tower::service_fn(|_req: axum::extract::Request| async {
+//!     Err::<http::Response<axum::body::Body>, std::io::Error>(std::io::Error::other("refused"))
+//! });
+//! let app = app.route_service("/catalog", Fallback::new(flaky));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod handler;
+mod layer;
+mod page;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use rampart_health::{BoxError, Classify};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::future::ResponseFuture;
+use self::handler::Captured;
+pub use self::handler::{Apologize, ApologyRequest, Trigger};
+pub use self::layer::FallbackLayer;
+pub use self::page::{ApologyPage, ApologyPageBuilder};
+use crate::body::{ApologyBody, FallbackBody};
+
+/// Everything a [`Fallback`] service shares with its futures (one reference count per call).
+pub(crate) struct Shared<H, C> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) classify: C,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) request_id: Option<HeaderName>,
+    pub(crate) stats: FallbackStats,
+}
+
+/// Serves the apology instead of the inner service's errors and failed responses.
+///
+/// Build it with [`FallbackLayer`] or [`Fallback::new`]. See the [module docs](self).
+pub struct Fallback<S, H = ApologyPage, C = crate::FailureStatuses> {
+    inner: S,
+    shared: Arc<Shared<H, C>>,
+    /// The inner service's `poll_ready` failed: the next call answers with the apology.
+    ready_error: Option<BoxError>,
+}
+
+impl<S: Clone, H, C> Clone for Fallback<S, H, C> {
+    /// A clone does not copy readiness (nor a pending `poll_ready` error).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            ready_error: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug, H, C: fmt::Debug> fmt::Debug for Fallback<S, H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("inner", &self.inner)
+            .field("handler", &std::any::type_name::<H>())
+            .field("classify", &self.shared.classify)
+            .finish()
+    }
+}
+
+impl<S> Fallback<S> {
+    /// Wraps `inner` with the built-in page and default settings
+    /// (the same as `FallbackLayer::new().layer(inner)`).
+    pub fn new(inner: S) -> Self {
+        FallbackLayer::new().layer(inner)
+    }
+}
+
+impl<S, H, C> Fallback<S, H, C> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<H, C>>) -> Self {
+        Self {
+            inner,
+            shared,
+            ready_error: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The counters shared with the layer that built this service.
+    pub fn stats(&self) -> &FallbackStats {
+        &self.shared.stats
+    }
+}
+
+impl<S, H, C, ReqB, ResB> Service<Request<ReqB>> for Fallback<S, H, C>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    H: Apologize,
+    C: Classify<Response<ResB>, BoxError>,
+    ResB: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<FallbackBody<ResB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future, H, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.ready_error.is_some() {
+            // Ready although the inner service is not: its `poll_ready` failed, and the call
+            // that follows answers with the apology without touching it.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                // Ready although the inner service is not (see above): we cannot return the
+                // error (`Infallible`), so the next call turns it into the apology.
+                self.ready_error = Some(e.into());
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let captured = Captured::from_request(&req, self.shared.request_id.as_ref());
+        match self.ready_error.take() {
+            Some(error) => ResponseFuture::failed(error, captured, Arc::clone(&self.shared)),
+            None => ResponseFuture::new(self.inner.call(req), captured, Arc::clone(&self.shared)),
+        }
+    }
+}
+
+/// Builds the apology and logs why.
+pub(crate) fn apologize<H: Apologize, C, B>(
+    shared: &Shared<H, C>,
+    captured: Captured,
+    trigger: Trigger,
+    retry_after: Option<u64>,
+) -> Response<FallbackBody<B>> {
+    shared.stats.record(trigger);
+    let head = captured.method == Method::HEAD;
+    let request_id = captured.request_id.clone();
+    let request = ApologyRequest {
+        captured,
+        trigger,
+        retry_after,
+    };
+    let mut resp = shared.handler.apologize(&request);
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry_after
+        && !h.contains_key(RETRY_AFTER)
+    {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let (Some(name), Some(id)) = (&shared.request_id, request_id) {
+        h.insert(name.clone(), id);
+    }
+    if head {
+        // HEAD: the same headers (Content-Length included), no body.
+        *resp.body_mut() = ApologyBody::empty();
+    }
+    resp.map(FallbackBody::apology)
+}
+
+/// Displays an error and its `source()` chain as `a: b: c`.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        let mut depth = 0;
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            depth += 1;
+            if depth > 16 {
+                break;
+            }
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a [`FallbackLayer`] and its services (cheap to clone: shared).
+#[derive(Debug, Clone, Default)]
+pub struct FallbackStats {
+    inner: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    errors: AtomicU64,
+    never_reached: AtomicU64,
+    statuses: AtomicU64,
+}
+
+impl FallbackStats {
+    fn record(&self, trigger: Trigger) {
+        let c = match trigger {
+            Trigger::Error {
+                never_reached: false,
+            } => &self.inner.errors,
+            Trigger::Error {
+                never_reached: true,
+            } => &self.inner.never_reached,
+            Trigger::Status(_) => &self.inner.statuses,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_fallback_apologies_total", "trigger" => trigger.as_str())
+            .increment(1);
+    }
+
+    /// A point-in-time copy of the counters.
+    pub fn snapshot(&self) -> FallbackSnapshot {
+        FallbackSnapshot {
+            errors: self.inner.errors.load(Ordering::Relaxed),
+            never_reached: self.inner.never_reached.load(Ordering::Relaxed),
+            statuses: self.inner.statuses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How many apologies were served, by trigger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FallbackSnapshot {
+    /// For errors that reached a backend (or did not say).
+    pub errors: u64,
+    /// For errors marked [`rampart_health::NeverReached`].
+    pub never_reached: u64,
+    /// For responses classified as failures.
+    pub statuses: u64,
+}
+
+impl FallbackSnapshot {
+    /// All apologies.
+    pub fn total(&self) -> u64 {
+        self.errors + self.never_reached + self.statuses
+    }
+}

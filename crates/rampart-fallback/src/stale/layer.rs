@@ -1,0 +1,230 @@
+//! [`StaleIfErrorLayer`]: the cache and its settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_health::ConfigError;
+use tower_layer::Layer;
+
+use super::{Config, ServiceShared, StaleIfError, StaleShared, StaleSnapshot};
+use crate::classify::FailureStatuses;
+
+/// Adds a stale-if-error cache in front of an HTTP service.
+///
+/// Every service this layer builds shares one cache (so do clones of the layer): build the
+/// layer once and apply it where you need it. See the [module docs](crate::stale).
+pub struct StaleIfErrorLayer<C = FailureStatuses> {
+    cache: Arc<StaleShared>,
+    classify: C,
+}
+
+impl<C: Clone> Clone for StaleIfErrorLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: Arc::clone(&self.cache),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for StaleIfErrorLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleIfErrorLayer")
+            .field("cache", &self.cache)
+            .field("classify", &self.classify)
+            .finish()
+    }
+}
+
+impl Default for StaleIfErrorLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StaleIfErrorLayer {
+    /// The defaults: 64 MiB in all, 1 MiB per response, a 5 minute window when the response
+    /// has no `stale-if-error`, `stale-if-error` honoured up to 1 day.
+    pub fn new() -> Self {
+        Self {
+            cache: Arc::new(StaleShared::new(StaleIfErrorBuilder::default().config())),
+            classify: FailureStatuses::default(),
+        }
+    }
+
+    /// Starts from the defaults.
+    pub fn builder() -> StaleIfErrorBuilder {
+        StaleIfErrorBuilder::default()
+    }
+}
+
+impl<C> StaleIfErrorLayer<C> {
+    /// Which responses count as failures (default [`FailureStatuses`]: 500, 502, 503, 504).
+    /// Errors always do.
+    pub fn classify<C2>(self, classify: C2) -> StaleIfErrorLayer<C2> {
+        StaleIfErrorLayer {
+            cache: self.cache,
+            classify,
+        }
+    }
+
+    /// The cache's counters and size (runs pending evictions first).
+    pub fn snapshot(&self) -> StaleSnapshot {
+        self.cache.snapshot()
+    }
+
+    /// Drops every stored copy.
+    pub fn clear(&self) {
+        self.cache.cache.invalidate_all();
+        tracing::info!(target: "rampart_fallback", "stale-if-error cache cleared");
+    }
+}
+
+impl<S, C: Clone> Layer<S> for StaleIfErrorLayer<C> {
+    type Service = StaleIfError<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StaleIfError::from_shared(
+            inner,
+            Arc::new(ServiceShared {
+                cache: Arc::clone(&self.cache),
+                classify: self.classify.clone(),
+            }),
+        )
+    }
+}
+
+/// Settings of a [`StaleIfErrorLayer`]; [`build`](Self::build) validates them.
+#[derive(Debug, Clone, Copy)]
+pub struct StaleIfErrorBuilder {
+    max_bytes: u64,
+    max_entry_bytes: usize,
+    default_window: Duration,
+    max_window: Duration,
+}
+
+impl Default for StaleIfErrorBuilder {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+            default_window: Duration::from_secs(300),
+            max_window: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl StaleIfErrorBuilder {
+    /// The bound on everything stored, in bytes (bodies, headers and keys; default 64 MiB).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The largest body kept (default 1 MiB). Larger responses stream through uncached.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// How long past its freshness a copy may serve on error when the response has no
+    /// `stale-if-error` directive (default 5 minutes; zero keeps only responses that say
+    /// `stale-if-error` or have a freshness lifetime).
+    pub fn default_window(mut self, window: Duration) -> Self {
+        self.default_window = window;
+        self
+    }
+
+    /// The largest `stale-if-error` honoured (default 1 day).
+    pub fn max_window(mut self, window: Duration) -> Self {
+        self.max_window = window;
+        self
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            max_bytes: self.max_bytes,
+            max_entry_bytes: self.max_entry_bytes,
+            default_window: self.default_window,
+            max_window: self.max_window,
+        }
+    }
+
+    /// Validates and builds the layer (with its empty cache).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when `max_bytes` or `max_entry_bytes` is zero, `max_entry_bytes`
+    /// exceeds `max_bytes` or 4 GiB, or `default_window` exceeds `max_window`.
+    pub fn build(self) -> Result<StaleIfErrorLayer, ConfigError> {
+        if self.max_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_bytes",
+                self.max_bytes,
+                "must be at least 1",
+            ));
+        }
+        if self.max_entry_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_entry_bytes",
+                self.max_entry_bytes,
+                "must be at least 1",
+            ));
+        }
+        if self.max_entry_bytes as u64 > self.max_bytes {
+            return Err(ConfigError::new(
+                "max_entry_bytes",
+                self.max_entry_bytes,
+                "must not exceed max_bytes",
+            ));
+        }
+        if self.max_entry_bytes as u64 >= u64::from(u32::MAX) {
+            return Err(ConfigError::new(
+                "max_entry_bytes",
+                self.max_entry_bytes,
+                "must be below 4 GiB",
+            ));
+        }
+        if self.default_window > self.max_window {
+            return Err(ConfigError::new(
+                "default_window",
+                self.default_window,
+                "must not exceed max_window",
+            ));
+        }
+        Ok(StaleIfErrorLayer {
+            cache: Arc::new(StaleShared::new(self.config())),
+            classify: FailureStatuses::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let b = StaleIfErrorLayer::builder;
+        assert_eq!(b().max_bytes(0).build().unwrap_err().field(), "max_bytes");
+        assert_eq!(
+            b().max_entry_bytes(0).build().unwrap_err().field(),
+            "max_entry_bytes"
+        );
+        let e = b().max_bytes(10).max_entry_bytes(11).build().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid `max_entry_bytes` = 11: must not exceed max_bytes"
+        );
+        assert_eq!(
+            b().default_window(Duration::from_secs(10))
+                .max_window(Duration::from_secs(5))
+                .build()
+                .unwrap_err()
+                .field(),
+            "default_window"
+        );
+        assert!(b().build().is_ok());
+    }
+}

@@ -1,0 +1,528 @@
+//! Stale-if-error: serve a recent good copy instead of failing (RFC 5861, RFC 9111).
+//!
+//! [`StaleIfError`] keeps successful cacheable responses to `GET` and, when the inner service
+//! later fails for the same request, answers with the stored copy instead of the failure.
+//!
+//! **What is kept.** Responses to `GET` with status 200, 203, 204, 300, 301 or 308 (the
+//! successful statuses RFC 9110 §15.1 calls heuristically cacheable), keyed by method, host,
+//! URI, and the request's values of the headers the response names in `Vary` (RFC 9111 §4.1;
+//! a few variants per URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
+//! (on the request or the response), `private`, `Set-Cookie`, `Vary: *`, requests with
+//! `Authorization` unless the response is `public`/`s-maxage`/`must-revalidate`, responses that
+//! forbid serving stale (`no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`) unless
+//! they carry an explicit `stale-if-error`, responses with trailers, responses cut short, and
+//! responses larger than `max_entry_bytes`. Everything is bounded by total bytes
+//! (`max_bytes`, a [`moka`] cache with a byte weigher).
+//!
+//! **Streaming.** A response that is not cacheable streams through untouched. A cacheable
+//! body streams through too, while a copy is kept (reference-counted chunks, no copying) up
+//! to `max_entry_bytes`; if it grows past that, the copy is dropped and the rest streams on —
+//! the client gets every byte either way. A copy is stored only once its body has ended.
+//!
+//! **When it is served.** When the inner service returns an `Err`, or a response its
+//! classifier calls a failure (default: 500, 502, 503, 504), and a stored copy matches the
+//! request and is still within its window: current age ≤ freshness lifetime (`s-maxage`, else
+//! `max-age`, else 0) + the stale window (the response's `stale-if-error=N`, capped by
+//! `max_window`, else the configured `default_window`). The copy goes out with its stored
+//! headers, a correct `Age` (RFC 9111 §4.2.3: the upstream `Age` plus the response delay,
+//! plus the time it has been stored; the `Date` header is not compared with our clock), and
+//! the marker header [`STALE_HEADER`] (`x-rampart-stale: 1`). Otherwise the failure is
+//! returned unchanged, for an outer [`FallbackLayer`](crate::FallbackLayer) to turn into the
+//! apology.
+//!
+//! Time is `tokio::time::Instant`, so tests can pause and advance it. Each `GET` costs one
+//! clone of the request's header map (to match `Vary` later); other methods pass straight
+//! through.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use rampart_fallback::{FallbackLayer, StaleIfErrorLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), rampart_health::ConfigError> {
+//! let stale = StaleIfErrorLayer::builder()
+//!     .max_bytes(32 << 20)
+//!     .max_entry_bytes(512 << 10)
+//!     .default_window(Duration::from_secs(120))
+//!     .build()?;
+//! let handle = stale.clone(); // shares the cache: snapshot() from anywhere
+//! let svc = ServiceBuilder::new()
+//!     .layer(FallbackLayer::new())
+//!     .layer(stale)
+//!     .service(axum::Router::<()>::new());
+//! assert_eq!(handle.snapshot().entries, 0);
+//! # let _ = svc;
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod policy;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AGE, CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use tokio::time::Instant;
+use tower_service::Service;
+
+pub use self::body::StaleBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::{StaleIfErrorBuilder, StaleIfErrorLayer};
+
+/// The header that marks a response served from the stale-if-error cache: `x-rampart-stale`,
+/// with the value `1`.
+pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-rampart-stale");
+
+/// Stored variants of one URI at most (older ones are replaced).
+const MAX_VARIANTS: usize = 4;
+
+/// Method, host and URI: the primary cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    method: Method,
+    host: Option<HeaderValue>,
+    uri: Uri,
+}
+
+impl Key {
+    fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        let host = match uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => headers.get(HOST).cloned(),
+        };
+        Self {
+            method: method.clone(),
+            host,
+            uri: uri.clone(),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        self.uri.path().len()
+            + self.uri.query().map_or(0, str::len)
+            + self.uri.authority().map_or(0, |a| a.as_str().len())
+            + self.host.as_ref().map_or(0, HeaderValue::len)
+            + 32
+    }
+}
+
+/// One stored response.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// When the response head arrived.
+    stored_at: Instant,
+    /// RFC 9111 §4.2.3 corrected initial age (upstream `Age` + response delay).
+    initial_age: Duration,
+    /// The largest current age it may be served at.
+    usable_for: Duration,
+    weight: usize,
+}
+
+impl Stored {
+    fn current_age(&self, now: Instant) -> Duration {
+        self.initial_age + now.saturating_duration_since(self.stored_at)
+    }
+}
+
+/// The stored variants of one key.
+#[derive(Debug, Default)]
+pub(crate) struct Variants {
+    items: Vec<Arc<Stored>>,
+}
+
+impl Variants {
+    fn weight(&self) -> usize {
+        self.items.iter().map(|s| s.weight).sum()
+    }
+}
+
+/// Settings (validated by the builder).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) max_bytes: u64,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) default_window: Duration,
+    pub(crate) max_window: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    stored: AtomicU64,
+    not_stored: AtomicU64,
+    too_large: AtomicU64,
+    served: AtomicU64,
+    too_old: AtomicU64,
+    missed: AtomicU64,
+}
+
+/// The cache and counters shared by a layer, its services, their futures and bodies.
+pub(crate) struct StaleShared {
+    cache: moka::sync::Cache<Key, Arc<Variants>>,
+    config: Config,
+    counters: Counters,
+}
+
+/// What a service shares with its futures: the cache and the classifier.
+#[derive(Debug)]
+pub(crate) struct ServiceShared<C> {
+    pub(crate) cache: Arc<StaleShared>,
+    pub(crate) classify: C,
+}
+
+impl fmt::Debug for StaleShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleShared")
+            .field("config", &self.config)
+            .field("entries", &self.cache.entry_count())
+            .field("bytes", &self.cache.weighted_size())
+            .finish()
+    }
+}
+
+impl StaleShared {
+    pub(crate) fn new(config: Config) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &Key, v: &Arc<Variants>| {
+                u32::try_from(k.weight() + v.weight()).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self {
+            cache,
+            config,
+            counters: Counters::default(),
+        }
+    }
+
+    /// A stored copy for this request, if one is within its window.
+    pub(crate) fn lookup<B>(&self, req: &RequestInfo) -> Option<Response<StaleBody<B>>> {
+        let Some(variants) = self.cache.get(&req.key) else {
+            self.counters.missed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let Some(stored) = variants
+            .items
+            .iter()
+            .find(|s| policy::vary_matches(&s.vary, &req.headers))
+        else {
+            self.counters.missed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let age = stored.current_age(Instant::now());
+        if age > stored.usable_for {
+            self.counters.too_old.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                target: "rampart_fallback",
+                path = req.key.uri.path(),
+                age_secs = age.as_secs(),
+                usable_secs = stored.usable_for.as_secs(),
+                "stale copy is past its window"
+            );
+            return None;
+        }
+        self.counters.served.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_fallback_stale_served_total").increment(1);
+        let mut resp = Response::new(StaleBody::stored(stored.body.clone()));
+        *resp.status_mut() = stored.status;
+        let mut headers = stored.headers.clone();
+        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+        headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
+        *resp.headers_mut() = headers;
+        Some(resp)
+    }
+
+    /// Stores a complete response.
+    pub(crate) fn store(&self, key: Key, stored: Stored) {
+        let stored = Arc::new(stored);
+        let mut items: Vec<Arc<Stored>> = self
+            .cache
+            .get(&key)
+            .map(|v| {
+                v.items
+                    .iter()
+                    .filter(|s| s.vary != stored.vary)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if items.len() >= MAX_VARIANTS {
+            items.remove(0);
+        }
+        tracing::debug!(
+            target: "rampart_fallback",
+            path = key.uri.path(),
+            bytes = stored.body.len(),
+            usable_secs = stored.usable_for.as_secs(),
+            "stored a copy for stale-if-error"
+        );
+        items.push(stored);
+        self.cache.insert(key, Arc::new(Variants { items }));
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("rampart_fallback_stale_stored_total").increment(1);
+            metrics::gauge!("rampart_fallback_stale_bytes").set(self.cache.weighted_size() as f64);
+        }
+    }
+
+    fn not_stored(&self, why: policy::NotStored, path: &str) {
+        if why == policy::NotStored::TooLarge {
+            self.counters.too_large.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::trace!(target: "rampart_fallback", path, reason = why.as_str(), "response not stored");
+    }
+
+    pub(crate) fn snapshot(&self) -> StaleSnapshot {
+        self.cache.run_pending_tasks();
+        let c = &self.counters;
+        StaleSnapshot {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            max_bytes: self.config.max_bytes,
+            stored: c.stored.load(Ordering::Relaxed),
+            not_stored: c.not_stored.load(Ordering::Relaxed),
+            too_large: c.too_large.load(Ordering::Relaxed),
+            served: c.served.load(Ordering::Relaxed),
+            too_old: c.too_old.load(Ordering::Relaxed),
+            missed: c.missed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A point-in-time view of a stale-if-error cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaleSnapshot {
+    /// Keys held (each holds up to a few `Vary` variants).
+    pub entries: u64,
+    /// Weighted size in bytes (bodies + headers + keys), after pending evictions ran.
+    pub bytes: u64,
+    /// The configured bound on `bytes`.
+    pub max_bytes: u64,
+    /// Responses stored (or replaced).
+    pub stored: u64,
+    /// Cacheable-looking `GET` responses refused by policy (`no-store`, `private`, ...).
+    pub not_stored: u64,
+    /// Responses too large to keep (by `Content-Length` or while streaming).
+    pub too_large: u64,
+    /// Failures answered with a stored copy.
+    pub served: u64,
+    /// Failures whose stored copy was past its window.
+    pub too_old: u64,
+    /// Failures with no stored copy for the request.
+    pub missed: u64,
+}
+
+/// What a `GET` keeps of its request: enough to key, match `Vary`, and age the response.
+#[derive(Debug)]
+pub(crate) struct RequestInfo {
+    key: Key,
+    headers: HeaderMap,
+    sent_at: Instant,
+}
+
+/// Serves a stored copy when the inner service fails (see the [module docs](self)).
+pub struct StaleIfError<S, C = crate::FailureStatuses> {
+    inner: S,
+    shared: Arc<ServiceShared<C>>,
+}
+
+impl<S: Clone, C> Clone for StaleIfError<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for StaleIfError<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaleIfError")
+            .field("inner", &self.inner)
+            .field("cache", &self.shared)
+            .finish()
+    }
+}
+
+impl<S> StaleIfError<S> {
+    /// Wraps `inner` with a default cache (64 MiB, 1 MiB per entry, 5 minute default window).
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&StaleIfErrorLayer::new(), inner)
+    }
+}
+
+impl<S, C> StaleIfError<S, C> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<ServiceShared<C>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache's counters and size (runs pending evictions first).
+    pub fn snapshot(&self) -> StaleSnapshot {
+        self.shared.cache.snapshot()
+    }
+}
+
+impl<S, C, ReqB, ResB> Service<Request<ReqB>> for StaleIfError<S, C>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    C: rampart_health::Classify<Response<ResB>, rampart_health::BoxError>,
+    ResB: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<StaleBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let info = (req.method() == Method::GET).then(|| RequestInfo {
+            key: Key::new(req.method(), req.uri(), req.headers()),
+            headers: req.headers().clone(),
+            sent_at: Instant::now(),
+        });
+        ResponseFuture::new(self.inner.call(req), info, Arc::clone(&self.shared))
+    }
+}
+
+/// After a successful response head: decides whether to record it, and wraps the body.
+pub(crate) fn record<B>(
+    shared: &Arc<StaleShared>,
+    info: RequestInfo,
+    resp: Response<B>,
+) -> Response<StaleBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let cfg = &shared.config;
+    let plan = match policy::plan(
+        &info.headers,
+        resp.status(),
+        resp.headers(),
+        cfg.default_window,
+        cfg.max_window,
+        cfg.max_entry_bytes,
+    ) {
+        Ok(plan) => plan,
+        Err(policy::NotStored::Status) => return resp.map(StaleBody::passthrough),
+        Err(why) => {
+            shared.not_stored(why, info.key.uri.path());
+            return resp.map(StaleBody::passthrough);
+        }
+    };
+    let now = Instant::now();
+    let upstream_age = resp
+        .headers()
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let initial_age =
+        Duration::from_secs(upstream_age) + now.saturating_duration_since(info.sent_at);
+    let mut headers = resp.headers().clone();
+    policy::strip_for_storage(&mut headers);
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 8)
+        .sum();
+    let vary_bytes: usize = plan
+        .vary
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, HeaderValue::len))
+        .sum();
+    let pending = Pending {
+        shared: Arc::clone(shared),
+        key: info.key,
+        status: resp.status(),
+        headers,
+        vary: plan.vary,
+        stored_at: now,
+        initial_age,
+        usable_for: plan.usable_for,
+        overhead: header_bytes + vary_bytes + 64,
+    };
+    let (parts, body) = resp.into_parts();
+    let body = StaleBody::recording(body, pending, cfg.max_entry_bytes);
+    Response::from_parts(parts, body)
+}
+
+/// A response being recorded, waiting for its body to end.
+pub(crate) struct Pending {
+    shared: Arc<StaleShared>,
+    key: Key,
+    status: StatusCode,
+    headers: HeaderMap,
+    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    stored_at: Instant,
+    initial_age: Duration,
+    usable_for: Duration,
+    overhead: usize,
+}
+
+impl Pending {
+    /// The body ended: store it.
+    pub(crate) fn finish(mut self, body: Bytes) {
+        self.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let weight = body.len() + self.overhead;
+        let stored = Stored {
+            status: self.status,
+            headers: self.headers,
+            body,
+            vary: self.vary,
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            usable_for: self.usable_for,
+            weight,
+        };
+        self.shared.store(self.key, stored);
+    }
+
+    /// The body grew past the per-entry limit.
+    pub(crate) fn too_large(self) {
+        self.shared
+            .not_stored(policy::NotStored::TooLarge, self.key.uri.path());
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending")
+            .field("key", &self.key)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
