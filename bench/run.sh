@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Rampart HTTP benchmarks: nginx, HAProxy and the Rampart gateway over the same three backend
+# replicas, with direct traffic to one replica as the yardstick, interleaved over N rounds.
+#
+# usage: bench/run.sh [--quick] [--rounds N] [--duration SECS] [--micro] [--micro-only]
+#                     [--targets "direct nginx haproxy rampart"] [--scenarios "steady kill-one kill-all all-down"]
+#                     [--out FILE] [--keep]
+#
+#   --quick        3 s runs, 1 round (a smoke test of the whole pipeline; not for figures)
+#   --rounds N     interleaved rounds (default 3); the report gives medians across rounds
+#   --duration S   seconds per wrk run (default 10)
+#   --micro        also run the crates' criterion micro-benchmarks (short measurement times)
+#   --micro-only   only the micro-benchmarks
+#   --out FILE     the report to update (default BENCHMARKS.md at the repository root); only the
+#                  generated sections between the bench:* markers are replaced
+#   --keep         keep the temporary directory (configs, logs, raw wrk output)
+#
+# Scenarios (each run starts fresh replicas and a fresh proxy, and stops them by PID):
+#   steady    wrk -t1 -c32 -dD --latency against each target
+#   kill-one  the same, with one replica SIGKILLed at D/2 (failover cost: non-2xx, socket errors)
+#   kill-all  the same, with all three replicas SIGKILLed at D/2 (stalls, timeouts, errors;
+#             a wrk Lua script counts the status codes)
+#   all-down  all replicas killed, 3 s for the health checks to notice, then wrk (the apology:
+#             throughput, latency; the status and Retry-After of one probe request)
+#
+# Installs nginx, HAProxy, wrk and curl from Debian's packages when missing (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+ROUNDS=3
+DURATION=10
+MICRO=0
+MACRO=1
+KEEP=0
+OUT="$ROOT/BENCHMARKS.md"
+TARGETS="direct nginx haproxy rampart"
+SCENARIOS="steady kill-one kill-all all-down"
+CONNECTIONS=32
+THREADS=1
+MODE=full
+ARGS_GIVEN="$*"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) ROUNDS=1; DURATION=3; MODE=quick ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --micro) MICRO=1 ;;
+    --micro-only) MICRO=1; MACRO=0 ;;
+    --targets) TARGETS=$2; shift ;;
+    --scenarios) SCENARIOS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+TMP=$(mktemp -d /tmp/rampart-bench.XXXXXX)
+PIDS=()
+
+# Stop every process this script started, by PID (TERM, then KILL what is left).
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.2
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+  if [ "$KEEP" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Forget PIDs that have been stopped (keeps the cleanup list short).
+forget() {
+  local keep=() pid gone
+  for pid in "${PIDS[@]}"; do
+    gone=0
+    for g in "$@"; do [ "$pid" = "$g" ] && gone=1; done
+    [ "$gone" = 1 ] || keep+=("$pid")
+  done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+stop() { # stop PID... (TERM, wait up to 2 s, then KILL)
+  local pid i
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for i in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    { wait "$pid"; } 2>/dev/null || true
+  done
+  forget "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+ensure_tools() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian 12 ships nginx-light as a transitional package; fall back to nginx.
+    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$TMP/apt.log" 2>&1; then
+      local alt=("${missing[@]/nginx-light/nginx}")
+      apt-get install -y -qq --no-install-recommends "${alt[@]}" >>"$TMP/apt.log" 2>&1
+    fi
+    # The packages' scripts may start system services; this script does not use them.
+    if command -v service >/dev/null 2>&1; then
+      service nginx stop >/dev/null 2>&1 || true
+      service haproxy stop >/dev/null 2>&1 || true
+    fi
+  fi
+  export PATH="$PATH:/usr/sbin:/sbin"
+}
+
+free_port() { # a port nothing listens on (random pick, checked)
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+wait_http() { # wait_http ADDR [seconds]: until GET / answers anything
+  local addr=$1 n=$(( ${2:-10} * 20 )) i
+  for i in $(seq "$n"); do
+    if curl -s -o /dev/null --max-time 1 "http://$addr/"; then return 0; fi
+    sleep 0.05
+  done
+  log "timed out waiting for $addr"; return 1
+}
+
+read_addr() { # read_addr FILE PID: the first line a child prints (its bound address)
+  local f=$1 pid=$2 i
+  for i in $(seq 100); do
+    if [ -s "$f" ]; then head -n1 "$f"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  log "no address from pid $pid ($f)"; return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Backends and proxies
+BACKEND_PIDS=()
+BACKEND_ADDRS=()
+start_backends() {
+  BACKEND_PIDS=(); BACKEND_ADDRS=()
+  local i pid
+  for i in 1 2 3; do
+    "$BIN/backend" --listen 127.0.0.1:0 >"$TMP/backend$i.out" 2>"$TMP/backend$i.err" &
+    pid=$!; PIDS+=("$pid"); BACKEND_PIDS+=("$pid")
+  done
+  for i in 0 1 2; do BACKEND_ADDRS+=("$(read_addr "$TMP/backend$((i + 1)).out" "${BACKEND_PIDS[$i]}")"); done
+  for i in 0 1 2; do wait_http "${BACKEND_ADDRS[$i]}" 5; done
+}
+
+nginx_conf() { # nginx_conf PORT
+  local port=$1 a
+  mkdir -p "$TMP/nginx"
+  {
+    echo "daemon off;"
+    echo "master_process on;"
+    echo "worker_processes auto;"
+    echo "pid $TMP/nginx/nginx.pid;"
+    echo "error_log $TMP/nginx/error.log warn;"
+    echo "events { worker_connections 4096; }"
+    echo "http {"
+    echo "  access_log off;"
+    echo "  client_body_temp_path $TMP/nginx/body; proxy_temp_path $TMP/nginx/proxy;"
+    echo "  fastcgi_temp_path $TMP/nginx/fastcgi; uwsgi_temp_path $TMP/nginx/uwsgi; scgi_temp_path $TMP/nginx/scgi;"
+    echo "  upstream replicas {"
+    for a in "${BACKEND_ADDRS[@]}"; do echo "    server $a max_fails=1 fail_timeout=10s;"; done
+    echo "    keepalive 64;"
+    echo "  }"
+    echo "  server {"
+    echo "    listen 127.0.0.1:$port;"
+    echo "    location / {"
+    echo "      proxy_pass http://replicas;"
+    echo "      proxy_http_version 1.1;"
+    echo "      proxy_set_header Connection \"\";"
+    echo "      proxy_next_upstream error timeout http_502 http_503;"
+    echo "      proxy_connect_timeout 1s;"
+    echo "      proxy_read_timeout 5s;"
+    echo "    }"
+    echo "  }"
+    echo "}"
+  } >"$TMP/nginx/nginx.conf"
+}
+
+haproxy_conf() { # haproxy_conf PORT
+  local port=$1 i=0 a
+  mkdir -p "$TMP/haproxy"
+  {
+    echo "global"
+    echo "  maxconn 4096"
+    echo "  pidfile $TMP/haproxy/haproxy.pid"
+    echo "defaults"
+    echo "  mode http"
+    echo "  timeout connect 1s"
+    echo "  timeout client 10s"
+    echo "  timeout server 5s"
+    echo "  retries 3"
+    echo "  option redispatch"
+    echo "  http-reuse always"
+    echo "frontend fe"
+    echo "  bind 127.0.0.1:$port"
+    echo "  default_backend replicas"
+    echo "backend replicas"
+    echo "  balance roundrobin"
+    echo "  option httpchk GET /healthz"
+    for a in "${BACKEND_ADDRS[@]}"; do
+      i=$((i + 1)); echo "  server r$i $a check inter 1s fall 2 rise 2"
+    done
+  } >"$TMP/haproxy/haproxy.cfg"
+}
+
+PROXY_PID=""
+PROXY_ADDR=""
+start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
+  local target=$1 port
+  PROXY_PID=""
+  case "$target" in
+    direct) PROXY_ADDR=${BACKEND_ADDRS[0]}; return 0 ;;
+    nginx)
+      port=$(free_port); nginx_conf "$port"
+      nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" >"$TMP/nginx/out.log" 2>&1 &
+      PROXY_PID=$!; PROXY_ADDR="127.0.0.1:$port" ;;
+    haproxy)
+      port=$(free_port); haproxy_conf "$port"
+      haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/out.log" 2>&1 &
+      PROXY_PID=$!; PROXY_ADDR="127.0.0.1:$port" ;;
+    rampart)
+      local ups=() a
+      for a in "${BACKEND_ADDRS[@]}"; do ups+=(--upstream "$a"); done
+      "$BIN/gateway" --listen 127.0.0.1:0 "${ups[@]}" $GATEWAY_FLAGS \
+        >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
+      PROXY_PID=$!; PIDS+=("$PROXY_PID")
+      PROXY_ADDR=$(read_addr "$TMP/gateway.out" "$PROXY_PID") ;;
+    *) log "unknown target $target"; return 1 ;;
+  esac
+  case "$target" in nginx|haproxy) PIDS+=("$PROXY_PID") ;; esac
+  wait_http "$PROXY_ADDR" 10
+}
+GATEWAY_FLAGS=${GATEWAY_FLAGS:-}
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+cat >"$TMP/status.lua" <<'LUA'
+-- Counts responses by status code per thread and prints "status CODE COUNT" lines at the end.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) counts = {} end
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    local c = t:get("counts")
+    for code, n in pairs(c) do total[code] = (total[code] or 0) + n end
+  end
+  for code, n in pairs(total) do io.write(string.format("status %d %d\n", code, n)) end
+end
+LUA
+
+WRK_BASE="wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency"
+
+measure() { # measure ROUND SCENARIO TARGET
+  local round=$1 scenario=$2 target=$3 out wrk_pid pid lua=()
+  out="$TMP/results/r$round.$scenario.$target"
+  mkdir -p "$TMP/results"
+  start_backends
+  start_proxy "$target"
+  if [ "$scenario" = kill-all ]; then lua=(-s "$TMP/status.lua"); fi
+  if [ "$scenario" = all-down ]; then
+    kill -KILL "${BACKEND_PIDS[@]}" 2>/dev/null || true
+    for pid in "${BACKEND_PIDS[@]}"; do { wait "$pid"; } 2>/dev/null || true; done
+    forget "${BACKEND_PIDS[@]}"
+    sleep 3 # long enough for every proxy's checks (HAProxy: fall 2 x inter 1 s) to notice
+    curl -s -o /dev/null -D "$out.probe" --max-time 5 "http://$PROXY_ADDR/" || echo "probe failed" >"$out.probe"
+  fi
+  timeout $((DURATION + 20)) $WRK_BASE "${lua[@]}" "http://$PROXY_ADDR/" >"$out.wrk" 2>&1 &
+  wrk_pid=$!; PIDS+=("$wrk_pid")
+  case "$scenario" in
+    kill-one)
+      sleep "$(awk "BEGIN{print $DURATION/2}")"
+      kill -KILL "${BACKEND_PIDS[1]}" 2>/dev/null || true ;;
+    kill-all)
+      sleep "$(awk "BEGIN{print $DURATION/2}")"
+      kill -KILL "${BACKEND_PIDS[@]}" 2>/dev/null || true ;;
+  esac
+  { wait "$wrk_pid"; } 2>/dev/null || log "wrk exited with $? ($round $scenario $target)"
+  forget "$wrk_pid"
+  if [ "$scenario" = kill-all ] && [ -n "$PROXY_PID" ]; then
+    curl -s -o /dev/null -D "$out.probe" --max-time 5 "http://$PROXY_ADDR/" || echo "probe failed" >"$out.probe"
+  fi
+  [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
+  stop "${BACKEND_PIDS[@]}"
+  local rps; rps=$(awk '/Requests\/sec/{print $2}' "$out.wrk")
+  log "round $round $scenario $target: ${rps:-?} req/s"
+}
+
+machine() {
+  echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M')"
+  echo "- CPU: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), nproc = $(nproc)"
+  echo "- kernel: $(uname -sr)"
+  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*version: //')"
+  echo "- HAProxy: $(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}')"
+  echo "- wrk: $(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+  echo "- rustc: $(rustc --version)"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# ---------------------------------------------------------------------------------------------
+if [ "$MACRO" = 1 ]; then
+  ensure_tools
+  log "building release binaries"
+  cargo build --release -p rampart-bench --bins --quiet
+  machine >"$TMP/machine.md"
+  {
+    echo "bench/run.sh $ARGS_GIVEN"
+    echo "load: $WRK_BASE http://ADDR/   (kill-all adds -s status.lua)"
+    echo "rampart: target/release/gateway --listen 127.0.0.1:0 --upstream A --upstream B --upstream C $GATEWAY_FLAGS"
+  } >"$TMP/commands.txt"
+  for round in $(seq "$ROUNDS"); do
+    for scenario in $SCENARIOS; do
+      for target in $TARGETS; do
+        # Direct traffic is the yardstick of the steady state only (a dead replica answers nothing).
+        if [ "$target" = direct ] && [ "$scenario" != steady ]; then continue; fi
+        measure "$round" "$scenario" "$target"
+      done
+    done
+  done
+  "$BIN/report" macro --results "$TMP/results" --machine "$TMP/machine.md" \
+    --commands "$TMP/commands.txt" --mode "$MODE" --out "$OUT"
+  log "wrote the HTTP results to $OUT"
+fi
+
+if [ "$MICRO" = 1 ]; then
+  mkdir -p "$TMP/micro"
+  for spec in rampart-breaker:overhead rampart-balance:pick rampart-gslb:select rampart-fallback:apology; do
+    pkg=${spec%%:*}; bench=${spec##*:}
+    dir=$(cargo metadata --no-deps --format-version 1 2>/dev/null |
+      grep -o "\"manifest_path\":\"[^\"]*/$pkg/Cargo.toml\"" | head -n1 | sed 's/.*:"//; s/Cargo.toml"//')
+    if [ -z "$dir" ] || { [ ! -f "$dir/benches/$bench.rs" ] && [ ! -f "$dir/benches/$bench/main.rs" ]; }; then
+      log "skipping $pkg --bench $bench (not there yet)"
+      echo "skipped: not present" >"$TMP/micro/$pkg.$bench.txt"
+      continue
+    fi
+    log "cargo bench -p $pkg --bench $bench"
+    timeout 900 cargo bench -p "$pkg" --bench "$bench" -- --warm-up-time 1 --measurement-time 3 \
+      >"$TMP/micro/$pkg.$bench.txt" 2>&1 || log "$pkg --bench $bench failed (see the report)"
+  done
+  cargo build --release -p rampart-bench --bin report --quiet
+  "$BIN/report" micro --results "$TMP/micro" --out "$OUT"
+  log "wrote the micro-benchmark results to $OUT"
+fi
