@@ -62,8 +62,8 @@ pub use degrade::{
     Degrade, DegradeBuilder, DegradeLayer, DegradeReason, DegradeSnapshot, Degraded,
 };
 pub use fallback::{
-    Apologize, ApologyPage, ApologyPageBuilder, ApologyRequest, Fallback, FallbackLayer,
-    FallbackSnapshot, FallbackStats, Trigger,
+    Apologize, Apologized, ApologyPage, ApologyPageBuilder, ApologyRequest, Fallback,
+    FallbackLayer, FallbackSnapshot, FallbackStats, Trigger,
 };
 pub use negotiate::{Format, negotiate};
 pub use stale::{

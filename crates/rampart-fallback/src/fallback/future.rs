@@ -77,7 +77,9 @@ where
             KindProj::Inner { future } => match future.poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(resp)) => {
-                    if !this.shared.classify.classify(Ok(&resp)).is_failure() {
+                    if resp.extensions().get::<super::Apologized>().is_some()
+                        || !this.shared.classify.classify(Ok(&resp)).is_failure()
+                    {
                         return Poll::Ready(Ok(resp.map(FallbackBody::inner)));
                     }
                     let Some(captured) = this.captured.take() else {

@@ -26,7 +26,9 @@
 //! No error text, backend address or stack reaches the client: the handler never sees the
 //! error, and the layer logs it with `tracing` (target `rampart_fallback`, level `WARN`).
 //! The apology never does I/O or contacts a backend; the built-in page is shared bytes
-//! prepared at build time. [`FallbackStats`] counts apologies (and the `metrics` feature
+//! prepared at build time. The apology carries an [`Apologized`] response extension, and an
+//! outer `Fallback` lets such a response through as it is (nested layers apologise once).
+//! [`FallbackStats`] counts apologies (and the `metrics` feature
 //! exports `rampart_fallback_apologies_total{trigger}`).
 //!
 //! # Example: an axum router
@@ -225,11 +227,23 @@ pub(crate) fn apologize<H: Apologize, C, B>(
     if let (Some(name), Some(id)) = (&shared.request_id, request_id) {
         h.insert(name.clone(), id);
     }
+    resp.extensions_mut().insert(Apologized { trigger });
     if head {
         // HEAD: the same headers (Content-Length included), no body.
         *resp.body_mut() = ApologyBody::empty();
     }
     resp.map(FallbackBody::apology)
+}
+
+/// Response extension that marks an apology (and says why it was served).
+///
+/// An outer [`Fallback`] passes a response carrying it through unchanged, so nested fallback
+/// layers (a route's own and the router's) apologise once. Other layers can read it too, for
+/// example to count apologies by route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Apologized {
+    /// Why the apology was served.
+    pub trigger: Trigger,
 }
 
 /// Displays an error and its `source()` chain as `a: b: c`.
