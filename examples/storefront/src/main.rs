@@ -1,11 +1,199 @@
-//! The Rampart reference storefront.
+//! `storefront`: the Rampart reference storefront.
 //!
-//! Not built yet: the storefront lands with its own issue (the degrading storefront). Until
-//! then this binary says so and exits with a failure status instead of pretending to run.
+//! - `storefront` or `storefront demo`: fleet and shop in one process.
+//! - `storefront fleet`: the simulated backends alone, with their fault-control API.
+//! - `storefront shop`: the shop alone, over a fleet described by `--config`.
 
-#![allow(clippy::print_stderr)]
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-fn main() -> std::process::ExitCode {
-    eprintln!("storefront: not built yet (see the storefront issue); nothing to run");
-    std::process::ExitCode::FAILURE
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use storefront::config::Config;
+use storefront::fleet::upstreams_toml;
+use storefront::{Demo, FleetProcess, ShopProcess};
+
+/// The Rampart reference storefront: a web shop that keeps selling while its backends fail.
+#[derive(Parser, Debug)]
+#[command(name = "storefront", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fleet and shop in one process (the default).
+    Demo,
+    /// The simulated fleet alone, with its fault-control API on --listen.
+    Fleet,
+    /// The shop alone, over the fleet given by --config ([upstreams], fleet_control).
+    Shop(ShopArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct Common {
+    /// TOML configuration file (see the README for the keys).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on (the shop; for `fleet`, the fault-control API).
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Directory for the order outbox and the checkout database.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Bearer token of the admin routes (else generated and printed).
+    #[arg(
+        long,
+        global = true,
+        env = "STOREFRONT_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ShopArgs {
+    /// Base URL of the fleet's fault-control API (`http://127.0.0.1:8090`).
+    #[arg(long)]
+    fleet_control: Option<String>,
+}
+
+fn load(common: &Common) -> Result<Config, String> {
+    let mut cfg = match &common.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(l) = common.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &common.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(t) = &common.admin_token {
+        cfg.admin_token = Some(t.clone());
+    }
+    cfg.validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok(cfg)
+}
+
+fn fault_curl(url: &str, token: &str) -> String {
+    format!(
+        "curl -X POST {url}/admin/faults -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n       -d '{{\"service\": \"catalog\", \"region\": \"us-east\", \"replica\": \"*\", \"fault\": \"down\"}}'"
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Demo) => demo(cli.common).await,
+        Some(Command::Fleet) => fleet(cli.common).await,
+        Some(Command::Shop(s)) => shop(cli.common, s.fleet_control).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storefront: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    println!("\nshutting down");
+}
+
+async fn demo(common: Common) -> Result<(), String> {
+    let cfg = load(&common)?;
+    let demo = Demo::start(cfg).await.map_err(|e| e.to_string())?;
+    let url = demo.url();
+    println!();
+    println!("Rampart storefront demo is running");
+    println!("  shop:         {url}/");
+    println!("  live status:  {url}/status   (JSON: {url}/status.json)");
+    println!("  metrics:      {url}/metrics");
+    println!("  admin token:  {}", demo.admin_token());
+    println!();
+    println!("Take the catalog down in us-east and watch /status fail over to eu-west:");
+    println!("  {}", fault_curl(&url, demo.admin_token()));
+    println!("Heal everything:");
+    println!(
+        "  curl -X POST {url}/admin/faults/reset -H 'Authorization: Bearer {}'",
+        demo.admin_token()
+    );
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_ctrl_c().await;
+    Ok(())
+}
+
+async fn fleet(common: Common) -> Result<(), String> {
+    let cfg = load(&common)?;
+    let data_dir = cfg.data_dir.clone();
+    let fleet = FleetProcess::start(cfg).await.map_err(|e| e.to_string())?;
+    let control = format!("http://{}", fleet.addr());
+    let shop_toml = format!(
+        "# written by `storefront fleet`: pass it to `storefront shop --config`\nfleet_control = \"{control}\"\n\n{}",
+        upstreams_toml(fleet.fleet().upstreams())
+    );
+    let path = data_dir.join("fleet.toml");
+    std::fs::write(&path, &shop_toml)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!();
+    println!("Rampart storefront fleet is running");
+    println!("  fault control: {control}/admin/faults");
+    println!("  admin token:   {}", fleet.admin_token());
+    println!("  shop config:   {}", path.display());
+    println!();
+    println!("{shop_toml}");
+    println!("Start the shop with (use another --data-dir if it runs on the same machine):");
+    println!(
+        "  storefront shop --config {} --data-dir ./storefront-shop --listen 127.0.0.1:8080 --admin-token {}",
+        path.display(),
+        fleet.admin_token()
+    );
+    println!("Inject a fault:");
+    println!("  {}", fault_curl(&control, fleet.admin_token()));
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_ctrl_c().await;
+    Ok(())
+}
+
+async fn shop(common: Common, fleet_control: Option<String>) -> Result<(), String> {
+    let mut cfg = load(&common)?;
+    if fleet_control.is_some() {
+        cfg.fleet_control = fleet_control;
+        cfg.validate()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+    }
+    let shop = ShopProcess::start(cfg).await.map_err(|e| e.to_string())?;
+    let url = format!("http://{}", shop.addr());
+    println!();
+    println!("Rampart storefront shop is running");
+    println!("  shop:         {url}/");
+    println!("  live status:  {url}/status");
+    println!("  admin token:  {}", shop.admin_token());
+    println!("  inject a fault (forwarded to the fleet):");
+    println!("  {}", fault_curl(&url, shop.admin_token()));
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_ctrl_c().await;
+    Ok(())
 }

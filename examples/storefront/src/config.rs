@@ -1,0 +1,327 @@
+//! Configuration: embedded defaults, a TOML file (`--config`), then command-line flags.
+//!
+//! Every duration is written the humantime way (`"2s"`, `"250ms"`). Unknown keys are refused,
+//! and [`Config::validate`] names the key of any bad value.
+//!
+//! ```
+//! use storefront::config::Config;
+//! let cfg = Config::from_toml_str("[shop]\nupstream_timeout = \"1500ms\"\n").unwrap();
+//! assert_eq!(cfg.shop.upstream_timeout, std::time::Duration::from_millis(1500));
+//! let err = Config::from_toml_str("[shop]\nupstream_timeout = \"0s\"\n").unwrap_err();
+//! assert!(err.to_string().contains("shop.upstream_timeout"));
+//! let err = Config::from_toml_str("[shop]\nupstream_timout = \"1s\"\n").unwrap_err();
+//! assert!(err.to_string().contains("upstream_timout"));
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rampart::health::ConfigError;
+use serde::{Deserialize, Deserializer};
+
+use crate::fleet::{Region, ServiceName, Upstreams};
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration \"{s}\": {e}")))
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the shop listens (`demo`, `shop`) or the fleet's control API (`fleet`).
+    pub listen: SocketAddr,
+    /// Where the outbox and the checkout database live.
+    pub data_dir: PathBuf,
+    /// The admin bearer token; generated at start-up when absent.
+    pub admin_token: Option<String>,
+    /// The simulated fleet.
+    pub fleet: FleetConfig,
+    /// The shop.
+    pub shop: ShopConfig,
+    /// For `storefront shop`: where the fleet's replicas listen (as `storefront fleet`
+    /// prints it). Ignored by `demo`, which starts its own fleet.
+    pub upstreams: Option<Upstreams>,
+    /// For `storefront shop`: the base URL of a separate fleet's control API
+    /// (`http://127.0.0.1:8090`); the shop's admin routes forward to it.
+    pub fleet_control: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            data_dir: PathBuf::from("./storefront-data"),
+            admin_token: None,
+            fleet: FleetConfig::default(),
+            shop: ShopConfig::default(),
+            upstreams: None,
+            fleet_control: None,
+        }
+    }
+}
+
+/// The simulated fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Address the replicas bind.
+    pub bind: IpAddr,
+    /// First port of the replicas (one port each, in order); 0 for any free ports.
+    pub base_port: u16,
+    /// Replicas per service and region.
+    pub replicas: usize,
+    /// Products in the catalog.
+    pub products: u32,
+    /// Latency added by the `slow` fault.
+    #[serde(deserialize_with = "duration")]
+    pub slow_latency: Duration,
+    /// Share of 500s answered by the `flaky` fault.
+    pub flaky_error_rate: f64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: 0,
+            replicas: 3,
+            products: 300,
+            slow_latency: Duration::from_millis(1500),
+            flaky_error_rate: 0.5,
+        }
+    }
+}
+
+/// The shop and its resilience stack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShopConfig {
+    /// Timeout of one upstream attempt.
+    #[serde(deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+    /// Overall deadline of one page.
+    #[serde(deserialize_with = "duration")]
+    pub page_deadline: Duration,
+    /// How long a page waits for the optional recommendations.
+    #[serde(deserialize_with = "duration")]
+    pub recommendations_budget: Duration,
+    /// Active health-check interval.
+    #[serde(deserialize_with = "duration")]
+    pub health_interval: Duration,
+    /// Active health-check timeout.
+    #[serde(deserialize_with = "duration")]
+    pub health_timeout: Duration,
+    /// First delay of the outbox replay backoff.
+    #[serde(deserialize_with = "duration")]
+    pub outbox_retry_base: Duration,
+    /// Largest delay of the outbox replay backoff.
+    #[serde(deserialize_with = "duration")]
+    pub outbox_retry_max: Duration,
+    /// Bytes of pages kept for stale-if-error.
+    pub stale_cache_bytes: u64,
+    /// How long the circuit breaker stays open before probing.
+    #[serde(deserialize_with = "duration")]
+    pub breaker_open_for: Duration,
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(2),
+            page_deadline: Duration::from_secs(5),
+            recommendations_budget: Duration::from_millis(400),
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_millis(500),
+            outbox_retry_base: Duration::from_millis(250),
+            outbox_retry_max: Duration::from_secs(30),
+            stale_cache_bytes: 32 * 1024 * 1024,
+            breaker_open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The TOML is malformed or has an unknown key or a value of the wrong type.
+    Parse(toml::de::Error),
+    /// A value is out of range.
+    Invalid(ConfigError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Read(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            LoadError::Parse(e) => write!(f, "invalid configuration: {e}"),
+            LoadError::Invalid(e) => write!(f, "invalid configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML.
+    pub fn from_toml_str(s: &str) -> Result<Config, LoadError> {
+        let cfg: Config = toml::from_str(s).map_err(LoadError::Parse)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let s = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.into(), e))?;
+        Self::from_toml_str(&s)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.fleet;
+        if !(1..=16).contains(&f.replicas) {
+            return Err(ConfigError::new(
+                "fleet.replicas",
+                f.replicas,
+                "must be 1 to 16",
+            ));
+        }
+        if !(10..=100_000).contains(&f.products) {
+            return Err(ConfigError::new(
+                "fleet.products",
+                f.products,
+                "must be 10 to 100000",
+            ));
+        }
+        if !(0.0..=1.0).contains(&f.flaky_error_rate) {
+            return Err(ConfigError::new(
+                "fleet.flaky_error_rate",
+                f.flaky_error_rate,
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        let s = &self.shop;
+        for (key, d) in [
+            ("shop.upstream_timeout", s.upstream_timeout),
+            ("shop.page_deadline", s.page_deadline),
+            ("shop.recommendations_budget", s.recommendations_budget),
+            ("shop.health_interval", s.health_interval),
+            ("shop.health_timeout", s.health_timeout),
+            ("shop.outbox_retry_base", s.outbox_retry_base),
+            ("shop.outbox_retry_max", s.outbox_retry_max),
+            ("shop.breaker_open_for", s.breaker_open_for),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, d, "must be greater than zero"));
+            }
+        }
+        if s.page_deadline < s.upstream_timeout {
+            return Err(ConfigError::new(
+                "shop.page_deadline",
+                s.page_deadline,
+                "must be at least shop.upstream_timeout",
+            ));
+        }
+        if s.outbox_retry_max < s.outbox_retry_base {
+            return Err(ConfigError::new(
+                "shop.outbox_retry_max",
+                s.outbox_retry_max,
+                "must be at least shop.outbox_retry_base",
+            ));
+        }
+        if let Some(t) = &self.admin_token
+            && t.len() < 8
+        {
+            return Err(ConfigError::new(
+                "admin_token",
+                "<hidden>",
+                "must be at least 8 characters",
+            ));
+        }
+        if let Some(up) = &self.upstreams {
+            for service in ServiceName::ALL {
+                let primary = up.get(&service).and_then(|r| r.get(&Region::UsEast));
+                if primary.is_none_or(Vec::is_empty) {
+                    return Err(ConfigError::new(
+                        match service {
+                            ServiceName::Catalog => "upstreams.catalog.us-east",
+                            ServiceName::Checkout => "upstreams.checkout.us-east",
+                            ServiceName::Recommendations => "upstreams.recommendations.us-east",
+                        },
+                        primary.map_or(0, Vec::len),
+                        "needs at least one address",
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &self.fleet_control
+            && !url.starts_with("http://")
+        {
+            return Err(ConfigError::new(
+                "fleet_control",
+                url,
+                "must be an http:// URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let cfg = Config::from_toml_str("").unwrap();
+        assert_eq!(cfg.fleet.replicas, 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (toml, key) in [
+            ("[fleet]\nreplicas = 0\n", "fleet.replicas"),
+            (
+                "[fleet]\nflaky_error_rate = 1.5\n",
+                "fleet.flaky_error_rate",
+            ),
+            ("[shop]\npage_deadline = \"1s\"\n", "shop.page_deadline"),
+            ("[shop]\nhealth_interval = \"soon\"\n", "health_interval"),
+            ("admin_token = \"short\"\n", "admin_token"),
+            (
+                "[upstreams.catalog]\n\"eu-west\" = [\"127.0.0.1:1\"]\n",
+                "upstreams",
+            ),
+            (
+                "[upstreams.cart]\n\"us-east\" = [\"127.0.0.1:1\"]\n",
+                "cart",
+            ),
+            ("[fleet]\nreplica = 3\n", "replica"),
+        ] {
+            let e = Config::from_toml_str(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn upstreams_parse() {
+        let cfg = Config::from_toml_str(
+            "[upstreams.catalog]\n\"us-east\" = [\"127.0.0.1:1\"]\n[upstreams.checkout]\n\"us-east\" = [\"127.0.0.1:2\"]\n[upstreams.recommendations]\n\"us-east\" = [\"127.0.0.1:3\"]\n\"eu-west\" = [\"127.0.0.1:4\"]\n",
+        )
+        .unwrap();
+        let up = cfg.upstreams.unwrap();
+        assert_eq!(up[&ServiceName::Recommendations][&Region::EuWest].len(), 1);
+    }
+}

@@ -1,0 +1,312 @@
+//! The shop: server-rendered pages over the three services, the order outbox, the operations
+//! routes (`/healthz`, `/metrics`, `/status`, `/status.json`) and fault control.
+//!
+//! Build one with [`Shop::start`]; serve [`Shop::router`].
+
+mod admin;
+mod apology;
+mod cart;
+mod outbox;
+mod pages;
+mod stack;
+mod upstream;
+mod views;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+
+pub use admin::{
+    AdminState, FaultControl, constant_time_eq, generate_token, router as admin_router,
+};
+pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
+pub use outbox::{Backoff, OrderState, Outbox, OutboxOrder};
+pub use upstream::{
+    ReplicaStatus, ServiceStatus, SiteStatus, StatusProbe, Upstream, UpstreamBody, UpstreamError,
+    UpstreamService,
+};
+
+use crate::AbortOnDrop;
+use crate::catalog::Product;
+use crate::config::ShopConfig;
+use crate::fleet::{ServiceName, Upstreams};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    inner: Arc<ShopInner>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = ShopInner;
+    fn deref(&self) -> &ShopInner {
+        &self.inner
+    }
+}
+
+pub(crate) struct ShopInner {
+    pub(crate) catalog: Upstream,
+    pub(crate) checkout: Upstream,
+    pub(crate) recommendations: Upstream,
+    pub(crate) outbox: Outbox,
+    pub(crate) backoff: Backoff,
+    pub(crate) config: ShopConfig,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Recommendations are optional: whatever fails or is late within the budget, the page
+    /// renders without them.
+    pub(crate) async fn recommendations_for(&self, id: u32) -> Option<Vec<Product>> {
+        let path = format!("/recommendations/{id}");
+        let call = self.recommendations.get_json::<Vec<Product>>(&path);
+        match tokio::time::timeout(self.config.recommendations_budget, call).await {
+            Ok(Ok(recs)) => Some(recs),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "recommendations left out");
+                metrics::counter!("storefront_degraded_total", "feature" => "recommendations")
+                    .increment(1);
+                None
+            }
+            Err(_) => {
+                metrics::counter!("storefront_degraded_total", "feature" => "recommendations")
+                    .increment(1);
+                None
+            }
+        }
+    }
+}
+
+/// The running shop: its router and its background outbox worker (stopped on drop).
+pub struct Shop {
+    router: Router,
+    outbox: Outbox,
+    upstreams: Vec<Upstream>,
+    _replayer: AbortOnDrop,
+}
+
+impl std::fmt::Debug for Shop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shop").finish_non_exhaustive()
+    }
+}
+
+/// Why the shop could not start.
+#[derive(Debug)]
+pub enum ShopError {
+    /// The outbox could not be opened.
+    Outbox(rusqlite::Error),
+    /// A service has no addresses.
+    MissingUpstream(ServiceName),
+}
+
+impl std::fmt::Display for ShopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShopError::Outbox(e) => write!(f, "order outbox: {e}"),
+            ShopError::MissingUpstream(s) => write!(f, "no addresses for service {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ShopError {}
+
+/// The process-wide Prometheus recorder (installed once; `None` if another recorder was
+/// installed first).
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+}
+
+impl Shop {
+    /// Builds the shop over `upstreams`; the outbox lives in `data_dir/outbox.db`.
+    pub fn start(
+        config: &ShopConfig,
+        upstreams: &Upstreams,
+        admin: AdminState,
+        data_dir: &Path,
+    ) -> Result<Shop, ShopError> {
+        let registry = admin.faults.registry().cloned();
+        let build = |s: ServiceName| {
+            upstreams
+                .get(&s)
+                .map(|addrs| stack::build(s, addrs, config, registry.clone()))
+                .ok_or(ShopError::MissingUpstream(s))
+        };
+        let catalog = build(ServiceName::Catalog)?;
+        let checkout = build(ServiceName::Checkout)?;
+        let recommendations = build(ServiceName::Recommendations)?;
+        let outbox = Outbox::open(&data_dir.join("outbox.db")).map_err(ShopError::Outbox)?;
+        let backoff = Backoff {
+            base: config.outbox_retry_base,
+            max: config.outbox_retry_max,
+        };
+        let replayer = outbox.spawn_replayer(checkout.clone(), backoff);
+        let state = AppState {
+            inner: Arc::new(ShopInner {
+                catalog: catalog.clone(),
+                checkout: checkout.clone(),
+                recommendations: recommendations.clone(),
+                outbox: outbox.clone(),
+                backoff,
+                config: config.clone(),
+                metrics: prometheus(),
+            }),
+        };
+        let router = router(state, admin, config.page_deadline);
+        Ok(Shop {
+            router,
+            outbox,
+            upstreams: vec![catalog, checkout, recommendations],
+            _replayer: replayer,
+        })
+    }
+
+    /// The shop's router (pages, operations and admin routes, with every layer).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The order outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The live status of every service's stack.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.upstreams.iter().map(Upstream::status).collect()
+    }
+}
+
+fn router(state: AppState, admin: AdminState, page_deadline: Duration) -> Router {
+    let apology_html = apology::apology_html();
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/products", get(pages::products))
+        .route("/products/{id}", get(pages::product))
+        .route("/search", get(pages::search))
+        .route("/cart", get(pages::cart))
+        .route("/cart/add", post(pages::cart_add))
+        .route("/cart/remove", post(pages::cart_remove))
+        .route(
+            "/checkout",
+            get(pages::checkout_form).post(pages::checkout_submit),
+        )
+        .route("/orders/{id}", get(pages::order))
+        .fallback(pages::not_found)
+        .with_state(state.clone())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            page_deadline,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            apology_html,
+            apology::apology_on_failure,
+        ));
+    Router::new()
+        .route("/healthz", get(pages::healthz))
+        .route("/metrics", get(metrics_route))
+        .route("/status", get(status_page))
+        .route("/status.json", get(status_json))
+        .with_state(state)
+        .merge(admin::router(admin))
+        .merge(pages)
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("storefront_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("storefront_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics_route(State(st): State<AppState>) -> Response {
+    if let Ok(n) = st.outbox.pending_count().await {
+        metrics::gauge!("storefront_outbox_pending").set(n as f64);
+    }
+    let body = st
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// What `/status.json` answers.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// Every service.
+    pub services: Vec<ServiceStatus>,
+    /// Orders waiting for checkout's confirmation.
+    pub pending_orders: u64,
+}
+
+async fn report(st: &AppState) -> StatusReport {
+    StatusReport {
+        services: vec![
+            st.catalog.status(),
+            st.checkout.status(),
+            st.recommendations.status(),
+        ],
+        pending_orders: st.outbox.pending_count().await.unwrap_or(0),
+    }
+}
+
+async fn status_page(State(st): State<AppState>) -> Response {
+    let r = report(&st).await;
+    let page = views::StatusPage {
+        services: r.services,
+        pending_orders: r.pending_orders,
+    };
+    let body = page
+        .render()
+        .unwrap_or_else(|e| format!("status page failed: {e}"));
+    (
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Html(body),
+    )
+        .into_response()
+}
+
+async fn status_json(State(st): State<AppState>) -> Response {
+    (
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(report(&st).await),
+    )
+        .into_response()
+}

@@ -1,0 +1,416 @@
+//! The page handlers and their per-route degradation.
+//!
+//! | route | depends on | when it fails |
+//! |---|---|---|
+//! | `/`, `/products`, `/products/{id}` | catalog | stale copy (they are cacheable), else the apology |
+//! | recommendations on `/products/{id}` | recommendations | left out (optional) |
+//! | `/search` | catalog | a friendly partial page |
+//! | `/cart` | catalog (names, prices) | the cart without details |
+//! | `POST /checkout` | checkout | the outbox: 202 "order received, confirmation pending" |
+//! | `/orders/{id}` | the local outbox only | — |
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+
+use super::AppState;
+use super::apology::RetryHint;
+use super::cart::Cart;
+use super::outbox::{Forwarded, OrderState, OutboxOrder};
+use super::upstream::UpstreamError;
+use super::views::{
+    CartLine, CartPage, CheckoutPage, HomePage, MessagePage, OrderPage, ProductPage, ProductsPage,
+    SearchPage,
+};
+use crate::api::{OrderRequest, ProductPage as ProductList, SearchResults};
+use crate::catalog::{Product, format_cents};
+
+/// Product pages and lists: cacheable, and kept for stale-if-error for a day (RFC 5861).
+pub(crate) const CACHEABLE: &str = "public, max-age=30, stale-if-error=86400";
+const PER_PAGE: usize = 24;
+
+/// What a handler can fail with.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    /// A critical dependency is unavailable: the apology (or a stale copy).
+    Unavailable(Option<Duration>),
+    /// No such thing.
+    NotFound(&'static str),
+    /// The customer sent something unusable.
+    BadRequest(String),
+    /// Our own fault.
+    Internal(String),
+}
+
+impl From<UpstreamError> for PageError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::NotFound => PageError::NotFound("We could not find that product."),
+            UpstreamError::Rejected(_, m) => PageError::BadRequest(m),
+            other => {
+                tracing::warn!(error = %other, "upstream failed");
+                PageError::Unavailable(other.retry_after())
+            }
+        }
+    }
+}
+
+impl From<rusqlite::Error> for PageError {
+    fn from(e: rusqlite::Error) -> Self {
+        PageError::Internal(format!("outbox: {e}"))
+    }
+}
+
+fn message(status: StatusCode, title: &str, msg: &str) -> Response {
+    let page = MessagePage {
+        title: title.to_owned(),
+        message: msg.to_owned(),
+    };
+    (status, html(&page)).into_response()
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Unavailable(hint) => {
+                // An empty 503: the fallback layer turns it into a stale copy or the apology.
+                let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                if let Some(h) = hint {
+                    r.extensions_mut().insert(RetryHint(h));
+                }
+                r
+            }
+            PageError::NotFound(m) => message(StatusCode::NOT_FOUND, "Not found", m),
+            PageError::BadRequest(m) => message(StatusCode::BAD_REQUEST, "That did not work", &m),
+            PageError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+fn html<T: Template>(t: &T) -> Html<String> {
+    Html(t.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "template failed");
+        "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
+    }))
+}
+
+fn cacheable(body: Html<String>) -> Response {
+    ([(CACHE_CONTROL, HeaderValue::from_static(CACHEABLE))], body).into_response()
+}
+
+pub(crate) async fn home(State(st): State<AppState>) -> Result<Response, PageError> {
+    let featured: Vec<Product> = st.catalog.get_json("/featured").await?;
+    Ok(cacheable(html(&HomePage { featured })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    page: Option<usize>,
+}
+
+pub(crate) async fn products(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let page = q.page.unwrap_or(1).max(1);
+    let list: ProductList = st
+        .catalog
+        .get_json(&format!(
+            "/products?offset={}&limit={PER_PAGE}",
+            (page - 1) * PER_PAGE
+        ))
+        .await?;
+    let pages = list.total.div_ceil(PER_PAGE).max(1);
+    Ok(cacheable(html(&ProductsPage {
+        products: list.products,
+        page,
+        pages,
+    })))
+}
+
+pub(crate) async fn product(
+    State(st): State<AppState>,
+    Path(id): Path<u32>,
+) -> Result<Response, PageError> {
+    let path = format!("/products/{id}");
+    let product = st.catalog.get_json::<Product>(&path);
+    let recommendations = st.recommendations_for(id);
+    let (product, recommendations) = tokio::join!(product, recommendations);
+    let product = product?;
+    Ok(cacheable(html(&ProductPage {
+        product,
+        recommendations,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+pub(crate) async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
+    let query: String = q.q.trim().chars().take(100).collect();
+    let page = if query.is_empty() {
+        SearchPage {
+            query,
+            results: Vec::new(),
+            degraded: false,
+        }
+    } else {
+        let path = format!("/search?q={}&limit=48", percent_encode(&query));
+        match st.catalog.get_json::<SearchResults>(&path).await {
+            Ok(r) => SearchPage {
+                query,
+                results: r.results,
+                degraded: false,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "search degraded");
+                metrics::counter!("storefront_degraded_total", "feature" => "search").increment(1);
+                SearchPage {
+                    query,
+                    results: Vec::new(),
+                    degraded: true,
+                }
+            }
+        }
+    };
+    (
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        html(&page),
+    )
+        .into_response()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let cart = Cart::from_headers(&headers).unwrap_or_default();
+    let mut lines = Vec::new();
+    let mut details_missing = false;
+    for item in &cart.items {
+        let product = if details_missing {
+            None
+        } else {
+            match st
+                .catalog
+                .get_json::<Product>(&format!("/products/{}", item.product_id))
+                .await
+            {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    details_missing = true;
+                    None
+                }
+            }
+        };
+        lines.push(match product {
+            Some(p) => CartLine {
+                product_id: p.id,
+                price: Some(format_cents(p.price_cents * u64::from(item.quantity))),
+                name: p.name,
+                quantity: item.quantity,
+            },
+            None => CartLine {
+                product_id: item.product_id,
+                name: format!("Product #{}", item.product_id),
+                quantity: item.quantity,
+                price: None,
+            },
+        });
+    }
+    let mut resp = html(&CartPage {
+        lines,
+        details_missing,
+    })
+    .into_response();
+    no_store(&mut resp);
+    resp
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CartForm {
+    product_id: u32,
+    #[serde(default)]
+    quantity: Option<u32>,
+}
+
+fn redirect_with_cart(to: &'static str, cart: &Cart) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    resp.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(to));
+    if let Ok(v) = HeaderValue::from_str(&cart.set_cookie()) {
+        resp.headers_mut().insert(SET_COOKIE, v);
+    }
+    no_store(&mut resp);
+    resp
+}
+
+pub(crate) async fn cart_add(headers: HeaderMap, Form(f): Form<CartForm>) -> Response {
+    let mut cart = Cart::from_headers(&headers).unwrap_or_default();
+    cart.add(f.product_id, f.quantity.unwrap_or(1).clamp(1, 99));
+    redirect_with_cart("/cart", &cart)
+}
+
+pub(crate) async fn cart_remove(headers: HeaderMap, Form(f): Form<CartForm>) -> Response {
+    let mut cart = Cart::from_headers(&headers).unwrap_or_default();
+    cart.remove(f.product_id);
+    redirect_with_cart("/cart", &cart)
+}
+
+pub(crate) async fn checkout_form(headers: HeaderMap) -> Response {
+    let existing = Cart::from_headers(&headers);
+    let cart = existing.clone().unwrap_or_default();
+    let mut resp = html(&CheckoutPage {
+        key: cart.key.clone(),
+        items: cart.count(),
+    })
+    .into_response();
+    if existing.is_none()
+        && let Ok(v) = HeaderValue::from_str(&cart.set_cookie())
+    {
+        resp.headers_mut().insert(SET_COOKIE, v);
+    }
+    no_store(&mut resp);
+    resp
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CheckoutForm {
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    customer: String,
+    #[serde(default)]
+    email: String,
+}
+
+fn valid_key(k: &str) -> bool {
+    (8..=128).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The answer for an order, whatever state it is in.
+fn order_response(order: OutboxOrder, clear_cart: bool) -> Response {
+    let location = format!("/orders/{}", order.id);
+    let mut resp = match order.state {
+        OrderState::Confirmed => StatusCode::SEE_OTHER.into_response(),
+        OrderState::Pending => (StatusCode::ACCEPTED, order_page(order)).into_response(),
+        OrderState::Rejected => {
+            (StatusCode::UNPROCESSABLE_ENTITY, order_page(order)).into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    if clear_cart && let Ok(v) = HeaderValue::from_str(&Cart::clear_cookie()) {
+        resp.headers_mut().insert(SET_COOKIE, v);
+    }
+    no_store(&mut resp);
+    resp
+}
+
+fn order_page(order: OutboxOrder) -> Html<String> {
+    let total = order.total_cents.map(format_cents);
+    html(&OrderPage { order, total })
+}
+
+pub(crate) async fn checkout_submit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<CheckoutForm>,
+) -> Result<Response, PageError> {
+    let key = f.idempotency_key.trim().to_owned();
+    if !valid_key(&key) {
+        return Err(PageError::BadRequest(
+            "Your checkout form has expired; please open the checkout page again.".into(),
+        ));
+    }
+    // The same key again (a double click, a retry after a timeout): the same order.
+    if let Some(existing) = st.outbox.by_key(key.clone()).await? {
+        return Ok(order_response(existing, true));
+    }
+    let customer = f.customer.trim().chars().take(100).collect::<String>();
+    let email = f.email.trim().chars().take(200).collect::<String>();
+    if customer.is_empty() || !email.contains('@') {
+        return Err(PageError::BadRequest(
+            "Please give your name and a valid e-mail address.".into(),
+        ));
+    }
+    let cart = Cart::from_headers(&headers).unwrap_or_default();
+    if cart.items.is_empty() {
+        return Err(PageError::BadRequest("Your cart is empty.".into()));
+    }
+    let request = OrderRequest {
+        idempotency_key: key,
+        customer,
+        email,
+        items: cart.items,
+    };
+    // Durable first, then forward.
+    let (stored, _new) = st.outbox.record(request).await?;
+    metrics::counter!("storefront_orders_received_total").increment(1);
+    let order = match stored.state {
+        OrderState::Pending => match st
+            .outbox
+            .forward(&st.checkout, &stored, &st.backoff)
+            .await?
+        {
+            Forwarded::Confirmed(o) | Forwarded::Rejected(o) | Forwarded::Pending(o) => o,
+        },
+        _ => stored,
+    };
+    Ok(order_response(order, true))
+}
+
+pub(crate) async fn order(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    match st.outbox.get(id).await? {
+        Some(order) => {
+            let mut resp = order_page(order).into_response();
+            no_store(&mut resp);
+            Ok(resp)
+        }
+        None => Err(PageError::NotFound("We could not find that order.")),
+    }
+}
+
+pub(crate) async fn not_found() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "We could not find that page.",
+    )
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}

@@ -1,0 +1,233 @@
+//! How the shop reaches one service: a type-erased tower service plus a status probe.
+//!
+//! Pages only see [`Upstream`]; which resilience stack sits behind it is decided in one place,
+//! [`super::stack`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use rampart::health::{BoxError, is_never_reached, retry_after};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+use crate::fleet::ServiceName;
+
+/// The request body every upstream takes.
+pub type UpstreamBody = Full<Bytes>;
+
+/// The service type behind an [`Upstream`]: requests in, fully read responses out.
+pub type UpstreamService = BoxCloneSyncService<Request<UpstreamBody>, Response<Bytes>, BoxError>;
+
+/// Reads the live state of an upstream's stack for `/status`.
+pub type StatusProbe = Arc<dyn Fn() -> ServiceStatus + Send + Sync>;
+
+/// One service as the shop reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    service: ServiceName,
+    svc: UpstreamService,
+    status: StatusProbe,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an upstream call failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The service could not be reached or answered with a server error; `retry_after` when a
+    /// layer (the breaker) knows when trying again makes sense.
+    Unavailable {
+        /// A hint for `Retry-After`.
+        retry_after: Option<Duration>,
+        /// The request never reached a backend.
+        never_reached: bool,
+        /// What happened (for logs only, never shown to customers).
+        detail: String,
+    },
+    /// The service answered 404.
+    NotFound,
+    /// The service refused the request (a 4xx other than 404).
+    Rejected(StatusCode, String),
+    /// The service answered something that is not the expected JSON.
+    Decode(String),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Unavailable { detail, .. } => write!(f, "unavailable: {detail}"),
+            UpstreamError::NotFound => f.write_str("not found"),
+            UpstreamError::Rejected(s, m) => write!(f, "rejected with {s}: {m}"),
+            UpstreamError::Decode(m) => write!(f, "bad answer: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+impl UpstreamError {
+    /// The retry hint, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn from_box(e: &BoxError) -> Self {
+        let mut detail = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+        UpstreamError::Unavailable {
+            retry_after: retry_after(&**e),
+            never_reached: is_never_reached(&**e),
+            detail,
+        }
+    }
+}
+
+impl Upstream {
+    /// Wraps a stack.
+    pub fn new(service: ServiceName, svc: UpstreamService, status: StatusProbe) -> Self {
+        Self {
+            service,
+            svc,
+            status,
+        }
+    }
+
+    /// Which service.
+    pub fn service(&self) -> ServiceName {
+        self.service
+    }
+
+    /// The live status of the stack.
+    pub fn status(&self) -> ServiceStatus {
+        (self.status)()
+    }
+
+    /// Sends one request through the stack.
+    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Bytes>, UpstreamError> {
+        let resp = self
+            .svc
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(|e| UpstreamError::from_box(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(resp)
+        } else if status == StatusCode::NOT_FOUND {
+            Err(UpstreamError::NotFound)
+        } else if status.is_client_error() {
+            Err(UpstreamError::Rejected(
+                status,
+                String::from_utf8_lossy(resp.body()).trim().to_owned(),
+            ))
+        } else {
+            Err(UpstreamError::Unavailable {
+                retry_after: None,
+                never_reached: false,
+                detail: format!("answered {status}"),
+            })
+        }
+    }
+
+    /// `GET path` and decode JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> Result<T, UpstreamError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path_and_query)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        let resp = self.send(req).await?;
+        serde_json::from_slice(resp.body()).map_err(|e| UpstreamError::Decode(e.to_string()))
+    }
+
+    /// `POST path` with a JSON body and an `Idempotency-Key`, and decode JSON.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        body: &B,
+    ) -> Result<T, UpstreamError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        if let Ok(v) = HeaderValue::from_str(idempotency_key) {
+            req.headers_mut().insert("idempotency-key", v);
+        }
+        let resp = self.send(req).await?;
+        serde_json::from_slice(resp.body()).map_err(|e| UpstreamError::Decode(e.to_string()))
+    }
+}
+
+/// The live state of one service's stack, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: ServiceName,
+    /// Breaker state (`closed`, `open`, `half-open`, ...).
+    pub breaker: String,
+    /// Extra breaker facts (failure rate, time to the next probe).
+    pub breaker_detail: String,
+    /// Sites, in priority order.
+    pub sites: Vec<SiteStatus>,
+}
+
+/// One site (region) of a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteStatus {
+    /// The region.
+    pub region: String,
+    /// Priority (0 = primary).
+    pub priority: u32,
+    /// The site's health as the selector sees it.
+    pub health: String,
+    /// Share of this service's recent requests this site served, `0.0..=1.0`.
+    pub traffic_share: f64,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One replica of a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    /// Index within the site.
+    pub index: usize,
+    /// Its address.
+    pub addr: String,
+    /// Active-check health (`healthy`, `unhealthy`, `unknown`).
+    pub health: String,
+    /// Whether passive outlier detection ejected it.
+    pub ejected: bool,
+    /// Requests in flight to it.
+    pub outstanding: u64,
+    /// Requests sent to it per second, recently.
+    pub requests_per_sec: f64,
+    /// The injected fault, when the shop runs the fleet itself.
+    pub fault: Option<String>,
+}
