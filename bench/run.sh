@@ -163,8 +163,12 @@ start_backends() {
     "$BIN/backend" --listen 127.0.0.1:0 >"$TMP/backend$i.out" 2>"$TMP/backend$i.err" &
     pid=$!; PIDS+=("$pid"); BACKEND_PIDS+=("$pid")
   done
-  for i in 0 1 2; do BACKEND_ADDRS+=("$(read_addr "$TMP/backend$((i + 1)).out" "${BACKEND_PIDS[$i]}")"); done
-  for i in 0 1 2; do wait_http "${BACKEND_ADDRS[$i]}" 5; done
+  local a
+  for i in 0 1 2; do
+    a=$(read_addr "$TMP/backend$((i + 1)).out" "${BACKEND_PIDS[$i]}") || return 1
+    BACKEND_ADDRS+=("$a")
+  done
+  for i in 0 1 2; do wait_http "${BACKEND_ADDRS[$i]}" 5 || return 1; done
 }
 
 nginx_conf() { # nginx_conf PORT
@@ -248,7 +252,7 @@ start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
       "$BIN/gateway" --listen 127.0.0.1:0 "${ups[@]}" $GATEWAY_FLAGS \
         >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
       PROXY_PID=$!; PIDS+=("$PROXY_PID")
-      PROXY_ADDR=$(read_addr "$TMP/gateway.out" "$PROXY_PID") ;;
+      PROXY_ADDR=$(read_addr "$TMP/gateway.out" "$PROXY_PID") || return 1 ;;
     *) log "unknown target $target"; return 1 ;;
   esac
   case "$target" in nginx|haproxy) PIDS+=("$PROXY_PID") ;; esac
@@ -282,8 +286,14 @@ measure() { # measure ROUND SCENARIO TARGET
   local round=$1 scenario=$2 target=$3 out wrk_pid pid lua=()
   out="$TMP/results/r$round.$scenario.$target"
   mkdir -p "$TMP/results"
-  start_backends
-  start_proxy "$target"
+  PROXY_PID=""
+  if ! start_backends || ! start_proxy "$target"; then
+    log "round $round $scenario $target: setup failed (skipped; recorded as failed)"
+    echo "setup failed" >"$out.wrk"
+    [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
+    stop "${BACKEND_PIDS[@]}"
+    return 0
+  fi
   if [ "$scenario" = kill-all ]; then lua=(-s "$TMP/status.lua"); fi
   if [ "$scenario" = all-down ]; then
     kill -KILL "${BACKEND_PIDS[@]}" 2>/dev/null || true

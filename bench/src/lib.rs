@@ -11,5 +11,6 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod gateway;
 pub mod report;
 pub mod wrk;

@@ -1,0 +1,106 @@
+//! The Rampart gateway that `bench/run.sh` measures against nginx and HAProxy.
+//!
+//! ```text
+//! client ── hyper 1 HTTP/1 server (keep-alive), one current-thread runtime per core
+//!             └── handler (static dispatch, no per-request boxing)
+//!                   ├── lean:    round robin + checks + ejection + retry + static apology
+//!                   └── rampart: FallbackLayer → CircuitBreaker → Balance (active checks)
+//!                         └── endpoint: per-worker pooled hyper::client::conn::http1
+//! ```
+//!
+//! - [`server`]: workers, `SO_REUSEPORT` listeners, the HTTP/1 server loop;
+//! - [`upstream`]: per-worker, lock-free pools of upstream HTTP/1 connections;
+//! - [`lean`]: the lean handler (no Rampart middleware on the request path);
+//! - [`apology`]: the lean handler's static 503.
+//!
+//! The pieces are independent of the benchmark, so the storefront's edge gateway can reuse
+//! them.
+
+pub mod apology;
+pub mod lean;
+pub mod server;
+pub mod upstream;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONNECTION, HeaderName, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// A gateway response body: the upstream's body streamed through, or a static page.
+#[derive(Debug)]
+pub enum GatewayBody {
+    /// Streamed from the upstream.
+    Upstream {
+        /// The body.
+        body: Incoming,
+    },
+    /// A page in memory (the apology), sent in one frame.
+    Static {
+        /// The page, until it is sent.
+        body: Option<Bytes>,
+    },
+}
+
+impl From<Bytes> for GatewayBody {
+    fn from(b: Bytes) -> Self {
+        Self::Static { body: Some(b) }
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Both variants are `Unpin` (hyper's `Incoming` is), so no pin projection is needed.
+        match self.get_mut() {
+            Self::Upstream { body } => Pin::new(body).poll_frame(cx),
+            Self::Static { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream { body } => body.is_end_stream(),
+            Self::Static { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream { body } => body.size_hint(),
+            Self::Static { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (hyper manages the connection itself).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
