@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use tower_layer::Layer;
 
 use super::handler::{Apologize, retry_after_secs};
@@ -139,6 +139,7 @@ impl<S, H, C: Clone> Layer<S> for FallbackLayer<H, C> {
                 handler: Arc::clone(&self.handler),
                 classify: self.classify.clone(),
                 retry_after: self.retry_after,
+                retry_after_value: self.retry_after.map(HeaderValue::from),
                 request_id: self.request_id.clone(),
                 stats: self.stats.clone(),
             }),

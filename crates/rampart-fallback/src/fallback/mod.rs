@@ -89,6 +89,8 @@ pub(crate) struct Shared<H, C> {
     pub(crate) handler: Arc<H>,
     pub(crate) classify: C,
     pub(crate) retry_after: Option<u64>,
+    /// The default `Retry-After`, encoded once.
+    pub(crate) retry_after_value: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderName>,
     pub(crate) stats: FallbackStats,
 }
@@ -222,7 +224,11 @@ pub(crate) fn apologize<H: Apologize, C, B>(
     if let Some(secs) = retry_after
         && !h.contains_key(RETRY_AFTER)
     {
-        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        let value = match &shared.retry_after_value {
+            Some(v) if shared.retry_after == Some(secs) => v.clone(),
+            _ => HeaderValue::from(secs),
+        };
+        h.insert(RETRY_AFTER, value);
     }
     if let (Some(name), Some(id)) = (&shared.request_id, request_id) {
         h.insert(name.clone(), id);

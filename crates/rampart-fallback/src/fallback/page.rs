@@ -55,6 +55,9 @@ struct PageInner {
     preferred: Format,
     html: Bytes,
     text: Bytes,
+    /// `Content-Length` values of the fixed bodies, encoded once.
+    html_len: HeaderValue,
+    text_len: HeaderValue,
     problem_prefix: Bytes,
     problem_suffix: Bytes,
 }
@@ -84,6 +87,8 @@ impl Default for ApologyPage {
                     preferred: Format::Text,
                     html: Bytes::new(),
                     text: Bytes::from_static(DEFAULT_DETAIL.as_bytes()),
+                    html_len: HeaderValue::from_static("0"),
+                    text_len: HeaderValue::from(DEFAULT_DETAIL.len()),
                     problem_prefix: Bytes::new(),
                     problem_suffix: Bytes::new(),
                 }),
@@ -131,7 +136,11 @@ impl Apologize for ApologyPage {
     fn apologize(&self, request: &ApologyRequest) -> http::Response<ApologyBody> {
         let format = negotiate(request.accept(), self.inner.preferred);
         let body = self.body(format, request.uri().path());
-        let len = body.len();
+        let len = match format {
+            Format::Html => self.inner.html_len.clone(),
+            Format::Text => self.inner.text_len.clone(),
+            Format::Problem => HeaderValue::from(body.len()),
+        };
         let mut resp = http::Response::new(body);
         *resp.status_mut() = self.inner.status;
         let h = resp.headers_mut();
@@ -139,7 +148,7 @@ impl Apologize for ApologyPage {
             CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),
         );
-        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(CONTENT_LENGTH, len);
         h.insert(VARY, HeaderValue::from_static("accept"));
         resp
     }
@@ -286,6 +295,8 @@ impl ApologyPageBuilder {
             inner: Arc::new(PageInner {
                 status: self.status,
                 preferred: self.preferred,
+                html_len: HeaderValue::from(html.len()),
+                text_len: HeaderValue::from(text.len()),
                 html,
                 text,
                 problem_prefix: Bytes::from(prefix),
