@@ -133,6 +133,13 @@ impl<S> Site<S> {
         self
     }
 
+    /// Follows a rampart-health active checker of the whole site (an HTTP probe of the
+    /// region's front door, say), and keeps the checker running as long as the selector.
+    pub fn checker(self, checker: rampart_health::CheckerHandle) -> Self {
+        let watch = checker.watch();
+        self.probe(watch).keep_alive(checker)
+    }
+
     /// The site's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -139,6 +139,9 @@ pub(crate) struct Latency {
     /// EWMA in nanoseconds as `f64` bits; 0 = no sample yet.
     ewma: Box<[AtomicU64]>,
     leaders: Box<[AtomicUsize]>,
+    /// Routability as of the last recompute, so that stale measurements of a site that went
+    /// down do not make it leader again.
+    routable: Box<[AtomicBool]>,
 }
 
 impl Latency {
@@ -146,6 +149,7 @@ impl Latency {
         Self {
             config,
             ewma: (0..sites).map(|_| AtomicU64::new(0)).collect(),
+            routable: (0..sites).map(|_| AtomicBool::new(true)).collect(),
             leaders: level_sites
                 .iter()
                 .map(|s| AtomicUsize::new(s.first().copied().unwrap_or(0)))
@@ -485,6 +489,9 @@ impl Control {
 
         // Lowest-latency leaders must be routable.
         if let Some(lat) = &self.latency {
+            for (cell, &r) in lat.routable.iter().zip(&routable) {
+                cell.store(r, Ordering::Relaxed);
+            }
             for (level, members) in self.level_sites.iter().enumerate() {
                 let leader = lat.leaders[level].load(Ordering::Relaxed);
                 if routable.get(leader).copied().unwrap_or(false) {
@@ -621,6 +628,10 @@ impl Control {
         let level = meta.level;
         let margin = 1.0 + lat.config.hysteresis;
         let leader = lat.leaders[level].load(Ordering::Relaxed);
+        if !lat.routable[site].load(Ordering::Relaxed) {
+            // A late answer from a site that is out: measured, but it cannot lead.
+            return;
+        }
         if leader != site {
             let better = match lat.ewma(leader) {
                 None => true,
@@ -634,7 +645,7 @@ impl Control {
             let best = self.level_sites[level]
                 .iter()
                 .copied()
-                .filter(|&i| i != site)
+                .filter(|&i| i != site && lat.routable[i].load(Ordering::Relaxed))
                 .filter_map(|i| lat.ewma(i).map(|e| (e, i)))
                 .min_by(|a, b| a.0.total_cmp(&b.0));
             if let Some((e, i)) = best
