@@ -467,3 +467,39 @@ async fn service_accessors_and_infallible_error() {
     assert_eq!(resp.unwrap().status(), StatusCode::OK);
     let _inner = svc.into_inner();
 }
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_give_the_apology() {
+    // tower-http's TimeoutLayer answers 504 (configured), which the classifier fails...
+    let app = Router::new()
+        .route(
+            PATH,
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "late"
+            }),
+        )
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(1),
+        ))
+        .layer(FallbackLayer::new());
+    let (status, headers, body) = send(app, "GET", Some("application/json")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "5");
+    check_body("application/problem+json", &body);
+
+    // ...and tower's Timeout fails with an error, which always triggers it.
+    let slow = service_fn(|_req: Request<Body>| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, BoxError>(Response::new(Body::from("late")))
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(FallbackLayer::new())
+        .timeout(Duration::from_secs(1))
+        .service(slow);
+    let app = Router::new().route_service(PATH, svc);
+    let (status, _, body) = send(app, "GET", Some("text/plain")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    check_body("text/plain; charset=utf-8", &body);
+}
