@@ -11,6 +11,17 @@
 //!   reached a backend"), [`RetryAfter`] ("try again after D"), and [`find_in_chain`] to find
 //!   either anywhere in a [`BoxError`] chain; and the pool [`HealthReport`] that a balancer
 //!   publishes and a GSLB selector consumes ([`report`]).
+//! - Active health checking: a [`Probe`] makes one attempt ([`HttpProbe`], [`TcpProbe`],
+//!   [`probe_fn`]; see [`probe`]) and a [`Checker`] runs it on a schedule with rise/fall
+//!   hysteresis, publishing transitions ([`checker`]).
+//! - Passive health checking: an [`OutlierDetector`] ejects endpoints whose real traffic
+//!   fails, Envoy-style, with a lock-free success path ([`outlier`]).
+//! - [`ConfigError`]: what every Rampart builder's `build()` returns ([`config`]).
+//!
+//! # Features
+//!
+//! - `metrics`: counters and gauges through the [`metrics`](https://docs.rs/metrics) facade
+//!   (probe results, transitions, ejections).
 //!
 //! # Example
 //!
@@ -50,6 +61,11 @@ pub use probe::{
 };
 pub use report::{HealthReport, HealthReporter, ReportHealth};
 pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// A type-erased error, as tower's generic layers return it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -275,3 +275,47 @@ async fn tcp_probe_passes_on_a_listener_and_fails_on_a_closed_port() {
     let err = run(&closed).await.unwrap_err();
     assert_eq!(err.kind(), ProbeErrorKind::Connect, "{err}");
 }
+
+#[tokio::test]
+async fn http_probe_reuses_one_connection_and_closes_it_when_dropped() {
+    // Answers keep-alive requests on each connection; reports how many connections it saw
+    // and when a connection is closed by the client.
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let accepted = Arc::new(AtomicU16::new(0));
+    let counted = accepted.clone();
+    let addr = raw_server(move |mut stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                    Ok(_) => {
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+
+    let probe = HttpProbe::builder(uri(addr)).build().unwrap();
+    for _ in 0..3 {
+        run(&probe).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection");
+
+    drop(probe);
+    let closed = tokio::time::timeout(SAFETY_NET, closed_rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(()))),
+        "connection still open after the probe was dropped"
+    );
+}
