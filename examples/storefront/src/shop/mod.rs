@@ -25,7 +25,10 @@ use axum::routing::{get, post};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rampart::fallback::{Degrade, FallbackLayer, FallbackStats, StaleIfErrorLayer};
+use rampart::health::ConfigError;
 use serde::Serialize;
+use tower::ServiceBuilder;
 
 pub use admin::{
     AdminState, FaultControl, constant_time_eq, generate_token, router as admin_router,
@@ -61,30 +64,24 @@ pub(crate) struct ShopInner {
     pub(crate) recommendations: Upstream,
     pub(crate) outbox: Outbox,
     pub(crate) backoff: Backoff,
-    pub(crate) config: ShopConfig,
     pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) recs_degrade: Degrade,
+    pub(crate) fallback: FallbackStats,
+    pub(crate) stale: StaleIfErrorLayer,
 }
 
 impl AppState {
-    /// Recommendations are optional: whatever fails or is late within the budget, the page
-    /// renders without them.
+    /// Recommendations are optional (rampart-fallback's `Degrade`): whatever fails or is late
+    /// within the budget, the page renders without them.
     pub(crate) async fn recommendations_for(&self, id: u32) -> Option<Vec<Product>> {
         let path = format!("/recommendations/{id}");
-        let call = self.recommendations.get_json::<Vec<Product>>(&path);
-        match tokio::time::timeout(self.config.recommendations_budget, call).await {
-            Ok(Ok(recs)) => Some(recs),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "recommendations left out");
-                metrics::counter!("storefront_degraded_total", "feature" => "recommendations")
-                    .increment(1);
-                None
-            }
-            Err(_) => {
-                metrics::counter!("storefront_degraded_total", "feature" => "recommendations")
-                    .increment(1);
-                None
-            }
-        }
+        let call = async {
+            self.recommendations
+                .get_json::<Vec<Product>>(&path)
+                .await
+                .map(Some)
+        };
+        self.recs_degrade.or_default(call).await.value
     }
 }
 
@@ -109,6 +106,8 @@ pub enum ShopError {
     Outbox(rusqlite::Error),
     /// A service has no addresses.
     MissingUpstream(ServiceName),
+    /// A layer refused its configuration.
+    Config(ConfigError),
 }
 
 impl std::fmt::Display for ShopError {
@@ -116,6 +115,7 @@ impl std::fmt::Display for ShopError {
         match self {
             ShopError::Outbox(e) => write!(f, "order outbox: {e}"),
             ShopError::MissingUpstream(s) => write!(f, "no addresses for service {s}"),
+            ShopError::Config(e) => write!(f, "{e}"),
         }
     }
 }
@@ -147,8 +147,10 @@ impl Shop {
         let build = |s: ServiceName| {
             upstreams
                 .get(&s)
-                .map(|addrs| stack::build(s, addrs, config, registry.clone()))
                 .ok_or(ShopError::MissingUpstream(s))
+                .and_then(|addrs| {
+                    stack::build(s, addrs, config, registry.clone()).map_err(ShopError::Config)
+                })
         };
         let catalog = build(ServiceName::Catalog)?;
         let checkout = build(ServiceName::Checkout)?;
@@ -159,6 +161,16 @@ impl Shop {
             max: config.outbox_retry_max,
         };
         let replayer = outbox.spawn_replayer(checkout.clone(), backoff);
+        let recs_degrade = Degrade::builder("recommendations")
+            .deadline(config.recommendations_budget)
+            .build()
+            .map_err(ShopError::Config)?;
+        let stale = StaleIfErrorLayer::builder()
+            .max_bytes(config.stale_cache_bytes)
+            .build()
+            .map_err(ShopError::Config)?;
+        let fallback = FallbackLayer::with_page(apology::page().map_err(ShopError::Config)?)
+            .retry_after(Duration::from_secs(5));
         let state = AppState {
             inner: Arc::new(ShopInner {
                 catalog: catalog.clone(),
@@ -166,11 +178,13 @@ impl Shop {
                 recommendations: recommendations.clone(),
                 outbox: outbox.clone(),
                 backoff,
-                config: config.clone(),
                 metrics: prometheus(),
+                recs_degrade,
+                fallback: fallback.stats().clone(),
+                stale: stale.clone(),
             }),
         };
-        let router = router(state, admin, config.page_deadline);
+        let router = router(state, admin, config.page_deadline, fallback, stale);
         Ok(Shop {
             router,
             outbox,
@@ -195,8 +209,17 @@ impl Shop {
     }
 }
 
-fn router(state: AppState, admin: AdminState, page_deadline: Duration) -> Router {
-    let apology_html = apology::apology_html();
+/// The routes and the layers around them. Outermost first: the apology (`FallbackLayer`),
+/// stale copies (`StaleIfError`), panics to 500s (`CatchPanicLayer`), the page deadline
+/// (`TimeoutLayer`), then the handlers. A stale copy is preferred to the apology, and a panic
+/// or a late page becomes a failure the outer layers handle.
+fn router(
+    state: AppState,
+    admin: AdminState,
+    page_deadline: Duration,
+    fallback: FallbackLayer,
+    stale: StaleIfErrorLayer,
+) -> Router {
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/products", get(pages::products))
@@ -212,15 +235,16 @@ fn router(state: AppState, admin: AdminState, page_deadline: Duration) -> Router
         .route("/orders/{id}", get(pages::order))
         .fallback(pages::not_found)
         .with_state(state.clone())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            page_deadline,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn_with_state(
-            apology_html,
-            apology::apology_on_failure,
-        ));
+        .layer(
+            ServiceBuilder::new()
+                .layer(fallback)
+                .layer(stale)
+                .layer(tower_http::catch_panic::CatchPanicLayer::new())
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    page_deadline,
+                )),
+        );
     Router::new()
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(metrics_route))
@@ -274,6 +298,21 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// Orders waiting for checkout's confirmation.
     pub pending_orders: u64,
+    /// The shop's own last lines of defense.
+    pub fallback: FallbackStatus,
+}
+
+/// What the fallback layers did so far.
+#[derive(Debug, Serialize)]
+pub struct FallbackStatus {
+    /// Apologies served.
+    pub apologies: u64,
+    /// Failures answered with a stale copy.
+    pub stale_served: u64,
+    /// Pages kept for stale-if-error.
+    pub stale_entries: u64,
+    /// Product pages rendered without recommendations.
+    pub recommendations_left_out: u64,
 }
 
 async fn report(st: &AppState) -> StatusReport {
@@ -284,6 +323,12 @@ async fn report(st: &AppState) -> StatusReport {
             st.recommendations.status(),
         ],
         pending_orders: st.outbox.pending_count().await.unwrap_or(0),
+        fallback: FallbackStatus {
+            apologies: st.fallback.snapshot().total(),
+            stale_served: st.stale.snapshot().served,
+            stale_entries: st.stale.snapshot().entries,
+            recommendations_left_out: st.recs_degrade.snapshot().degraded(),
+        },
     }
 }
 
@@ -292,6 +337,7 @@ async fn status_page(State(st): State<AppState>) -> Response {
     let page = views::StatusPage {
         services: r.services,
         pending_orders: r.pending_orders,
+        fallback: r.fallback,
     };
     let body = page
         .render()

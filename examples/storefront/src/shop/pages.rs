@@ -20,7 +20,6 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::AppState;
-use super::apology::RetryHint;
 use super::cart::Cart;
 use super::outbox::{Forwarded, OrderState, OutboxOrder};
 use super::upstream::UpstreamError;
@@ -79,10 +78,13 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::Unavailable(hint) => {
-                // An empty 503: the fallback layer turns it into a stale copy or the apology.
+                // An empty 503: the fallback layers turn it into a stale copy or the apology,
+                // which takes its `Retry-After` from here (a breaker's time to its next probe).
                 let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
                 if let Some(h) = hint {
-                    r.extensions_mut().insert(RetryHint(h));
+                    let secs = h.as_secs() + u64::from(h.subsec_nanos() > 0);
+                    r.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 }
                 r
             }

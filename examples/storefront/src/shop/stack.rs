@@ -1,8 +1,8 @@
 //! The one place where the shop's upstream stack is assembled.
 //!
-//! Interim stack (until the Rampart middleware crates land): a plain hyper-util client that
-//! tries the primary region's replicas in turn, then the secondary's, with a per-attempt
-//! timeout.
+//! `CircuitBreaker` (rampart-breaker) over the transport. The transport is, for now, a plain
+//! hyper-util client that tries the primary region's replicas in turn, then the secondary's,
+//! with a per-attempt timeout (to be replaced by `Gslb` → `Balance` → `HttpEndpoint`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +16,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rampart::health::{BoxError, NeverReached};
+use rampart::breaker::{BreakerHandle, CircuitBreakerLayer, Policy, SlidingWindow};
+use rampart::health::{BoxError, ConfigError, NeverReached};
+use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use super::upstream::{
@@ -88,7 +90,7 @@ pub(crate) fn build(
     addrs: &BTreeMap<Region, Vec<SocketAddr>>,
     cfg: &ShopConfig,
     faults: Option<FaultRegistry>,
-) -> Upstream {
+) -> Result<Upstream, ConfigError> {
     let sites: Arc<Sites> = Arc::new(
         Region::ALL
             .iter()
@@ -115,9 +117,43 @@ pub(crate) fn build(
         let start = rr.fetch_add(1, Ordering::Relaxed);
         async move { plain_call(&client, &sites, start, timeout, req).await }
     });
+    let breaker = CircuitBreakerLayer::http(breaker_policy(service, cfg)?);
+    let handle = breaker.handle().clone();
+    let svc = ServiceBuilder::new().layer(breaker).service(svc);
     let probe_sites = sites;
-    let probe: StatusProbe = Arc::new(move || status(service, &probe_sites, faults.as_ref()));
-    Upstream::new(service, BoxCloneSyncService::new(svc), probe)
+    let probe: StatusProbe = Arc::new(move || {
+        let mut s = status(service, &probe_sites, faults.as_ref());
+        (s.breaker, s.breaker_detail) = breaker_status(&handle);
+        s
+    });
+    Ok(Upstream::new(service, BoxCloneSyncService::new(svc), probe))
+}
+
+/// The breaker of one service: over the last 20 calls (at least 5), a failure rate of 50 %
+/// or 5 failures in a row open it for `breaker_open_for`, backing off to 6× that.
+fn breaker_policy(service: ServiceName, cfg: &ShopConfig) -> Result<Policy, ConfigError> {
+    Policy::builder()
+        .name(service.as_str())
+        .sliding_window(SlidingWindow::count(20))
+        .minimum_calls(5)
+        .failure_rate_threshold(50.0)
+        .consecutive_failures(5)
+        .open_duration(cfg.breaker_open_for)
+        .max_open_duration(cfg.breaker_open_for * 6)
+        .permitted_calls_in_half_open(2)
+        .build()
+}
+
+fn breaker_status(handle: &BreakerHandle) -> (String, String) {
+    let snap = handle.snapshot();
+    let mut detail = format!("{} calls, {} failed", snap.calls, snap.failures);
+    if let Some(rate) = snap.failure_rate {
+        detail.push_str(&format!(" ({rate:.0}%)"));
+    }
+    if let Some(after) = snap.retry_after {
+        detail.push_str(&format!("; next probe in {:.1}s", after.as_secs_f64()));
+    }
+    (snap.state.as_str().to_owned(), detail)
 }
 
 async fn plain_call(

@@ -85,9 +85,10 @@ pub(crate) struct MessagePage {
 pub(crate) struct StatusPage {
     pub(crate) services: Vec<ServiceStatus>,
     pub(crate) pending_orders: u64,
+    pub(crate) fallback: super::FallbackStatus,
 }
 
 /// The apology page (static).
 #[derive(Template)]
 #[template(path = "apology.html")]
-pub(crate) struct ApologyPage;
+pub(crate) struct ApologyTemplate;
