@@ -714,6 +714,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_configured_initial_state_needs_rise_or_fall() {
+        // Starting Unhealthy: the first pass does not decide, `rise` passes do.
+        let up = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicU32::new(0));
+        let start = Instant::now();
+        let handle = Checker::spawn(
+            "a",
+            switch_probe(&up, &calls),
+            config().initial(Health::Unhealthy).rise(3).build().unwrap(),
+        );
+        assert_eq!(handle.health(), Health::Unhealthy);
+        let t = handle.subscribe().recv().await.unwrap();
+        assert_eq!((t.from, t.to), (Health::Unhealthy, Health::Healthy));
+        assert_eq!(t.at - start, secs(2)); // passes at 0, 1, 2 s (unhealthy_interval)
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn probes_faster_while_unhealthy() {
         let up = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicU32::new(0));

@@ -319,3 +319,41 @@ async fn http_probe_reuses_one_connection_and_closes_it_when_dropped() {
         "connection still open after the probe was dropped"
     );
 }
+
+#[tokio::test]
+async fn a_timed_out_http_probe_closes_its_connection() {
+    // Reads the request, never answers, and reports when the client hangs up.
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let addr = raw_server(move |mut stream| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            read_head(&mut stream).await;
+            let mut buf = [0u8; 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    })
+    .await;
+    let probe = HttpProbe::builder(uri(addr))
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    assert_eq!(
+        run(&probe).await.unwrap_err().kind(),
+        ProbeErrorKind::Timeout
+    );
+    // The probe is still alive: the abandoned connection must not linger in the background.
+    let closed = tokio::time::timeout(SAFETY_NET, closed_rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(()))),
+        "the timed-out connection stayed open"
+    );
+    drop(probe);
+}
