@@ -1290,6 +1290,40 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_failures_never_exceed_the_cap() {
+        // Real threads racing to eject 8 endpoints under a 50 % cap (outside a runtime the
+        // clock is the real one; no ejection expires within the test).
+        let d = OutlierDetector::new(
+            OutlierConfig::builder()
+                .consecutive_failures(3)
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        );
+        let trackers: Vec<_> = (0..8).map(|i| Arc::new(d.track(format!("e{i}")))).collect();
+        std::thread::scope(|scope| {
+            for worker in 0..4 {
+                let trackers = &trackers;
+                let d = &d;
+                scope.spawn(move || {
+                    for round in 0..200 {
+                        for (i, t) in trackers.iter().enumerate() {
+                            if (i + worker + round) % 5 == 0 {
+                                t.record(Outcome::Success);
+                            } else {
+                                t.record(Outcome::Failure);
+                            }
+                            assert!(d.ejected() <= 4);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(d.ejected(), 4);
+        assert_eq!(trackers.iter().filter(|t| t.is_ejected()).count(), 4);
+    }
+
+    #[test]
     fn tracker_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<OutlierTracker>();
