@@ -24,6 +24,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod edge;
 pub mod fleet;
 pub mod shop;
 
