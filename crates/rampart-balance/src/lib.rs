@@ -1,3 +1,51 @@
-//! rampart-balance: not built yet.
+//! A health-checked load balancer as tower middleware.
 //!
-//! This crate is a placeholder in the workspace until its issue lands; it exports nothing.
+//! [`Balance`] spreads requests over endpoint services and takes dead ones out of rotation
+//! before users notice: active checks, passive outlier ejection fed by every response, panic
+//! mode, retries on another endpoint within a budget, slow start, drain, and discovery from a
+//! static list, a tower [`Discover`](tower::discover::Discover) stream or DNS (feature `dns`).
+//! [`HttpEndpoint`] is a pooled hyper-util client to one backend.
+//!
+//! ```
+//! use rampart_balance::{Balance, ServicePolicy};
+//! use tower::{Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let backend = tower::service_fn(|name: &'static str| async move {
+//!     Ok::<_, std::io::Error>(format!("hello {name}"))
+//! });
+//! let mut balance = Balance::builder()
+//!     .policy(ServicePolicy::new())
+//!     .endpoints([("a", backend.clone()), ("b", backend)])
+//!     .build()
+//!     .unwrap();
+//! let reply = balance.ready().await.unwrap().call("you").await.unwrap();
+//! assert_eq!(reply, "hello you");
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod balance;
+pub mod budget;
+pub mod client;
+pub mod discover;
+pub mod endpoint;
+pub mod handle;
+mod passive;
+pub mod pick;
+pub mod policy;
+pub mod replay;
+
+pub use balance::{Balance, BalanceBuilder, BalanceLayer, NoHealthyEndpoints, ResponseFuture};
+pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use client::{HttpEndpoint, HttpEndpointBuilder, RequestTimeout};
+pub use endpoint::ServedBy;
+pub use handle::{BalanceHandle, EndpointSnapshot, Snapshot};
+pub use pick::Picker;
+pub use policy::{
+    BalancePolicy, HashKey, HttpPolicy, KeyFn, NoKey, ReplayableBody, ServicePolicy,
+    clone_http_request,
+};
+pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService};

@@ -1,0 +1,531 @@
+//! [`BalanceBuilder`]: configuration, validated by `build()`.
+
+use std::fmt;
+use std::fmt::Display;
+use std::hash::Hash;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rampart_health::{BoxError, CheckerConfig, ConfigError, HealthWatch, OutlierConfig, Probe};
+use tower::discover::Discover;
+
+use super::shared::{Config, HealthSource, Shared, SlowStart};
+use super::{Balance, BalanceLayer, Checks, ProbeFactory};
+use crate::budget::{Budget, RetryBudget};
+use crate::discover::{EndpointSink, spawn_discover};
+use crate::passive;
+use crate::pick::{Picker, Tried};
+
+type DiscoverFn<S> = Box<
+    dyn FnOnce(&tokio::runtime::Handle, Weak<dyn EndpointSink<S>>) -> tokio::task::AbortHandle
+        + Send,
+>;
+
+pub(crate) fn boxed_discover<D>(discover: D) -> DiscoverFn<D::Service>
+where
+    D: Discover + Send + Unpin + 'static,
+    D::Key: Hash + Eq + Display + Send,
+    D::Service: Send + 'static,
+    D::Error: Into<BoxError>,
+{
+    Box::new(move |rt, sink| spawn_discover(rt, sink, discover))
+}
+
+pub(crate) struct StaticEndpoint<S> {
+    name: Arc<str>,
+    service: S,
+    weight: u32,
+    health: HealthSource,
+}
+
+/// Validated settings shared by the builder and [`BalanceLayer`].
+#[derive(Clone)]
+pub(crate) struct Settings<P> {
+    config: Config,
+    budget: RetryBudget,
+    policy: P,
+    outlier: Option<OutlierConfig>,
+    checker: Option<CheckerConfig>,
+    probe_for: Option<ProbeFactory>,
+    clock: Option<quanta::Clock>,
+}
+
+impl<P: fmt::Debug> fmt::Debug for Settings<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("budget", &self.budget)
+            .field("policy", &self.policy)
+            .field("outlier", &self.outlier)
+            .field("checker", &self.checker)
+            .field("probe_factory", &self.probe_for.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> EndpointSink<S> for Shared<S, P>
+where
+    S: Send + Sync + 'static,
+    P: Send + Sync + 'static,
+{
+    fn insert_endpoint(self: Arc<Self>, name: Arc<str>, service: S, ramp: bool) -> u64 {
+        self.insert(name, service, 1, HealthSource::None, ramp)
+    }
+
+    fn remove_endpoint(&self, id: u64) -> bool {
+        self.remove(id)
+    }
+
+    fn routable_now(&self) -> usize {
+        self.table().0.routable.len()
+    }
+}
+
+impl<P> Settings<P>
+where
+    P: Send + Sync + 'static,
+{
+    pub(crate) fn start<S>(
+        self,
+        endpoints: Vec<StaticEndpoint<S>>,
+        discovers: Vec<DiscoverFn<S>>,
+    ) -> Balance<S, P>
+    where
+        S: Send + Sync + 'static,
+    {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let shared = Arc::new(Shared::new(
+            self.config.clone(),
+            self.policy,
+            self.clock.unwrap_or_default(),
+            Budget::new(self.budget),
+            self.outlier.map(passive::Detector::new),
+            Some(Checks {
+                config: self.checker.unwrap_or_default(),
+                probe_for: self.probe_for.unwrap_or_else(|| Arc::new(|_: &str| None)),
+            }),
+            runtime.clone(),
+        ));
+        for e in endpoints {
+            shared.insert(e.name, e.service, e.weight, e.health, false);
+        }
+        if let Some(rt) = &runtime {
+            let weak = Arc::downgrade(&shared);
+            let tick = self.config.tick;
+            let task = rt.spawn(async move {
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let Some(shared) = weak.upgrade() else {
+                        break;
+                    };
+                    shared.maintain();
+                }
+            });
+            shared.add_task(task.abort_handle());
+            for d in discovers {
+                let sink: Arc<dyn EndpointSink<S>> = shared.clone();
+                let weak: Weak<dyn EndpointSink<S>> = Arc::downgrade(&sink);
+                drop(sink);
+                shared.add_task(d(rt, weak));
+            }
+        } else if !discovers.is_empty() {
+            tracing::error!("balancer built outside a tokio runtime: discovery not started");
+        }
+        Balance::from_shared(shared)
+    }
+}
+
+/// Configures and builds a [`Balance`]. Every setting is optional.
+///
+/// Defaults: [`Picker::PeakEwma`], panic threshold 0.5, `Unknown` health routable, 2 retries
+/// elsewhere within the default [`RetryBudget`], slow start over 10 s from 10 % weight,
+/// EWMA decay time 10 s, initial latency estimate 1 ms, no passive outlier detection, no active
+/// checks.
+pub struct BalanceBuilder<S, P> {
+    settings: Settings<P>,
+    endpoints: Vec<StaticEndpoint<S>>,
+    discovers: Vec<DiscoverFn<S>>,
+    slow_start_window: Duration,
+}
+
+impl<S, P: fmt::Debug> fmt::Debug for BalanceBuilder<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceBuilder")
+            .field("settings", &self.settings)
+            .field("endpoints", &self.endpoints.len())
+            .field("discovers", &self.discovers.len())
+            .finish()
+    }
+}
+
+impl<S, P> BalanceBuilder<S, P> {
+    /// A builder with `policy`.
+    pub fn new(policy: P) -> Self {
+        Self {
+            settings: Settings {
+                config: Config {
+                    picker: Picker::default(),
+                    panic_threshold: 0.5,
+                    unknown_is_routable: true,
+                    max_retries: 2,
+                    default_rtt: Duration::from_millis(1),
+                    decay: Duration::from_secs(10),
+                    slow_start: Some(SlowStart {
+                        window: Duration::from_secs(10),
+                        aggression: 1.0,
+                        min_weight: 0.1,
+                    }),
+                    tick: Duration::from_millis(100),
+                },
+                budget: RetryBudget::default(),
+                policy,
+                outlier: None,
+                checker: None,
+                probe_for: None,
+                clock: None,
+            },
+            endpoints: Vec::new(),
+            discovers: Vec::new(),
+            slow_start_window: Duration::from_secs(10),
+        }
+    }
+
+    /// Replaces the policy (e.g. [`ServicePolicy`](crate::ServicePolicy) for non-HTTP
+    /// services).
+    pub fn policy<P2>(self, policy: P2) -> BalanceBuilder<S, P2> {
+        let s = self.settings;
+        BalanceBuilder {
+            settings: Settings {
+                config: s.config,
+                budget: s.budget,
+                policy,
+                outlier: s.outlier,
+                checker: s.checker,
+                probe_for: s.probe_for,
+                clock: s.clock,
+            },
+            endpoints: self.endpoints,
+            discovers: self.discovers,
+            slow_start_window: self.slow_start_window,
+        }
+    }
+
+    /// The picker (default [`Picker::PeakEwma`]).
+    pub fn picker(mut self, picker: Picker) -> Self {
+        self.settings.config.picker = picker;
+        self
+    }
+
+    /// Below this routable share, spread over all endpoints (default 0.5; `0.0` = never,
+    /// fail fast instead).
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.settings.config.panic_threshold = share;
+        self
+    }
+
+    /// Whether endpoints whose health is still `Unknown` take traffic (default `true`).
+    pub fn unknown_is_routable(mut self, yes: bool) -> Self {
+        self.settings.config.unknown_is_routable = yes;
+        self
+    }
+
+    /// Extra attempts on other endpoints per request (default 2, at most 7; 0 disables).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.settings.config.max_retries = n;
+        self
+    }
+
+    /// The retry budget shared by all requests.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.settings.budget = budget;
+        self
+    }
+
+    /// The latency estimate of an endpoint before its first response, when the pool has no
+    /// measurement yet (default 1 ms; later endpoints start at the pool's mean).
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.settings.config.default_rtt = rtt;
+        self
+    }
+
+    /// The peak-EWMA decay time τ (default 10 s, linkerd's).
+    pub fn ewma_decay(mut self, tau: Duration) -> Self {
+        self.settings.config.decay = tau;
+        self
+    }
+
+    /// Slow-start window (default 10 s); `Duration::ZERO` turns slow start off.
+    pub fn slow_start(mut self, window: Duration) -> Self {
+        self.slow_start_window = window;
+        self
+    }
+
+    /// Slow-start aggression (default 1.0 = linear; larger ramps faster early).
+    pub fn slow_start_aggression(mut self, aggression: f64) -> Self {
+        if let Some(ss) = &mut self.settings.config.slow_start {
+            ss.aggression = aggression;
+        }
+        self
+    }
+
+    /// Slow-start starting weight share, `(0, 1]` (default 0.1).
+    pub fn slow_start_min_weight(mut self, share: f64) -> Self {
+        if let Some(ss) = &mut self.settings.config.slow_start {
+            ss.min_weight = share;
+        }
+        self
+    }
+
+    /// How often the maintenance task runs: slow-start steps, ejection expiry, idle EWMA decay
+    /// (default 100 ms).
+    pub fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.settings.config.tick = every;
+        self
+    }
+
+    /// The clock used for latency measurement (default: a TSC-backed [`quanta::Clock`]);
+    /// tests pass [`quanta::Clock::mock`].
+    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+        self.settings.clock = Some(clock);
+        self
+    }
+
+    /// Passive outlier detection (rampart-health's [`OutlierDetector`](rampart_health::OutlierDetector),
+    /// Envoy's algorithm), fed with every attempt's outcome as the policy classifies it.
+    /// Each balancer gets its own detector, so `max_ejection_percent` applies per pool.
+    pub fn outlier_detection(mut self, config: OutlierConfig) -> Self {
+        self.settings.outlier = Some(config);
+        self
+    }
+
+    /// The checker settings (rise, fall, intervals, timeout) for endpoints with a probe
+    /// (default [`CheckerConfig::default`]).
+    pub fn health_checks(mut self, config: CheckerConfig) -> Self {
+        self.settings.checker = Some(config);
+        self
+    }
+
+    /// Makes a probe for every endpoint (static or discovered) that has no health source of
+    /// its own, from the endpoint's name; `None` leaves that endpoint unchecked.
+    pub fn probe_with<F, Pr>(mut self, factory: F) -> Self
+    where
+        F: Fn(&str) -> Option<Pr> + Send + Sync + 'static,
+        Pr: Probe,
+    {
+        self.settings.probe_for = Some(Arc::new(move |name: &str| {
+            factory(name).map(|p| Box::new(p) as Box<dyn Probe>)
+        }));
+        self
+    }
+
+    /// Active HTTP checks: `GET {endpoint base}{path}` expecting 2xx, for every endpoint whose
+    /// name is a base URI (as [`HttpEndpoint`](crate::HttpEndpoint) names are) or a
+    /// `host:port` (as DNS discovery names are).
+    pub fn http_health_checks(self, path: impl Into<String>) -> Self {
+        let path: String = path.into();
+        self.probe_with(move |name: &str| {
+            let uri = if name.contains("://") {
+                name.to_string()
+            } else {
+                format!("http://{name}")
+            };
+            match uri.parse::<http::Uri>() {
+                Ok(base) => rampart_health::HttpProbe::builder(base)
+                    .path(path.clone())
+                    .build()
+                    .map_err(|e| tracing::warn!(endpoint = %name, error = %e, "no health probe"))
+                    .ok(),
+                Err(e) => {
+                    tracing::warn!(endpoint = %name, error = %e, "no health probe");
+                    None
+                }
+            }
+        })
+    }
+
+    /// Adds an endpoint with weight 1 and no health source of its own.
+    pub fn endpoint(self, name: impl Into<Arc<str>>, service: S) -> Self {
+        self.weighted_endpoint(name, service, 1)
+    }
+
+    /// Adds an endpoint with a static weight (used by P2C and weighted round robin).
+    pub fn weighted_endpoint(mut self, name: impl Into<Arc<str>>, service: S, weight: u32) -> Self {
+        self.endpoints.push(StaticEndpoint {
+            name: name.into(),
+            service,
+            weight,
+            health: HealthSource::None,
+        });
+        self
+    }
+
+    /// Adds an endpoint whose health is published elsewhere (a checker, a control plane).
+    pub fn endpoint_with_health(
+        mut self,
+        name: impl Into<Arc<str>>,
+        service: S,
+        health: HealthWatch,
+    ) -> Self {
+        self.endpoints.push(StaticEndpoint {
+            name: name.into(),
+            service,
+            weight: 1,
+            health: HealthSource::Watch(health),
+        });
+        self
+    }
+
+    /// Adds an endpoint checked by `probe` (with the [`health_checks`](Self::health_checks)
+    /// settings).
+    pub fn endpoint_with_probe<Pr: Probe>(
+        mut self,
+        name: impl Into<Arc<str>>,
+        service: S,
+        probe: Pr,
+    ) -> Self {
+        self.endpoints.push(StaticEndpoint {
+            name: name.into(),
+            service,
+            weight: 1,
+            health: HealthSource::Probe(Box::new(probe)),
+        });
+        self
+    }
+
+    /// Adds every `(name, service)` pair.
+    pub fn endpoints<N, I>(mut self, endpoints: I) -> Self
+    where
+        N: Into<Arc<str>>,
+        I: IntoIterator<Item = (N, S)>,
+    {
+        for (name, service) in endpoints {
+            self = self.endpoint(name, service);
+        }
+        self
+    }
+
+    /// Follows a discovery stream (inserts and removes).
+    pub fn discover<D>(mut self, discover: D) -> Self
+    where
+        D: Discover<Service = S> + Send + Unpin + 'static,
+        D::Key: Hash + Eq + Display + Send,
+        S: Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        self.discovers.push(boxed_discover(discover));
+        self
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let c = &mut self.settings.config;
+        if !(0.0..=1.0).contains(&c.panic_threshold) {
+            return Err(ConfigError::new(
+                "panic_threshold",
+                c.panic_threshold,
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if c.max_retries as usize >= Tried::CAP {
+            return Err(ConfigError::new(
+                "max_retries",
+                c.max_retries,
+                "must be at most 7",
+            ));
+        }
+        if c.default_rtt.is_zero() {
+            return Err(ConfigError::new(
+                "default_rtt",
+                c.default_rtt,
+                "must be positive",
+            ));
+        }
+        if c.decay < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "ewma_decay",
+                c.decay,
+                "must be at least 1 ms",
+            ));
+        }
+        if c.tick.is_zero() {
+            return Err(ConfigError::new(
+                "maintenance_interval",
+                c.tick,
+                "must be positive",
+            ));
+        }
+        if let Picker::ConsistentHash { virtual_nodes } = c.picker
+            && !(1..=10_000).contains(&virtual_nodes)
+        {
+            return Err(ConfigError::new(
+                "virtual_nodes",
+                virtual_nodes,
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.slow_start_window.is_zero() {
+            c.slow_start = None;
+        } else if let Some(ss) = &mut c.slow_start {
+            ss.window = self.slow_start_window;
+            if !(ss.aggression > 0.0 && ss.aggression.is_finite()) {
+                return Err(ConfigError::new(
+                    "slow_start_aggression",
+                    ss.aggression,
+                    "must be positive",
+                ));
+            }
+            if !(ss.min_weight > 0.0 && ss.min_weight <= 1.0) {
+                return Err(ConfigError::new(
+                    "slow_start_min_weight",
+                    ss.min_weight,
+                    "must be in (0, 1]",
+                ));
+            }
+        }
+        for e in &self.endpoints {
+            if e.weight == 0 {
+                return Err(ConfigError::new(
+                    "weight",
+                    (e.name.to_string(), e.weight),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and starts the balancer. Discovery, active checks and passive detection need
+    /// a tokio runtime (call `build` inside one).
+    pub fn build(mut self) -> Result<Balance<S, P>, ConfigError>
+    where
+        S: Send + Sync + 'static,
+        P: Send + Sync + 'static,
+    {
+        self.validate()?;
+        let needs_runtime = !self.discovers.is_empty()
+            || self.settings.outlier.is_some()
+            || self.settings.probe_for.is_some()
+            || self
+                .endpoints
+                .iter()
+                .any(|e| !matches!(e.health, HealthSource::None));
+        if needs_runtime && tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::new(
+                "runtime",
+                "none",
+                "discovery and health tracking need a tokio runtime: build inside one",
+            ));
+        }
+        Ok(self.settings.start(self.endpoints, self.discovers))
+    }
+
+    /// Validates the settings into a [`BalanceLayer`] that builds a balancer over a
+    /// discovery stream (endpoints added to this builder are ignored).
+    pub fn into_layer(mut self) -> Result<BalanceLayer<P>, ConfigError> {
+        self.validate()?;
+        Ok(BalanceLayer {
+            settings: self.settings,
+        })
+    }
+}

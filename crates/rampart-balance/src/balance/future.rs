@@ -1,0 +1,283 @@
+//! The balancer's response future: one attempt at a time, retried elsewhere when the policy
+//! and the budget allow.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use rampart_health::{BoxError, NeverReached, Outcome};
+use tower_service::Service;
+
+use super::shared::Shared;
+use crate::endpoint::{Endpoint, InFlight};
+use crate::pick::{Tried, pick};
+use crate::policy::BalancePolicy;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Driving the endpoint's `poll_ready`.
+        Ready,
+        // Waiting for the endpoint's response.
+        Calling { #[pin] fut: F },
+        // Finished (or failed before any attempt).
+        Done,
+    }
+}
+
+/// Everything an attempt and its retries need, outside the pinned state.
+struct Attempt<S, P, Req> {
+    shared: Arc<Shared<S, P>>,
+    inflight: Option<InFlight<S>>,
+    svc: Option<S>,
+    req: Option<Req>,
+    copy: Option<Req>,
+    start: u64,
+    retries_left: u32,
+    tried: Tried,
+    key: Option<u64>,
+    seed: u64,
+}
+
+pin_project! {
+    /// The response future of [`Balance`](crate::Balance).
+    pub struct ResponseFuture<S, P, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        attempt: Option<Attempt<S, P, Req>>,
+        error: Option<BoxError>,
+    }
+}
+
+impl<S, P, Req> std::fmt::Debug for ResponseFuture<S, P, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, P, Req> ResponseFuture<S, P, Req>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Done,
+            attempt: None,
+            error: Some(error),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared<S, P>>,
+        endpoint: Arc<Endpoint<S>>,
+        svc: S,
+        req: Req,
+        copy: Option<Req>,
+        retries: u32,
+        key: Option<u64>,
+        seed: u64,
+    ) -> Self {
+        let mut tried = Tried::default();
+        tried.push(endpoint.id);
+        Self {
+            state: State::Ready,
+            attempt: Some(Attempt {
+                shared,
+                inflight: Some(InFlight::start(endpoint)),
+                svc: Some(svc),
+                req: Some(req),
+                copy,
+                start: 0,
+                retries_left: retries,
+                tried,
+                key,
+                seed,
+            }),
+            error: None,
+        }
+    }
+}
+
+impl<S, P, Req> Attempt<S, P, Req>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    P: BalancePolicy<Req, S::Response>,
+{
+    /// Moves on to another endpoint; `false` when no retry is possible (no copy, no attempts
+    /// left, budget exhausted, or every routable endpoint tried).
+    fn retry(&mut self) -> bool {
+        // An unsent request (its endpoint failed `poll_ready`) goes as it is; a sent one
+        // needs a replayable copy.
+        if self.retries_left == 0 || (self.req.is_none() && self.copy.is_none()) {
+            return false;
+        }
+        let shared = &self.shared;
+        let (table, _) = shared.table();
+        let (set, state) = table.set();
+        let mut rng = fastrand::Rng::with_seed(self.seed);
+        self.seed = rng.u64(..);
+        let Some(i) = pick(
+            shared.config.picker,
+            set,
+            state,
+            &mut rng,
+            self.key,
+            &self.tried,
+        ) else {
+            tracing::debug!("retry elsewhere: no untried endpoint left");
+            return false;
+        };
+        if !shared.budget.withdraw() {
+            tracing::debug!("retry elsewhere: retry budget exhausted");
+            #[cfg(feature = "metrics")]
+            metrics::counter!("rampart_balance_retries_total", "result" => "budget_exhausted")
+                .increment(1);
+            return false;
+        }
+        let endpoint = set[i].clone();
+        let req = match self.req.take() {
+            Some(unsent) => unsent,
+            None => {
+                let next = match (&self.copy, self.retries_left > 1) {
+                    (Some(copy), true) => shared.policy.clone_request(copy),
+                    _ => None,
+                };
+                match next.or_else(|| self.copy.take()) {
+                    Some(r) => r,
+                    None => return false,
+                }
+            }
+        };
+        self.retries_left -= 1;
+        self.tried.push(endpoint.id);
+        tracing::debug!(endpoint = %endpoint.name, "retrying on another endpoint");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_balance_retries_total", "result" => "retried").increment(1);
+        self.svc = Some(endpoint.service.clone());
+        self.req = Some(req);
+        self.inflight = Some(InFlight::start(endpoint));
+        true
+    }
+
+    fn endpoint(&self) -> Option<&Arc<Endpoint<S>>> {
+        self.inflight.as_ref().map(|f| &f.endpoint)
+    }
+
+    fn record(&self, outcome: Outcome) {
+        if let Some(ep) = self.endpoint() {
+            self.shared.record(ep, outcome, self.start);
+        }
+    }
+}
+
+fn closed() -> BoxError {
+    "balancer response future polled after completion".into()
+}
+
+impl<S, P, Req> Future for ResponseFuture<S, P, Req>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    P: BalancePolicy<Req, S::Response>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let Some(attempt) = this.attempt.as_mut() else {
+                return Poll::Ready(Err(this.error.take().unwrap_or_else(closed)));
+            };
+            match this.state.as_mut().project() {
+                StateProj::Ready => {
+                    let Some(svc) = attempt.svc.as_mut() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(closed()));
+                    };
+                    match ready!(svc.poll_ready(cx)) {
+                        Ok(()) => {
+                            let Some(req) = attempt.req.take() else {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(closed()));
+                            };
+                            attempt.start = attempt.shared.clock.raw();
+                            let fut = svc.call(req);
+                            this.state.set(State::Calling { fut });
+                        }
+                        Err(e) => {
+                            // The endpoint's service is gone (closed, vanished): the request
+                            // never left.
+                            let err: BoxError = Box::new(NeverReached::new().with_source(e.into()));
+                            attempt.record(Outcome::Failure);
+                            let retry = attempt
+                                .req
+                                .as_ref()
+                                .is_some_and(|r| attempt.shared.policy.retry_error(r, &err));
+                            if retry && attempt.retry() {
+                                continue;
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err));
+                        }
+                    }
+                }
+                StateProj::Calling { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    match result {
+                        Ok(mut response) => {
+                            let policy = &attempt.shared.policy;
+                            attempt.record(policy.classify(Ok(&response)));
+                            let retry = attempt
+                                .copy
+                                .as_ref()
+                                .is_some_and(|r| policy.retry_response(r, &response));
+                            if retry && attempt.retry() {
+                                this.state.set(State::Ready);
+                                continue;
+                            }
+                            if let Some(ep) = attempt.endpoint() {
+                                attempt
+                                    .shared
+                                    .policy
+                                    .on_response(&mut response, &ep.served_by);
+                            }
+                            this.state.set(State::Done);
+                            *this.attempt = None;
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(e) => {
+                            let err: BoxError = e.into();
+                            let policy = &attempt.shared.policy;
+                            attempt.record(policy.classify(Err(&err)));
+                            let retry = attempt
+                                .copy
+                                .as_ref()
+                                .is_some_and(|r| policy.retry_error(r, &err));
+                            if retry && attempt.retry() {
+                                this.state.set(State::Ready);
+                                continue;
+                            }
+                            this.state.set(State::Done);
+                            *this.attempt = None;
+                            return Poll::Ready(Err(err));
+                        }
+                    }
+                }
+                StateProj::Done => {
+                    *this.attempt = None;
+                    return Poll::Ready(Err(this.error.take().unwrap_or_else(closed)));
+                }
+            }
+        }
+    }
+}

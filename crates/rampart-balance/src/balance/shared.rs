@@ -1,0 +1,618 @@
+//! The state every clone of a balancer shares: the endpoint registry (authoritative, behind a
+//! mutex, touched only when something changes) and the routing table (an immutable snapshot of
+//! the routable endpoints, swapped on change and cached by each clone behind a generation
+//! counter, so picking takes no lock).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rampart_health::{Health, HealthReport, HealthReporter, HealthWatch, Outcome};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::budget::Budget;
+use crate::endpoint::Endpoint;
+use crate::handle::{EndpointSnapshot, Snapshot};
+use crate::passive;
+use crate::pick::{PickState, Picker, Ring};
+
+/// Slow start settings (Envoy's formula).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SlowStart {
+    pub(crate) window: Duration,
+    pub(crate) aggression: f64,
+    pub(crate) min_weight: f64,
+}
+
+impl SlowStart {
+    /// `max(min_weight, (elapsed / window)^(1 / aggression))`.
+    pub(crate) fn factor(&self, elapsed: Duration) -> f64 {
+        let t = (elapsed.as_secs_f64() / self.window.as_secs_f64()).clamp(0.0, 1.0);
+        t.powf(1.0 / self.aggression).max(self.min_weight)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) picker: Picker,
+    pub(crate) panic_threshold: f64,
+    pub(crate) unknown_is_routable: bool,
+    pub(crate) max_retries: u32,
+    pub(crate) default_rtt: Duration,
+    pub(crate) decay: Duration,
+    pub(crate) slow_start: Option<SlowStart>,
+    pub(crate) tick: Duration,
+}
+
+/// Where an endpoint's active health comes from.
+pub(crate) enum HealthSource {
+    /// No active checks: health stays `Healthy`.
+    None,
+    /// A health value published elsewhere (a checker, a control plane).
+    Watch(HealthWatch),
+    /// An active checker owned by this endpoint (dropping it stops the checker).
+    Checker(rampart_health::CheckerHandle),
+    /// A probe to run with the balancer's checker settings.
+    Probe(Box<dyn rampart_health::Probe>),
+}
+
+impl std::fmt::Debug for HealthSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HealthSource::None => "None",
+            HealthSource::Watch(_) => "Watch",
+            HealthSource::Checker(_) => "Checker",
+            HealthSource::Probe(_) => "Probe",
+        })
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) struct Entry<S> {
+    pub(crate) ep: Arc<Endpoint<S>>,
+    routable: bool,
+    /// Not ramped on its first transition to routable (endpoints of the initial set).
+    no_ramp_once: bool,
+    ramp_start: Option<Instant>,
+    _health_task: Option<AbortOnDrop>,
+    _checker: Option<rampart_health::CheckerHandle>,
+}
+
+pub(crate) struct Registry<S> {
+    pub(crate) entries: Vec<Entry<S>>,
+    panic: bool,
+    routable: usize,
+    shut_down: bool,
+    tasks: Vec<AbortOnDrop>,
+    last_decay: Option<Instant>,
+}
+
+/// An immutable routing table.
+pub(crate) struct Table<S> {
+    pub(crate) routable: Vec<Arc<Endpoint<S>>>,
+    pub(crate) all: Vec<Arc<Endpoint<S>>>,
+    pub(crate) panic: bool,
+    pub(crate) total: usize,
+    routable_state: PickState,
+    all_state: PickState,
+}
+
+impl<S> Table<S> {
+    pub(crate) fn empty() -> Self {
+        Self {
+            routable: Vec::new(),
+            all: Vec::new(),
+            panic: false,
+            total: 0,
+            routable_state: PickState::default(),
+            all_state: PickState::default(),
+        }
+    }
+
+    /// The set to pick from: the routable endpoints, or in panic mode every endpoint that is
+    /// not draining.
+    #[inline]
+    pub(crate) fn set(&self) -> (&[Arc<Endpoint<S>>], &PickState) {
+        if self.panic {
+            (&self.all, &self.all_state)
+        } else {
+            (&self.routable, &self.routable_state)
+        }
+    }
+}
+
+pub(crate) struct Shared<S, P> {
+    pub(crate) config: Config,
+    pub(crate) policy: P,
+    pub(crate) clock: quanta::Clock,
+    pub(crate) budget: Budget,
+    pub(crate) generation: AtomicU64,
+    table: Mutex<Arc<Table<S>>>,
+    registry: Mutex<Registry<S>>,
+    pub(crate) reporter: HealthReporter,
+    next_id: AtomicU64,
+    pub(crate) detector: Option<passive::Detector>,
+    pub(crate) checks: Option<crate::balance::Checks>,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<S, P> Shared<S, P> {
+    pub(crate) fn new(
+        config: Config,
+        policy: P,
+        clock: quanta::Clock,
+        budget: Budget,
+        detector: Option<passive::Detector>,
+        checks: Option<crate::balance::Checks>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
+        Self {
+            config,
+            policy,
+            clock,
+            budget,
+            generation: AtomicU64::new(0),
+            table: Mutex::new(Arc::new(Table::empty())),
+            registry: Mutex::new(Registry {
+                entries: Vec::new(),
+                panic: false,
+                routable: 0,
+                shut_down: false,
+                tasks: Vec::new(),
+                last_decay: None,
+            }),
+            reporter: HealthReporter::new(HealthReport::new(0, 0)),
+            next_id: AtomicU64::new(1),
+            detector,
+            checks,
+            runtime,
+        }
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<S>> {
+        // A poisoned registry still holds consistent data (every update is a plain store).
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current table and its generation.
+    pub(crate) fn table(&self) -> (Arc<Table<S>>, u64) {
+        let t = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (t.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn add_task(&self, handle: AbortHandle) {
+        let mut reg = self.registry();
+        if reg.shut_down {
+            handle.abort();
+        } else {
+            reg.tasks.push(AbortOnDrop(handle));
+        }
+    }
+
+    /// Stops every background task and every checker; called when the last balancer clone is
+    /// dropped.
+    pub(crate) fn shutdown(&self) {
+        let (tasks, entries) = {
+            let mut reg = self.registry();
+            reg.shut_down = true;
+            (
+                std::mem::take(&mut reg.tasks),
+                std::mem::take(&mut reg.entries),
+            )
+        };
+        tracing::debug!(
+            tasks = tasks.len(),
+            endpoints = entries.len(),
+            "balancer dropped: background tasks stopped"
+        );
+        drop(tasks);
+        drop(entries);
+    }
+
+    fn mean_ewma(&self, reg: &Registry<S>) -> Duration {
+        let mut sum = 0.0;
+        let mut n = 0.0;
+        for e in &reg.entries {
+            if e.ep.last_update_raw() != 0 && e.routable {
+                sum += e.ep.ewma_ns();
+                n += 1.0;
+            }
+        }
+        if n > 0.0 {
+            Duration::from_nanos((sum / n) as u64)
+        } else {
+            self.config.default_rtt
+        }
+    }
+}
+
+impl<S, P> Shared<S, P>
+where
+    S: Send + Sync + 'static,
+    P: Send + Sync + 'static,
+{
+    /// Adds an endpoint and returns its id.
+    pub(crate) fn insert(
+        self: &Arc<Self>,
+        name: Arc<str>,
+        service: S,
+        weight: u32,
+        health: HealthSource,
+        ramp: bool,
+    ) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut reg = self.registry();
+        if reg.shut_down {
+            return id;
+        }
+        let health = self.active_health(&name, health);
+        let initial = match &health {
+            HealthSource::None => Health::Healthy,
+            HealthSource::Watch(w) => w.get(),
+            HealthSource::Checker(c) => c.health(),
+            HealthSource::Probe(_) => Health::Unknown,
+        };
+        let tracker = self.detector.as_ref().map(|d| d.track(name.clone()));
+        tracing::info!(endpoint = %name, id, weight, health = %initial, "endpoint added");
+        let ep = Arc::new(Endpoint::new(
+            id,
+            name,
+            service,
+            weight,
+            self.mean_ewma(&reg),
+            initial,
+            tracker,
+        ));
+        let (watch, checker) = match health {
+            HealthSource::None => (None, None),
+            HealthSource::Watch(w) => (Some(w), None),
+            HealthSource::Checker(c) => (Some(c.watch()), Some(c)),
+            HealthSource::Probe(_) => (None, None),
+        };
+        let health_task = watch.and_then(|w| self.spawn_health_watch(&ep, w));
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "added")
+            .increment(1);
+        reg.entries.push(Entry {
+            ep,
+            routable: false,
+            no_ramp_once: !ramp,
+            ramp_start: None,
+            _health_task: health_task,
+            _checker: checker,
+        });
+        self.rebuild(&mut reg);
+        id
+    }
+
+    /// Turns a probe (given, or made by the balancer's probe factory) into a running checker.
+    fn active_health(&self, name: &Arc<str>, health: HealthSource) -> HealthSource {
+        let probe = match health {
+            HealthSource::Probe(p) => Some(p),
+            HealthSource::None => self.checks.as_ref().and_then(|c| (c.probe_for)(name)),
+            other => return other,
+        };
+        let (Some(probe), Some(rt)) = (probe, &self.runtime) else {
+            return HealthSource::None;
+        };
+        let config = self
+            .checks
+            .as_ref()
+            .map(|c| c.config.clone())
+            .unwrap_or_default();
+        HealthSource::Checker(rampart_health::Checker::spawn_on(
+            rt,
+            name.clone(),
+            probe,
+            config,
+        ))
+    }
+
+    fn spawn_health_watch(
+        self: &Arc<Self>,
+        ep: &Arc<Endpoint<S>>,
+        mut watch: HealthWatch,
+    ) -> Option<AbortOnDrop> {
+        let rt = self.runtime.as_ref()?;
+        let weak = Arc::downgrade(self);
+        let ep = Arc::downgrade(ep);
+        let task = rt.spawn(async move {
+            while let Some(h) = watch.changed().await {
+                let (Some(shared), Some(ep)) = (weak.upgrade(), ep.upgrade()) else {
+                    break;
+                };
+                let before = ep.set_health(h);
+                if before != h {
+                    tracing::info!(endpoint = %ep.name, from = %before, to = %h, "endpoint health changed");
+                    let mut reg = shared.registry();
+                    shared.rebuild(&mut reg);
+                }
+            }
+        });
+        Some(AbortOnDrop(task.abort_handle()))
+    }
+}
+
+impl<S, P> Shared<S, P> {
+    /// Removes the endpoint `id`; in-flight requests on it finish normally.
+    pub(crate) fn remove(&self, id: u64) -> bool {
+        let mut reg = self.registry();
+        let Some(pos) = reg.entries.iter().position(|e| e.ep.id == id) else {
+            return false;
+        };
+        let entry = reg.entries.swap_remove(pos);
+        tracing::info!(endpoint = %entry.ep.name, id, "endpoint removed");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "removed")
+            .increment(1);
+        self.rebuild(&mut reg);
+        drop(reg);
+        drop(entry);
+        true
+    }
+
+    /// Sets or clears `draining` on every endpoint called `name`; `false` when none is.
+    pub(crate) fn set_draining(&self, name: &str, draining: bool) -> bool {
+        let mut reg = self.registry();
+        let mut found = false;
+        for e in reg.entries.iter().filter(|e| &*e.ep.name == name) {
+            found = true;
+            if e.ep.draining.swap(draining, Ordering::AcqRel) != draining {
+                tracing::info!(endpoint = %name, draining, "endpoint drain changed");
+            }
+        }
+        if found {
+            self.rebuild(&mut reg);
+        }
+        found
+    }
+
+    /// Records a finished attempt: latency into the peak EWMA (failures count double, so a
+    /// failing endpoint loses the comparison), the outcome into passive outlier detection.
+    pub(crate) fn record(&self, ep: &Endpoint<S>, outcome: Outcome, start_raw: u64) {
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        let end = self.clock.raw();
+        let rtt = self.clock.delta_as_nanos(start_raw, end) as f64;
+        let elapsed = self.clock.delta_as_nanos(ep.last_update_raw(), end) as f64;
+        let sample = if outcome.is_failure() {
+            ep.failures.fetch_add(1, Ordering::Relaxed);
+            rtt.max(ep.ewma_ns()) * 2.0
+        } else {
+            rtt
+        };
+        ep.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
+        if let Some(tracker) = &ep.tracker {
+            tracker.record(outcome);
+            if outcome.is_failure() && !ep.ejected.load(Ordering::Acquire) && tracker.is_ejected() {
+                ep.ejected.store(true, Ordering::Release);
+                tracing::warn!(
+                    endpoint = %ep.name,
+                    count = tracker.ejection_count(),
+                    "endpoint ejected (passive outlier detection)"
+                );
+                #[cfg(feature = "metrics")]
+                metrics::counter!("rampart_balance_ejections_total").increment(1);
+                let mut reg = self.registry();
+                self.rebuild(&mut reg);
+            }
+        }
+    }
+
+    /// Periodic work: slow-start ramps, ejection expiry, idle EWMA decay.
+    pub(crate) fn maintain(&self) {
+        let now = Instant::now();
+        let mut reg = self.registry();
+        let mut changed = false;
+        if let Some(ss) = self.config.slow_start {
+            for e in &mut reg.entries {
+                if let Some(start) = e.ramp_start {
+                    let f = ss.factor(now.duration_since(start));
+                    e.ep.set_effective_weight(f64::from(e.ep.weight) * f);
+                    if f >= 1.0 {
+                        e.ramp_start = None;
+                        tracing::debug!(endpoint = %e.ep.name, "slow start finished");
+                    }
+                }
+            }
+        }
+        if let Some(detector) = &self.detector {
+            detector.evaluate();
+        }
+        for e in &reg.entries {
+            if let Some(t) = &e.ep.tracker {
+                let ejected = t.is_ejected();
+                if ejected != e.ep.ejected.swap(ejected, Ordering::AcqRel) {
+                    changed = true;
+                    if !ejected {
+                        tracing::info!(endpoint = %e.ep.name, "endpoint returned from ejection");
+                    }
+                }
+            }
+        }
+        let decay_every = self.config.tick;
+        if reg
+            .last_decay
+            .is_none_or(|t| now.duration_since(t) >= decay_every)
+        {
+            let dt = reg
+                .last_decay
+                .map_or(decay_every, |t| now.duration_since(t));
+            reg.last_decay = Some(now);
+            let factor = (-dt.as_secs_f64() / self.config.decay.as_secs_f64()).exp();
+            let raw_now = self.clock.raw();
+            let tick_ns = decay_every.as_nanos() as u64;
+            for e in &reg.entries {
+                if e.ep.outstanding.load(Ordering::Relaxed) == 0
+                    && self.clock.delta_as_nanos(e.ep.last_update_raw(), raw_now) > tick_ns
+                {
+                    e.ep.decay(factor);
+                }
+            }
+        }
+        if changed {
+            self.rebuild(&mut reg);
+        }
+    }
+
+    /// Recomputes routability, panic mode and the routing table; publishes the health report.
+    pub(crate) fn rebuild(&self, reg: &mut Registry<S>) {
+        let now = Instant::now();
+        let unknown = self.config.unknown_is_routable;
+        let prev_routable = reg.routable;
+        let mean = self.mean_ewma(reg);
+        let mut routable = Vec::with_capacity(reg.entries.len());
+        let mut all = Vec::with_capacity(reg.entries.len());
+        for e in &mut reg.entries {
+            let r = e.ep.is_routable(unknown);
+            if r != e.routable {
+                if r {
+                    let ramp = !e.no_ramp_once && prev_routable > 0;
+                    if let (Some(ss), true) = (self.config.slow_start, ramp) {
+                        e.ramp_start = Some(now);
+                        e.ep.set_effective_weight(f64::from(e.ep.weight) * ss.min_weight);
+                    } else {
+                        e.ramp_start = None;
+                        e.ep.set_effective_weight(f64::from(e.ep.weight));
+                    }
+                    if !e.no_ramp_once {
+                        // Forget the latency it had while failing: start at the pool's mean.
+                        e.ep.reset_ewma(mean.as_nanos() as f64);
+                    }
+                }
+                tracing::info!(
+                    endpoint = %e.ep.name,
+                    routable = r,
+                    health = %e.ep.health(),
+                    ejected = e.ep.ejected.load(Ordering::Relaxed),
+                    draining = e.ep.draining.load(Ordering::Relaxed),
+                    slow_start = e.ramp_start.is_some(),
+                    "endpoint routability changed"
+                );
+                e.routable = r;
+            }
+            e.no_ramp_once = false;
+            if r {
+                routable.push(e.ep.clone());
+            }
+            if !e.ep.draining.load(Ordering::Acquire) {
+                all.push(e.ep.clone());
+            }
+        }
+        let total = reg.entries.len();
+        let report = HealthReport::new(routable.len(), total);
+        let panic = self.config.panic_threshold > 0.0
+            && total > 0
+            && report.healthy_share() < self.config.panic_threshold;
+        if panic != reg.panic {
+            if panic {
+                tracing::warn!(
+                    routable = routable.len(),
+                    total,
+                    threshold = self.config.panic_threshold,
+                    "panic mode: spreading over all endpoints"
+                );
+            } else {
+                tracing::info!(routable = routable.len(), total, "panic mode over");
+            }
+            reg.panic = panic;
+        }
+        reg.routable = routable.len();
+        let (routable_state, all_state) = match self.config.picker {
+            Picker::ConsistentHash { virtual_nodes } => (
+                PickState {
+                    ring: Some(Ring::build(&routable, virtual_nodes)),
+                    ..PickState::default()
+                },
+                if panic {
+                    PickState {
+                        ring: Some(Ring::build(&all, virtual_nodes)),
+                        ..PickState::default()
+                    }
+                } else {
+                    PickState::default()
+                },
+            ),
+            _ => (PickState::default(), PickState::default()),
+        };
+        #[cfg(feature = "metrics")]
+        {
+            metrics::gauge!("rampart_balance_endpoints", "state" => "routable")
+                .set(routable.len() as f64);
+            metrics::gauge!("rampart_balance_endpoints", "state" => "total").set(total as f64);
+            metrics::gauge!("rampart_balance_panic").set(if panic { 1.0 } else { 0.0 });
+        }
+        let table = Arc::new(Table {
+            routable,
+            all,
+            panic,
+            total,
+            routable_state,
+            all_state,
+        });
+        {
+            let mut t = self
+                .table
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *t = table;
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        self.reporter.publish(report);
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let reg = self.registry();
+        let now = Instant::now();
+        let endpoints = reg
+            .entries
+            .iter()
+            .map(|e| {
+                let ep = &e.ep;
+                EndpointSnapshot {
+                    id: ep.id,
+                    name: ep.name.to_string(),
+                    health: ep.health(),
+                    ejected: ep.ejected.load(Ordering::Relaxed),
+                    ejected_until: ep
+                        .tracker
+                        .as_ref()
+                        .and_then(|t| t.ejected_until())
+                        .map(|u| u.saturating_duration_since(now)),
+                    ejection_count: ep.tracker.as_ref().map_or(0, |t| t.ejection_count()),
+                    draining: ep.draining.load(Ordering::Relaxed),
+                    routable: e.routable,
+                    outstanding: ep.outstanding.load(Ordering::Relaxed),
+                    ewma: Duration::from_nanos(ep.ewma_ns() as u64),
+                    weight: ep.weight,
+                    effective_weight: ep.effective_weight(),
+                    slow_start: e.ramp_start.is_some(),
+                    requests: ep.requests.load(Ordering::Relaxed),
+                    failures: ep.failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        Snapshot {
+            endpoints,
+            panic: reg.panic,
+            routable: reg.routable,
+            total: reg.entries.len(),
+        }
+    }
+}

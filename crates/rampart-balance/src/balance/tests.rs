@@ -1,0 +1,668 @@
+//! Unit tests of the pickers, panic mode, retries, drain and slow start, on tower-test mocks
+//! and in-memory services.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rampart_health::{BoxError, Health, HealthPublisher, NeverReached, is_never_reached};
+use tokio_test::{assert_pending, assert_ready_ok, task};
+use tower::ServiceExt;
+use tower_service::Service;
+use tower_test::mock;
+
+use super::*;
+use crate::{Picker, ServicePolicy};
+
+type Mock = mock::Mock<&'static str, &'static str>;
+type Handle = mock::Handle<&'static str, &'static str>;
+
+fn mocks(n: usize) -> (Vec<Mock>, Vec<Handle>) {
+    (0..n).map(|_| mock::pair()).unzip()
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("e{i}")).collect()
+}
+
+/// Which handle received a request (polling each once).
+fn who_got(handles: &mut [Handle]) -> Vec<usize> {
+    let mut got = Vec::new();
+    for (i, h) in handles.iter_mut().enumerate() {
+        while let Poll::Ready(Some((_, send))) = h.poll_request() {
+            got.push(i);
+            drop(send);
+        }
+    }
+    got
+}
+
+type EchoBalance =
+    Balance<Echo, ServicePolicy<rampart_health::FnClassify, fn(&u64) -> Option<u64>>>;
+
+/// An in-memory endpoint that answers with its own name.
+#[derive(Clone)]
+struct Echo(Arc<str>);
+
+impl Service<u64> for Echo {
+    type Response = Arc<str>;
+    type Error = BoxError;
+    type Future = Ready<Result<Arc<str>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: u64) -> Self::Future {
+        ready(Ok(self.0.clone()))
+    }
+}
+
+fn echo_balance(n: usize, picker: Picker) -> EchoBalance {
+    let key: fn(&u64) -> Option<u64> = |k| Some(*k);
+    let mut b = Balance::builder()
+        .policy(ServicePolicy::new().hash_key(key))
+        .picker(picker);
+    for name in names(n) {
+        let name: Arc<str> = name.into();
+        b = b.endpoint(name.clone(), Echo(name));
+    }
+    b.build().unwrap()
+}
+
+async fn served(balance: &mut EchoBalance, key: u64) -> Arc<str> {
+    balance.ready().await.unwrap().call(key).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_prefers_the_endpoint_with_fewer_outstanding_requests() {
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    // First request: both idle, either may win; it stays in flight.
+    let mut first = task::spawn(balance.call("a"));
+    assert_pending!(first.poll());
+    let busy = who_got_hold(&mut handles);
+    // Every following request (each answered at once) goes to the idle one.
+    for _ in 0..10 {
+        let mut f = task::spawn(balance.call("b"));
+        assert_pending!(f.poll());
+        let got = who_got(&mut handles);
+        assert_eq!(got, vec![1 - busy.0]);
+    }
+    drop(busy.1);
+}
+
+/// Like `who_got`, but keeps the responder so the request stays in flight.
+fn who_got_hold(handles: &mut [Handle]) -> (usize, mock::SendResponse<&'static str>) {
+    for (i, h) in handles.iter_mut().enumerate() {
+        if let Poll::Ready(Some((_, send))) = h.poll_request() {
+            return (i, send);
+        }
+    }
+    panic!("no endpoint got the request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_request_prefers_the_idle_endpoint() {
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::LeastRequest)
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut first = task::spawn(balance.call("a"));
+    assert_pending!(first.poll());
+    let busy = who_got_hold(&mut handles);
+    for _ in 0..10 {
+        let mut f = task::spawn(balance.call("b"));
+        assert_pending!(f.poll());
+        assert_eq!(who_got(&mut handles), vec![1 - busy.0]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn peak_ewma_prefers_the_faster_endpoint() {
+    let (clock, mock_clock) = quanta::Clock::mock();
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .clock(clock)
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    // Teach it: e0 takes 50 ms, e1 takes 1 ms (same initial estimate before).
+    let mut seen = [false, false];
+    while !(seen[0] && seen[1]) {
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        let (i, send) = who_got_hold(&mut handles);
+        seen[i] = true;
+        mock_clock.increment(if i == 0 { 50_000_000u64 } else { 1_000_000 });
+        send.send_response("ok");
+        assert_ready_ok!(f.poll());
+    }
+    let snap = balance.snapshot();
+    assert!(snap.endpoint("e0").unwrap().ewma > snap.endpoint("e1").unwrap().ewma);
+    // Now every request goes to e1 (two endpoints: both are always the two choices).
+    for _ in 0..20 {
+        let mut f = task::spawn(balance.call("y"));
+        assert_pending!(f.poll());
+        let (i, send) = who_got_hold(&mut handles);
+        assert_eq!(i, 1);
+        mock_clock.increment(1_000_000u64);
+        send.send_response("ok");
+        assert_ready_ok!(f.poll());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_cycles_through_every_endpoint() {
+    let (svcs, mut handles) = mocks(3);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::RoundRobin)
+        .endpoints(names(3).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        order.extend(who_got(&mut handles));
+    }
+    assert_eq!(order.len(), 6);
+    assert_eq!(&order[..3], &order[3..], "a cycle repeats: {order:?}");
+    let mut first: Vec<_> = order[..3].to_vec();
+    first.sort_unstable();
+    assert_eq!(first, vec![0, 1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn smooth_weighted_round_robin_follows_weights_without_bursts() {
+    let (svcs, mut handles) = mocks(3);
+    let mut svcs = svcs.into_iter();
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::WeightedRoundRobin)
+        .weighted_endpoint("a", svcs.next().unwrap(), 5)
+        .weighted_endpoint("b", svcs.next().unwrap(), 1)
+        .weighted_endpoint("c", svcs.next().unwrap(), 1)
+        .build()
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..7 {
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        order.extend(who_got(&mut handles));
+    }
+    // nginx's smooth sequence for {a:5, b:1, c:1}: a a b a c a a.
+    assert_eq!(order, vec![0, 0, 1, 0, 2, 0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_reaches_every_endpoint() {
+    let mut balance = echo_balance(3, Picker::Random);
+    let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
+    for k in 0..300 {
+        *counts.entry(served(&mut balance, k).await).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|&c| c > 50), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn consistent_hash_keeps_keys_and_moves_only_the_removed_share() {
+    let mut balance = echo_balance(10, Picker::ConsistentHash { virtual_nodes: 160 });
+    let keys = 10_000u64;
+    let mut before = Vec::new();
+    for k in 0..keys {
+        before.push(served(&mut balance, k).await);
+    }
+    // Same key, same endpoint.
+    for k in 0..100 {
+        assert_eq!(served(&mut balance, k).await, before[k as usize]);
+    }
+    let victim = balance.snapshot().endpoint("e3").unwrap().id;
+    assert!(balance.remove(victim));
+    let mut moved = 0;
+    for k in 0..keys {
+        let now = served(&mut balance, k).await;
+        if now != before[k as usize] {
+            assert_eq!(
+                &*before[k as usize], "e3",
+                "key {k} moved off a surviving endpoint"
+            );
+            moved += 1;
+        }
+    }
+    let share = f64::from(moved) / keys as f64;
+    assert!((0.06..=0.14).contains(&share), "moved share {share}");
+}
+
+fn watched_balance(n: usize, threshold: f64) -> (EchoBalance, Vec<HealthPublisher>) {
+    let key: fn(&u64) -> Option<u64> = |k| Some(*k);
+    let mut b = Balance::builder()
+        .policy(ServicePolicy::new().hash_key(key))
+        .panic_threshold(threshold)
+        .picker(Picker::Random);
+    let mut pubs = Vec::new();
+    for name in names(n) {
+        let p = HealthPublisher::with_initial(Health::Healthy);
+        let name: Arc<str> = name.into();
+        b = b.endpoint_with_health(name.clone(), Echo(name), p.subscribe());
+        pubs.push(p);
+    }
+    (b.build().unwrap(), pubs)
+}
+
+/// Lets the health-watch tasks run.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_endpoints_get_no_traffic_above_the_panic_threshold() {
+    let (mut balance, pubs) = watched_balance(4, 0.5);
+    pubs[0].set(Health::Unhealthy);
+    settle().await;
+    let snap = balance.snapshot();
+    assert!(!snap.panic);
+    assert_eq!(snap.routable, 3);
+    for k in 0..200 {
+        assert_ne!(&*served(&mut balance, k).await, "e0");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_mode_spreads_over_all_endpoints_below_the_threshold() {
+    let (mut balance, pubs) = watched_balance(4, 0.5);
+    let mut report = balance.health_report();
+    for p in &pubs[..3] {
+        p.set(Health::Unhealthy);
+    }
+    settle().await;
+    let snap = balance.snapshot();
+    assert!(snap.panic, "1 of 4 routable is below 50 %");
+    assert_eq!(report.borrow_and_update().healthy, 1);
+    let mut seen = std::collections::HashSet::new();
+    for k in 0..400 {
+        seen.insert(served(&mut balance, k).await);
+    }
+    assert_eq!(seen.len(), 4, "panic mode spreads over every endpoint");
+    // Recovery ends panic mode.
+    pubs[0].set(Health::Healthy);
+    pubs[1].set(Health::Healthy);
+    settle().await;
+    assert!(!balance.snapshot().panic);
+    assert_eq!(report.borrow_and_update().healthy, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn threshold_zero_fails_fast_with_no_healthy_endpoints() {
+    let (mut balance, pubs) = watched_balance(3, 0.0);
+    pubs[0].set(Health::Unhealthy);
+    pubs[1].set(Health::Unhealthy);
+    settle().await;
+    // One healthy endpoint: only it serves, no panic spreading.
+    for k in 0..50 {
+        assert_eq!(&*served(&mut balance, k).await, "e2");
+    }
+    pubs[2].set(Health::Unhealthy);
+    settle().await;
+    let err = balance.ready().await.unwrap().call(1).await.unwrap_err();
+    let typed = err
+        .downcast_ref::<NoHealthyEndpoints>()
+        .expect("typed error");
+    assert_eq!((typed.routable(), typed.total()), (0, 3));
+    assert!(is_never_reached(&*err));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_pool_fails_fast() {
+    let mut balance: Balance<Echo, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .build()
+        .unwrap();
+    let err = balance.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(err.is::<NoHealthyEndpoints>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_health_routes_only_when_allowed() {
+    for allowed in [true, false] {
+        let p = HealthPublisher::new(); // Unknown
+        let balance: Balance<Echo, ServicePolicy> = Balance::builder()
+            .policy(ServicePolicy::new())
+            .panic_threshold(0.0)
+            .unknown_is_routable(allowed)
+            .endpoint_with_health("u", Echo("u".into()), p.subscribe())
+            .build()
+            .unwrap();
+        assert_eq!(balance.snapshot().routable, usize::from(allowed));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_reached_errors_are_retried_on_another_endpoint() {
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut f = task::spawn(balance.call("x"));
+    assert_pending!(f.poll());
+    let (first, send) = who_got_hold(&mut handles);
+    send.send_error(NeverReached::new().with_source(std::io::Error::other("refused")));
+    assert_pending!(f.poll());
+    let (second, send) = who_got_hold(&mut handles);
+    assert_ne!(first, second, "retried elsewhere");
+    send.send_response("ok");
+    assert_eq!(assert_ready_ok!(f.poll()), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_errors_are_not_retried_and_attempts_are_bounded() {
+    let (svcs, mut handles) = mocks(4);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .max_retries(2)
+        .endpoints(names(4).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    // A plain error: returned as is.
+    let mut f = task::spawn(balance.call("x"));
+    assert_pending!(f.poll());
+    let (_, send) = who_got_hold(&mut handles);
+    send.send_error(std::io::Error::other("boom"));
+    let err = match f.poll() {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(err.to_string(), "boom");
+    // Never reached everywhere: 1 + 2 attempts, then the last error.
+    let mut f = task::spawn(balance.call("y"));
+    let mut attempts = 0;
+    let result = loop {
+        match f.poll() {
+            Poll::Pending => {
+                let (_, send) = who_got_hold(&mut handles);
+                attempts += 1;
+                send.send_error(NeverReached::new());
+            }
+            Poll::Ready(r) => break r,
+        }
+    };
+    assert_eq!(attempts, 3);
+    assert!(is_never_reached(&*result.unwrap_err()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_caps_retries() {
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .retry_budget(
+            crate::RetryBudget::builder()
+                .ratio(0.0)
+                .min_per_second(1)
+                .window(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut attempts = 0;
+    for _ in 0..3 {
+        let mut f = task::spawn(balance.call("x"));
+        loop {
+            match f.poll() {
+                Poll::Pending => {
+                    let (_, send) = who_got_hold(&mut handles);
+                    attempts += 1;
+                    send.send_error(NeverReached::new());
+                }
+                Poll::Ready(r) => {
+                    assert!(r.is_err());
+                    break;
+                }
+            }
+        }
+    }
+    // 3 requests + 1 retry allowed by the floor of 1 per second.
+    assert_eq!(attempts, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drained_endpoints_take_no_new_requests_but_finish_in_flight_ones() {
+    let (svcs, mut handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::RoundRobin)
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut inflight = Vec::new();
+    for _ in 0..2 {
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        inflight.push((f, who_got_hold(&mut handles)));
+    }
+    assert!(balance.handle().drain("e0"));
+    let snap = balance.snapshot();
+    assert!(snap.endpoint("e0").unwrap().draining);
+    assert_eq!(snap.endpoint("e0").unwrap().outstanding, 1);
+    for _ in 0..10 {
+        let mut f = task::spawn(balance.call("y"));
+        assert_pending!(f.poll());
+        assert_eq!(who_got(&mut handles), vec![1]);
+    }
+    for (mut f, (_, send)) in inflight {
+        send.send_response("done");
+        assert_eq!(assert_ready_ok!(f.poll()), "done");
+    }
+    assert_eq!(balance.snapshot().endpoint("e0").unwrap().outstanding, 0);
+    assert!(balance.handle().undrain("e0"));
+    assert!(balance.snapshot().endpoint("e0").unwrap().routable);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_endpoint_ramps_up_over_the_slow_start_window() {
+    let balance = echo_balance(2, Picker::PeakEwma);
+    let id = balance.insert("late", Echo("late".into()));
+    let weight = |b: &Balance<_, _>| {
+        b.snapshot()
+            .endpoints
+            .iter()
+            .find(|e| e.id == id)
+            .unwrap()
+            .effective_weight
+    };
+    assert!((weight(&balance) - 0.1).abs() < 1e-9, "starts at 10 %");
+    assert!(balance.snapshot().endpoint("late").unwrap().slow_start);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mid = weight(&balance);
+    assert!((0.4..=0.6).contains(&mid), "halfway: {mid}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!((weight(&balance) - 1.0).abs() < 1e-9);
+    assert!(!balance.snapshot().endpoint("late").unwrap().slow_start);
+    // Endpoints of the initial set never ramped.
+    assert!((balance.snapshot().endpoint("e0").unwrap().effective_weight - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_balancer_stops_discovery_and_health_tasks() {
+    // A discovery stream that never ends, and that tells when it is dropped.
+    struct Alive(#[allow(dead_code)] tokio::sync::oneshot::Sender<()>);
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let alive = Alive(tx);
+    let stream = futures_util::stream::unfold(alive, |alive| async move {
+        std::future::pending::<()>().await;
+        Some((
+            Ok::<_, std::io::Error>(tower::discover::Change::Remove("x")),
+            alive,
+        ))
+    });
+    let (health_tx, health_rx) = tokio::sync::watch::channel(Health::Healthy);
+    let balance: Balance<Echo, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .endpoint_with_health("a", Echo("a".into()), health_rx.into())
+        .discover(Box::pin(stream))
+        .build()
+        .unwrap();
+    let clone = balance.clone();
+    settle().await;
+    assert!(rx.try_recv().is_err(), "discovery still running");
+    assert_eq!(health_tx.receiver_count(), 1, "health watch running");
+    drop(balance);
+    settle().await;
+    assert!(rx.try_recv().is_err(), "a clone keeps it running");
+    drop(clone);
+    settle().await;
+    assert!(matches!(
+        rx.try_recv(),
+        Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+    ));
+    // The health watch task is gone too: the publisher has no subscriber left.
+    assert_eq!(health_tx.receiver_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_inserts_and_removes() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (Ok::<_, std::io::Error>(c), rx))
+    });
+    let mut balance: Balance<Echo, _> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .discover(Box::pin(stream))
+        .build()
+        .unwrap();
+    use tower::discover::Change;
+    tx.send(Change::Insert("a", Echo("a".into()))).unwrap();
+    tx.send(Change::Insert("b", Echo("b".into()))).unwrap();
+    settle().await;
+    assert_eq!(balance.snapshot().total, 2);
+    // Same batch as the first insert: neither ramps.
+    assert!(balance.snapshot().endpoints.iter().all(|e| !e.slow_start));
+    tx.send(Change::Remove("a")).unwrap();
+    settle().await;
+    assert_eq!(balance.snapshot().total, 1);
+    let got = balance.ready().await.unwrap().call(0).await.unwrap();
+    assert_eq!(&*got, "b");
+    tx.send(Change::Insert("c", Echo("c".into()))).unwrap();
+    settle().await;
+    assert!(
+        balance.snapshot().endpoint("c").unwrap().slow_start,
+        "later inserts ramp"
+    );
+}
+
+#[tokio::test]
+async fn builder_rejects_bad_settings() {
+    let e = Balance::builder::<Echo>()
+        .panic_threshold(1.5)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "panic_threshold");
+    let e = Balance::builder::<Echo>()
+        .max_retries(9)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "max_retries");
+    let e = Balance::builder::<Echo>()
+        .picker(Picker::ConsistentHash { virtual_nodes: 0 })
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "virtual_nodes");
+    let e = Balance::builder::<Echo>()
+        .weighted_endpoint("a", Echo("a".into()), 0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "weight");
+}
+
+#[test]
+fn discovery_outside_a_runtime_is_a_config_error() {
+    let stream =
+        futures_util::stream::empty::<Result<tower::discover::Change<u8, Echo>, std::io::Error>>();
+    let e = Balance::builder()
+        .policy(ServicePolicy::new())
+        .discover(stream)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "runtime");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Without panic mode, the picker never returns a non-routable endpoint while a routable
+    /// one exists, whatever the mix of health, ejection and drain, for every picker.
+    #[test]
+    fn picks_are_routable_whenever_a_routable_endpoint_exists(
+        states in proptest::collection::vec((0u8..3, any::<bool>(), any::<bool>()), 1..40),
+        picker_ix in 0usize..6,
+        keys in proptest::collection::vec(any::<u64>(), 1..20),
+    ) {
+        let picker = [
+            Picker::PeakEwma,
+            Picker::LeastRequest,
+            Picker::RoundRobin,
+            Picker::WeightedRoundRobin,
+            Picker::Random,
+            Picker::ConsistentHash { virtual_nodes: 16 },
+        ][picker_ix];
+        let key: fn(&u64) -> Option<u64> = |k| Some(*k);
+        let mut b = Balance::builder()
+            .policy(ServicePolicy::new().hash_key(key))
+            .panic_threshold(0.0)
+            .picker(picker);
+        for i in 0..states.len() {
+            let name: Arc<str> = format!("e{i}").into();
+            b = b.endpoint(name.clone(), Echo(name));
+        }
+        let mut balance = b.build().unwrap();
+        {
+            let reg = balance.shared.registry();
+            for (e, (h, ejected, draining)) in reg.entries.iter().zip(&states) {
+                e.ep.set_health(crate::endpoint::health_from_u8(*h));
+                e.ep.ejected.store(*ejected, Ordering::Release);
+                e.ep.draining.store(*draining, Ordering::Release);
+            }
+        }
+        {
+            let mut reg = balance.shared.registry();
+            balance.shared.rebuild(&mut reg);
+        }
+        let routable: std::collections::HashSet<String> = balance
+            .snapshot()
+            .endpoints
+            .into_iter()
+            .filter(|e| e.routable)
+            .map(|e| e.name)
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for k in keys {
+            let result = rt.block_on(async { balance.ready().await?.call(k).await });
+            match result {
+                Ok(name) => prop_assert!(routable.contains(&*name), "{name} is not routable"),
+                Err(e) => {
+                    prop_assert!(routable.is_empty(), "failed with routable endpoints: {e}");
+                    prop_assert!(e.is::<NoHealthyEndpoints>());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Pickers: how one endpoint is chosen among the routable ones.
+//!
+//! Every picker works on a dense array of the currently routable endpoints, rebuilt only when
+//! routability changes, so picking never scans for health and never allocates.
+//!
+//! - [`Picker::PeakEwma`] (default): power of two choices (Mitzenmacher, *The Power of Two
+//!   Choices in Randomized Load Balancing*, 2001): two distinct random endpoints, the one with
+//!   the lower load wins. The load is `(outstanding + 1) × peak-EWMA latency / weight`, the
+//!   metric of Finagle's `PeakEwma` and linkerd's balancer. O(1) per pick at any pool size.
+//! - [`Picker::LeastRequest`]: power of two choices on `(outstanding + 1) / weight` only.
+//! - [`Picker::RoundRobin`]: a shared counter over the routable array.
+//! - [`Picker::WeightedRoundRobin`]: nginx's smooth weighted round robin (O(n) per pick;
+//!   meant for small pools whose weights matter more than load).
+//! - [`Picker::Random`]: uniformly random.
+//! - [`Picker::ConsistentHash`]: a hash ring with virtual nodes (Karger et al., *Consistent
+//!   Hashing and Random Trees*, 1997) over a request key; when an endpoint leaves, only the keys
+//!   it owned move. Requests without a key are spread at random.
+//!
+//! ```
+//! use rampart_balance::Picker;
+//! assert_eq!(Picker::default(), Picker::PeakEwma);
+//! let _ring = Picker::ConsistentHash { virtual_nodes: 160 };
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::endpoint::Endpoint;
+
+/// How the balancer chooses among routable endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Picker {
+    /// Power of two choices over `(outstanding + 1) × peak-EWMA latency / weight` (default).
+    #[default]
+    PeakEwma,
+    /// Power of two choices over `(outstanding + 1) / weight`.
+    LeastRequest,
+    /// Round robin over the routable endpoints (weights ignored).
+    RoundRobin,
+    /// nginx's smooth weighted round robin (weights and slow start respected).
+    WeightedRoundRobin,
+    /// Uniformly random.
+    Random,
+    /// Consistent hashing on the request key, `virtual_nodes` points per unit of weight.
+    ConsistentHash {
+        /// Points on the ring per endpoint (per unit of weight); 100–200 keeps the spread even.
+        virtual_nodes: u32,
+    },
+}
+
+impl Picker {
+    pub(crate) fn needs_key(&self) -> bool {
+        matches!(self, Picker::ConsistentHash { .. })
+    }
+}
+
+/// Endpoint ids already tried by one request (bounded by the attempt limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tried {
+    ids: [u64; Tried::CAP],
+    len: usize,
+}
+
+impl Tried {
+    pub(crate) const CAP: usize = 8;
+
+    pub(crate) fn push(&mut self, id: u64) {
+        if self.len < Self::CAP {
+            self.ids[self.len] = id;
+            self.len += 1;
+        } else {
+            // Keep the most recent ids.
+            self.ids.rotate_left(1);
+            self.ids[Self::CAP - 1] = id;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.ids[..self.len].contains(&id)
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A hash ring over a set of endpoints (indexes into that set).
+#[derive(Debug, Default)]
+pub(crate) struct Ring {
+    points: Vec<(u64, u32)>,
+}
+
+/// SplitMix64's finaliser: spreads sequential keys over the ring.
+#[inline]
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn point_hash(name: &str, i: u32) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    i.hash(&mut h);
+    mix64(h.finish())
+}
+
+impl Ring {
+    pub(crate) fn build<S>(set: &[Arc<Endpoint<S>>], virtual_nodes: u32) -> Self {
+        let vn = virtual_nodes.max(1);
+        let mut points = Vec::new();
+        for (idx, ep) in set.iter().enumerate() {
+            let n = vn.saturating_mul(ep.weight.max(1));
+            points.reserve(n as usize);
+            for i in 0..n {
+                points.push((point_hash(&ep.name, i), idx as u32));
+            }
+        }
+        points.sort_unstable();
+        Self { points }
+    }
+
+    /// The index owning `key`, optionally skipping indexes `skip` rejects (walks clockwise).
+    pub(crate) fn lookup(&self, key: u64, mut skip: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let h = mix64(key);
+        let start = self.points.partition_point(|(p, _)| *p < h);
+        let n = self.points.len();
+        for k in 0..n {
+            let (_, idx) = self.points[(start + k) % n];
+            if !skip(idx as usize) {
+                return Some(idx as usize);
+            }
+        }
+        None
+    }
+}
+
+/// Per-set picker state that lives with the routing table.
+#[derive(Debug, Default)]
+pub(crate) struct PickState {
+    pub(crate) rr: AtomicUsize,
+    pub(crate) wrr: Mutex<Vec<f64>>,
+    pub(crate) ring: Option<Ring>,
+}
+
+/// Picks an index into `set`, avoiding endpoints in `tried`. `None` when every endpoint of the
+/// set has been tried (or the set is empty).
+pub(crate) fn pick<S>(
+    picker: Picker,
+    set: &[Arc<Endpoint<S>>],
+    state: &PickState,
+    rng: &mut fastrand::Rng,
+    key: Option<u64>,
+    tried: &Tried,
+) -> Option<usize> {
+    let n = set.len();
+    if n == 0 {
+        return None;
+    }
+    if !tried.is_empty() {
+        return pick_excluding(picker, set, state, rng, key, tried);
+    }
+    if n == 1 {
+        return Some(0);
+    }
+    Some(match picker {
+        Picker::PeakEwma => {
+            let (a, b) = two_distinct(rng, n);
+            if set[b].cost() < set[a].cost() { b } else { a }
+        }
+        Picker::LeastRequest => {
+            let (a, b) = two_distinct(rng, n);
+            if requests_cost(&set[b]) < requests_cost(&set[a]) {
+                b
+            } else {
+                a
+            }
+        }
+        Picker::RoundRobin => state.rr.fetch_add(1, Ordering::Relaxed) % n,
+        Picker::Random => rng.usize(..n),
+        Picker::WeightedRoundRobin => smooth_wrr(set, state, |_| false)?,
+        Picker::ConsistentHash { .. } => match (key, &state.ring) {
+            (Some(k), Some(ring)) => ring.lookup(k, |_| false)?,
+            _ => rng.usize(..n),
+        },
+    })
+}
+
+#[inline]
+fn requests_cost<S>(e: &Endpoint<S>) -> f64 {
+    (e.outstanding.load(Ordering::Relaxed) as f64 + 1.0) / e.effective_weight()
+}
+
+#[inline]
+fn two_distinct(rng: &mut fastrand::Rng, n: usize) -> (usize, usize) {
+    let a = rng.usize(..n);
+    let mut b = rng.usize(..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
+}
+
+/// nginx's smooth weighted round robin: every endpoint's current weight grows by its
+/// effective weight, the largest wins and pays back the total.
+fn smooth_wrr<S>(
+    set: &[Arc<Endpoint<S>>],
+    state: &PickState,
+    skip: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let mut current = state.wrr.lock().ok()?;
+    if current.len() != set.len() {
+        current.clear();
+        current.resize(set.len(), 0.0);
+    }
+    let mut total = 0.0;
+    let mut best: Option<usize> = None;
+    for (i, ep) in set.iter().enumerate() {
+        if skip(i) {
+            continue;
+        }
+        let w = ep.effective_weight();
+        current[i] += w;
+        total += w;
+        if best.is_none_or(|b| current[i] > current[b]) {
+            best = Some(i);
+        }
+    }
+    let b = best?;
+    current[b] -= total;
+    Some(b)
+}
+
+/// The slow path for retries: the same policy over the endpoints not yet tried.
+fn pick_excluding<S>(
+    picker: Picker,
+    set: &[Arc<Endpoint<S>>],
+    state: &PickState,
+    rng: &mut fastrand::Rng,
+    key: Option<u64>,
+    tried: &Tried,
+) -> Option<usize> {
+    let n = set.len();
+    let excluded = |i: usize| tried.contains(set[i].id);
+    // A scan from a random offset finds an untried endpoint in at most `tried.len + 1` steps
+    // when the set is larger than the tried list.
+    let scan = |rng: &mut fastrand::Rng| {
+        let start = rng.usize(..n);
+        (0..n).map(|k| (start + k) % n).find(|&i| !excluded(i))
+    };
+    match picker {
+        Picker::PeakEwma | Picker::LeastRequest => {
+            let a = scan(rng)?;
+            let b = scan(rng).unwrap_or(a);
+            let cost = |i: usize| {
+                if picker == Picker::PeakEwma {
+                    set[i].cost()
+                } else {
+                    requests_cost(&set[i])
+                }
+            };
+            Some(if cost(b) < cost(a) { b } else { a })
+        }
+        Picker::WeightedRoundRobin => smooth_wrr(set, state, excluded),
+        Picker::ConsistentHash { .. } => match (key, &state.ring) {
+            (Some(k), Some(ring)) => ring.lookup(k, excluded),
+            _ => scan(rng),
+        },
+        Picker::RoundRobin | Picker::Random => scan(rng),
+    }
+}

@@ -1,0 +1,371 @@
+//! Per-request policy: what may be replayed, what is retried, the hash key, the classifier.
+//!
+//! A [`BalancePolicy`] answers the request-specific questions the balancer cannot answer for
+//! a generic request type:
+//!
+//! - can this request be replayed on another endpoint ([`BalancePolicy::clone_request`])?
+//! - is this error or response worth a retry elsewhere?
+//! - what is the consistent-hashing key?
+//! - what does a result mean for the endpoint's health (a [`Classify`])?
+//!
+//! [`HttpPolicy`] is the HTTP answer: requests whose body is replayable ([`ReplayableBody`],
+//! e.g. a [`ReplayBody`](crate::ReplayBody) buffered by [`ReplayBodyLayer`](crate::ReplayBodyLayer))
+//! are retried when they never reached an endpoint; idempotent methods (RFC 9110 §9.2.2) and
+//! requests carrying an `Idempotency-Key` header are also retried on 502, 503, 504 and on
+//! transport errors after the request left (a reset before the response). [`ServicePolicy`]
+//! serves any `Clone` request type.
+//!
+//! ```
+//! use rampart_balance::{BalancePolicy, HttpPolicy};
+//! let policy = HttpPolicy::new();
+//! let req = http::Request::get("/").body(String::new()).unwrap();
+//! let res = http::Response::builder().status(503).body(()).unwrap();
+//! assert!(policy.retry_response(&req, &res));
+//! let post = http::Request::post("/").body(String::new()).unwrap();
+//! assert!(!policy.retry_response(&post, &res));
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use http::{HeaderName, Method, StatusCode};
+use http_body_util::{Empty, Full};
+use rampart_health::{BoxError, Classify, FnClassify, HttpClassifier, Outcome, is_never_reached};
+
+use crate::endpoint::ServedBy;
+
+/// The request-specific decisions of a [`Balance`](crate::Balance).
+pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
+    /// A copy of `req` for another attempt, or `None` when it cannot be replayed (then it is
+    /// never retried). Called once per request (and once per retry), only when retries are on.
+    fn clone_request(&self, req: &Req) -> Option<Req>;
+
+    /// Whether an error from an endpoint is worth a retry elsewhere (default: only when the
+    /// request never reached the endpoint, [`rampart_health::NeverReached`] in the chain).
+    fn retry_error(&self, req: &Req, error: &BoxError) -> bool {
+        let _ = req;
+        is_never_reached(&**error)
+    }
+
+    /// Whether a response is worth a retry elsewhere (default: never).
+    fn retry_response(&self, req: &Req, response: &Res) -> bool {
+        let _ = (req, response);
+        false
+    }
+
+    /// The consistent-hashing key (only asked when the picker hashes).
+    fn hash_key(&self, req: &Req) -> Option<u64> {
+        let _ = req;
+        None
+    }
+
+    /// What the result means for the endpoint's health (fed to passive outlier detection).
+    fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome;
+
+    /// Called on the response that is returned, e.g. to record the endpoint that served it.
+    fn on_response(&self, response: &mut Res, served_by: &ServedBy) {
+        let _ = (response, served_by);
+    }
+}
+
+/// An HTTP body that may be cloned for a replay.
+pub trait ReplayableBody: Sized {
+    /// A copy of the body, or `None` when it cannot be replayed.
+    fn try_clone_body(&self) -> Option<Self>;
+}
+
+impl ReplayableBody for String {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayableBody for Full<Bytes> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayableBody for Empty<Bytes> {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(*self)
+    }
+}
+
+/// Clones an HTTP request whose body can be replayed (extensions included).
+pub fn clone_http_request<B: ReplayableBody>(req: &http::Request<B>) -> Option<http::Request<B>> {
+    let body = req.body().try_clone_body()?;
+    let mut out = http::Request::new(body);
+    *out.method_mut() = req.method().clone();
+    *out.uri_mut() = req.uri().clone();
+    *out.version_mut() = req.version();
+    *out.headers_mut() = req.headers().clone();
+    *out.extensions_mut() = req.extensions().clone();
+    Some(out)
+}
+
+/// An explicit consistent-hashing key, put in request extensions by the caller. It takes
+/// precedence over [`HttpPolicy::hash_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashKey(pub u64);
+
+/// The name of the header that makes a non-idempotent request retryable.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The HTTP policy (see the [module docs](self)).
+#[derive(Clone, Default)]
+pub struct HttpPolicy<C = HttpClassifier> {
+    classify: C,
+    hash_header: Option<HeaderName>,
+}
+
+impl<C: fmt::Debug> fmt::Debug for HttpPolicy<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpPolicy")
+            .field("classify", &self.classify)
+            .field("hash_header", &self.hash_header)
+            .finish()
+    }
+}
+
+impl HttpPolicy {
+    /// 5xx and transport errors are failures ([`HttpClassifier`]); no hash header.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<C> HttpPolicy<C> {
+    /// Uses `classify` to judge responses for passive outlier detection.
+    pub fn with_classifier<C2>(self, classify: C2) -> HttpPolicy<C2> {
+        HttpPolicy {
+            classify,
+            hash_header: self.hash_header,
+        }
+    }
+
+    /// Hashes the value of `header` for consistent hashing (absent header: random pick).
+    pub fn hash_header(mut self, header: HeaderName) -> Self {
+        self.hash_header = Some(header);
+        self
+    }
+
+    /// `true` for idempotent methods (RFC 9110 §9.2.2) or a request with an `Idempotency-Key`.
+    pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
+        matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ) || req.headers().contains_key(IDEMPOTENCY_KEY)
+    }
+}
+
+impl<B, RB, C> BalancePolicy<http::Request<B>, http::Response<RB>> for HttpPolicy<C>
+where
+    B: ReplayableBody + 'static,
+    RB: 'static,
+    C: Classify<http::Response<RB>, BoxError> + Send + Sync + 'static,
+{
+    fn clone_request(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
+        clone_http_request(req)
+    }
+
+    fn retry_error(&self, req: &http::Request<B>, error: &BoxError) -> bool {
+        // Never reached: always safe. Otherwise (reset before the response, timeout) the
+        // request may have been processed, so only idempotent requests go again.
+        is_never_reached(&**error) || Self::is_idempotent(req)
+    }
+
+    fn retry_response(&self, req: &http::Request<B>, response: &http::Response<RB>) -> bool {
+        matches!(
+            response.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) && Self::is_idempotent(req)
+    }
+
+    fn hash_key(&self, req: &http::Request<B>) -> Option<u64> {
+        if let Some(HashKey(k)) = req.extensions().get::<HashKey>() {
+            return Some(*k);
+        }
+        let value = req.headers().get(self.hash_header.as_ref()?)?;
+        let mut h = std::hash::DefaultHasher::new();
+        value.as_bytes().hash(&mut h);
+        Some(h.finish())
+    }
+
+    fn classify(&self, result: Result<&http::Response<RB>, &BoxError>) -> Outcome {
+        self.classify.classify(result)
+    }
+
+    fn on_response(&self, response: &mut http::Response<RB>, served_by: &ServedBy) {
+        response.extensions_mut().insert(served_by.clone());
+    }
+}
+
+/// Computes a consistent-hashing key from a request (see [`ServicePolicy::hash_key`]).
+pub trait KeyFn<Req>: Send + Sync + 'static {
+    /// The key of `req`, if it has one.
+    fn key(&self, req: &Req) -> Option<u64>;
+}
+
+/// No hashing key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKey;
+
+impl<Req> KeyFn<Req> for NoKey {
+    fn key(&self, _: &Req) -> Option<u64> {
+        None
+    }
+}
+
+impl<Req, F> KeyFn<Req> for F
+where
+    F: Fn(&Req) -> Option<u64> + Send + Sync + 'static,
+{
+    fn key(&self, req: &Req) -> Option<u64> {
+        self(req)
+    }
+}
+
+/// A policy for any `Clone` request: requests that never reached an endpoint are replayed
+/// (when `retries` is on, the default); `Ok` is success and `Err` failure unless a classifier
+/// says otherwise.
+#[derive(Clone, Copy)]
+pub struct ServicePolicy<C = FnClassify, K = NoKey> {
+    classify: C,
+    key: K,
+    replay: bool,
+}
+
+impl<C: fmt::Debug, K> fmt::Debug for ServicePolicy<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServicePolicy")
+            .field("classify", &self.classify)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServicePolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServicePolicy {
+    /// Errors are failures, requests are replayed when they never reached an endpoint.
+    pub fn new() -> Self {
+        Self {
+            classify: FnClassify::errors_are_failures(),
+            key: NoKey,
+            replay: true,
+        }
+    }
+}
+
+impl<C, K> ServicePolicy<C, K> {
+    /// Turns replays (retries elsewhere) on or off.
+    pub fn replay(mut self, on: bool) -> Self {
+        self.replay = on;
+        self
+    }
+
+    /// Uses `classify` for outcomes.
+    pub fn with_classifier<C2>(self, classify: C2) -> ServicePolicy<C2, K> {
+        ServicePolicy {
+            classify,
+            key: self.key,
+            replay: self.replay,
+        }
+    }
+
+    /// Uses `key` for consistent hashing.
+    pub fn hash_key<K2>(self, key: K2) -> ServicePolicy<C, K2> {
+        ServicePolicy {
+            classify: self.classify,
+            key,
+            replay: self.replay,
+        }
+    }
+}
+
+impl<Req, Res, C, K> BalancePolicy<Req, Res> for ServicePolicy<C, K>
+where
+    Req: Clone,
+    C: Classify<Res, BoxError> + Send + Sync + 'static,
+    K: KeyFn<Req>,
+{
+    #[inline]
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        self.replay.then(|| req.clone())
+    }
+
+    #[inline]
+    fn hash_key(&self, req: &Req) -> Option<u64> {
+        self.key.key(req)
+    }
+
+    #[inline]
+    fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome {
+        self.classify.classify(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn idempotency() {
+        let get = http::Request::get("/").body(String::new()).unwrap();
+        let post = http::Request::post("/").body(String::new()).unwrap();
+        let keyed = http::Request::post("/")
+            .header("Idempotency-Key", "abc")
+            .body(String::new())
+            .unwrap();
+        assert!(HttpPolicy::<HttpClassifier>::is_idempotent(&get));
+        assert!(!HttpPolicy::<HttpClassifier>::is_idempotent(&post));
+        assert!(HttpPolicy::<HttpClassifier>::is_idempotent(&keyed));
+        let p = HttpPolicy::new();
+        let r500 = http::Response::builder().status(500).body(()).unwrap();
+        let r502 = http::Response::builder().status(502).body(()).unwrap();
+        assert!(!p.retry_response(&get, &r500));
+        assert!(p.retry_response(&keyed, &r502));
+        let never: BoxError = Box::new(rampart_health::NeverReached::new());
+        let other: BoxError = "reset".into();
+        assert!(BalancePolicy::<_, http::Response<()>>::retry_error(
+            &p, &post, &never
+        ));
+        assert!(!BalancePolicy::<_, http::Response<()>>::retry_error(
+            &p, &post, &other
+        ));
+        assert!(BalancePolicy::<_, http::Response<()>>::retry_error(
+            &p, &get, &other
+        ));
+    }
+
+    #[test]
+    fn clones_requests_with_extensions() {
+        let mut req = http::Request::put("http://x/a?b")
+            .header("x-a", "1")
+            .body(Full::new(Bytes::from_static(b"hi")))
+            .unwrap();
+        req.extensions_mut().insert(HashKey(7));
+        let copy = clone_http_request(&req).unwrap();
+        assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.method(), Method::PUT);
+        assert_eq!(copy.headers()["x-a"], "1");
+        assert_eq!(copy.extensions().get::<HashKey>(), Some(&HashKey(7)));
+        let p = HttpPolicy::new().hash_header(HeaderName::from_static("x-a"));
+        assert_eq!(
+            BalancePolicy::<_, http::Response<()>>::hash_key(&p, &copy),
+            Some(7)
+        );
+    }
+}
