@@ -14,10 +14,10 @@
 //!   streak reach the threshold ejects the endpoint at once. A success resets the streak;
 //!   [`Outcome::Ignored`] leaves it alone. `0` disables this detector.
 //! - **Failure percentage** (Envoy's `failure_percentage_threshold` and
-//!   `failure_percentage_request_volume`; disabled by default): at each evaluation (every
-//!   `interval`), an endpoint that served at least `minimum_requests` calls since the previous
-//!   evaluation, of which at least `threshold_percent` % failed, is ejected. The counts then
-//!   start over. Unlike Envoy there is no `failure_percentage_minimum_hosts`.
+//!   `failure_percentage_request_volume`; disabled by default): once per `interval` window,
+//!   an endpoint that served at least `minimum_requests` calls in the window, of which at
+//!   least `threshold_percent` % failed, is ejected. The counts then start over. Unlike Envoy
+//!   there is no `failure_percentage_minimum_hosts`.
 //! - **Ejection time** = `base_ejection_time × ejection count`, capped at
 //!   `max_ejection_time`; the count is incremented by each ejection, so an endpoint that keeps
 //!   failing stays out longer each time.
@@ -36,8 +36,9 @@
 //!   [`OutlierTracker::is_ejected`] (which reads the clock only while ejected), by
 //!   [`OutlierDetector::ejected`], or by an evaluation. Evaluations run lazily from the failure
 //!   path once an `interval` has passed, and callers may also run
-//!   [`OutlierDetector::evaluate`] on a timer (needed for failure-percentage ejection of an
-//!   endpoint that receives no further failures, and for timely decay).
+//!   [`OutlierDetector::evaluate`] on a timer of any period (needed for failure-percentage
+//!   ejection of an endpoint that receives no further failures, and for timely decay); the
+//!   failure-percentage window stays one `interval` long however often it runs.
 //!
 //! Failures recorded while an endpoint is ejected (calls that were in flight when it was
 //! ejected) are not counted; the streak and the interval counts restart when it returns.
@@ -443,12 +444,14 @@ impl OutlierDetector {
         }
     }
 
-    /// Interval work: ends expired ejections, decays ejection counts, and runs
-    /// failure-percentage ejection over the counts gathered since the previous evaluation
-    /// (which then start over).
+    /// Interval work: ends expired ejections, decays ejection counts and, once per `interval`,
+    /// runs failure-percentage ejection over the counts gathered in the window that just
+    /// closed (which then start over).
     ///
-    /// Also done lazily from the failure path once an `interval` has passed; callers may call
-    /// it on a timer of `interval`.
+    /// Safe to call as often as you like (a balancer's maintenance tick of 100 ms is fine):
+    /// expiry and decay follow the clock, and the failure-percentage window stays one
+    /// `interval` long however often this runs. Also done lazily from the failure path once an
+    /// `interval` has passed.
     pub fn evaluate(&self) {
         let now = Instant::now();
         let mut registry = self.shared.lock();
@@ -531,12 +534,10 @@ impl Shared {
         }
     }
 
+    /// Expiry and decay always; the failure-percentage check only when its window (one
+    /// `interval`) is complete, so evaluating more often than `interval` is harmless.
     fn evaluate_locked(&self, registry: &mut Registry, now: Instant) {
         let now_nanos = self.nanos(now);
-        self.next_evaluation.store(
-            now_nanos.saturating_add(self.config.interval.as_nanos() as u64),
-            Ordering::Relaxed,
-        );
         self.expire_due(registry, now);
 
         // Decay: one step per full interval spent not ejected.
@@ -561,7 +562,12 @@ impl Shared {
             }
         }
 
-        // Failure percentage over the counts since the previous evaluation.
+        // Failure percentage over the counts of the window that just closed.
+        if now_nanos < self.next_evaluation.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_evaluation
+            .store(now_nanos.saturating_add(interval), Ordering::Relaxed);
         let endpoints = registry.endpoints.clone();
         for ep in &endpoints {
             let successes = ep.successes.swap(0, Ordering::Relaxed);
@@ -1066,6 +1072,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frequent_evaluations_keep_the_failure_percentage_window_an_interval_long() {
+        let d = OutlierDetector::new(
+            config()
+                .consecutive_failures(0)
+                .failure_percentage(50.0, 80)
+                .build()
+                .unwrap(),
+        );
+        let a = d.track("a");
+        let start = Instant::now();
+        // One call per 100 ms, every other one failing, and an evaluation every 100 ms (as a
+        // balancer's maintenance tick would): 100 calls per 10 s window.
+        for tick in 0..100u32 {
+            a.record(if tick % 2 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+            tokio::time::advance(Duration::from_millis(100)).await;
+            d.evaluate();
+            if Instant::now() - start < secs(10) {
+                assert!(!a.is_ejected(), "ejected early, at tick {tick}");
+            }
+        }
+        assert!(a.is_ejected());
     }
 
     #[tokio::test(start_paused = true)]
