@@ -3,6 +3,7 @@
 //! - `storefront` or `storefront demo`: fleet and shop in one process.
 //! - `storefront fleet`: the simulated backends alone, with their fault-control API.
 //! - `storefront shop`: the shop alone, over a fleet described by `--config`.
+//! - `storefront edge`: the edge gateway over several shop instances.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,6 +35,8 @@ enum Command {
     Fleet,
     /// The shop alone, over the fleet given by --config ([upstreams], fleet_control).
     Shop(ShopArgs),
+    /// The edge gateway over several shop instances (--upstream URL..., or --config edge.toml).
+    Edge(storefront::edge::EdgeArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -102,6 +105,11 @@ async fn main() -> ExitCode {
         None | Some(Command::Demo) => demo(cli.common).await,
         Some(Command::Fleet) => fleet(cli.common).await,
         Some(Command::Shop(s)) => shop(cli.common, s.fleet_control).await,
+        Some(Command::Edge(mut e)) => {
+            e.listen = cli.common.listen;
+            e.config = cli.common.config.clone();
+            storefront::edge::run(e).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
