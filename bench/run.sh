@@ -3,7 +3,7 @@
 # replicas, with direct traffic to one replica as the yardstick, interleaved over N rounds.
 #
 # usage: bench/run.sh [--quick] [--rounds N] [--duration SECS] [--micro] [--micro-only]
-#                     [--targets "direct nginx haproxy rampart"] [--scenarios "steady kill-one kill-all all-down"]
+#                     [--targets "direct nginx haproxy rampart [lean]"] [--scenarios "steady kill-one kill-all all-down"]
 #                     [--out FILE] [--keep]
 #
 #   --quick        3 s runs, 1 round (a smoke test of the whole pipeline; not for figures)
@@ -14,6 +14,8 @@
 #   --out FILE     the report to update (default BENCHMARKS.md at the repository root); only the
 #                  generated sections between the bench:* markers are replaced
 #   --keep         keep the temporary directory (configs, logs, raw wrk output)
+#   --targets      which to measure; `lean` is the gateway without Rampart middleware
+#                  (`gateway --stack lean`), to see what the middleware costs
 #
 # Scenarios (each run starts fresh replicas and a fresh proxy, and stops them by PID):
 #   steady    wrk -t1 -c32 -dD --latency against each target
@@ -125,10 +127,11 @@ ensure_tools() {
   export PATH="$PATH:/usr/sbin:/sbin"
 }
 
-free_port() { # a port nothing listens on (random pick, checked)
-  local p
+free_port() { # a port nothing listens on (random pick below the ephemeral range, checked)
+  local p lo
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
@@ -139,7 +142,7 @@ wait_http() { # wait_http ADDR [seconds]: until GET / answers anything
     if curl -s -o /dev/null --max-time 1 "http://$addr/"; then return 0; fi
     sleep 0.05
   done
-  log "timed out waiting for $addr"; return 1
+  log "timed out waiting for ${addr:-(no address)} (${3:-?})"; return 1
 }
 
 read_addr() { # read_addr FILE PID: the first line a child prints (its bound address)
@@ -168,7 +171,7 @@ start_backends() {
     a=$(read_addr "$TMP/backend$((i + 1)).out" "${BACKEND_PIDS[$i]}") || return 1
     BACKEND_ADDRS+=("$a")
   done
-  for i in 0 1 2; do wait_http "${BACKEND_ADDRS[$i]}" 5 || return 1; done
+  for i in 0 1 2; do wait_http "${BACKEND_ADDRS[$i]}" 5 "backend $((i + 1))" || return 1; done
 }
 
 nginx_conf() { # nginx_conf PORT
@@ -246,17 +249,18 @@ start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
       port=$(free_port); haproxy_conf "$port"
       haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/out.log" 2>&1 &
       PROXY_PID=$!; PROXY_ADDR="127.0.0.1:$port" ;;
-    rampart)
-      local ups=() a
+    rampart|lean)
+      local ups=() a stack=rampart
+      [ "$target" = lean ] && stack=lean
       for a in "${BACKEND_ADDRS[@]}"; do ups+=(--upstream "$a"); done
-      "$BIN/gateway" --listen 127.0.0.1:0 "${ups[@]}" $GATEWAY_FLAGS \
+      "$BIN/gateway" --listen 127.0.0.1:0 --stack "$stack" "${ups[@]}" $GATEWAY_FLAGS \
         >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
       PROXY_PID=$!; PIDS+=("$PROXY_PID")
       PROXY_ADDR=$(read_addr "$TMP/gateway.out" "$PROXY_PID") || return 1 ;;
     *) log "unknown target $target"; return 1 ;;
   esac
   case "$target" in nginx|haproxy) PIDS+=("$PROXY_PID") ;; esac
-  wait_http "$PROXY_ADDR" 10
+  wait_http "$PROXY_ADDR" 10 "$target"
 }
 GATEWAY_FLAGS=${GATEWAY_FLAGS:-}
 
@@ -280,6 +284,17 @@ function done(summary, latency, requests)
 end
 LUA
 
+# CPU time (user + system, in clock ticks) of a process and its children (nginx's workers).
+cpu_ticks() {
+  local t=0 p v
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
 WRK_BASE="wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency"
 
 measure() { # measure ROUND SCENARIO TARGET
@@ -290,6 +305,9 @@ measure() { # measure ROUND SCENARIO TARGET
   if ! start_backends || ! start_proxy "$target"; then
     log "round $round $scenario $target: setup failed (skipped; recorded as failed)"
     echo "setup failed" >"$out.wrk"
+    { ps -o pid,stat,cmd -p "${BACKEND_PIDS[*]:-1}" ${PROXY_PID:+-p "$PROXY_PID"} || true
+      tail -n 20 "$TMP"/backend*.err "$TMP/gateway.err" "$TMP/haproxy/out.log" "$TMP/nginx/error.log" 2>/dev/null || true
+    } >"$out.setup-failure" 2>&1
     [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
     stop "${BACKEND_PIDS[@]}"
     return 0
@@ -302,6 +320,8 @@ measure() { # measure ROUND SCENARIO TARGET
     sleep 3 # long enough for every proxy's checks (HAProxy: fall 2 x inter 1 s) to notice
     curl -s -o /dev/null -D "$out.probe" --max-time 5 "http://$PROXY_ADDR/" || echo "probe failed" >"$out.probe"
   fi
+  local cpu_pid=${PROXY_PID:-${BACKEND_PIDS[0]}} cpu0
+  cpu0=$(cpu_ticks "$cpu_pid")
   timeout $((DURATION + 20)) $WRK_BASE "${lua[@]}" "http://$PROXY_ADDR/" >"$out.wrk" 2>&1 &
   wrk_pid=$!; PIDS+=("$wrk_pid")
   case "$scenario" in
@@ -314,6 +334,7 @@ measure() { # measure ROUND SCENARIO TARGET
   esac
   { wait "$wrk_pid"; } 2>/dev/null || log "wrk exited with $? ($round $scenario $target)"
   forget "$wrk_pid"
+  echo "$(( $(cpu_ticks "$cpu_pid") - cpu0 )) $HZ" >"$out.cpu"
   if [ "$scenario" = kill-all ] && [ -n "$PROXY_PID" ]; then
     curl -s -o /dev/null -D "$out.probe" --max-time 5 "http://$PROXY_ADDR/" || echo "probe failed" >"$out.probe"
   fi
@@ -343,7 +364,8 @@ if [ "$MACRO" = 1 ]; then
   {
     echo "bench/run.sh $ARGS_GIVEN"
     echo "load: $WRK_BASE http://ADDR/   (kill-all adds -s status.lua)"
-    echo "rampart: target/release/gateway --listen 127.0.0.1:0 --upstream A --upstream B --upstream C $GATEWAY_FLAGS"
+    echo "rampart: target/release/gateway --listen 127.0.0.1:0 --stack rampart --upstream A --upstream B --upstream C $GATEWAY_FLAGS"
+    echo "lean:    target/release/gateway --listen 127.0.0.1:0 --stack lean --upstream A --upstream B --upstream C $GATEWAY_FLAGS"
   } >"$TMP/commands.txt"
   for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do

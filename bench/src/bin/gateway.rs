@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! gateway --listen 127.0.0.1:0 --upstream 127.0.0.1:8081 --upstream 127.0.0.1:8082 ...
-//!         [--stack lean|rampart] [--workers N] [--runtime percore|multi]
+//!         [--stack rampart|lean] [--workers N] [--runtime percore|multi]
 //!         [--check-interval-ms 1000] [--fall 2] [--rise 2] [--retry-after 5]
 //! ```
 //!
@@ -23,12 +23,14 @@ use rampart_bench::args::Args;
 use rampart_bench::gateway::apology::Apology;
 use rampart_bench::gateway::lean::{Lean, LeanBackend};
 use rampart_bench::gateway::server::{Runtime, serve};
+use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
 use rampart_bench::gateway::upstream::Upstream;
 
 const USAGE: &str = "usage: gateway --listen ADDR --upstream ADDR... [--stack lean|rampart] \
 [--workers N] [--runtime percore|multi] [--check-interval-ms MS] [--fall N] [--rise N] [--retry-after SECS]";
 
 struct Settings {
+    stack: String,
     listen: SocketAddr,
     upstreams: Vec<SocketAddr>,
     workers: usize,
@@ -53,7 +55,12 @@ fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
         return Err(format!("at least one --upstream is needed\n{USAGE}").into());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stack: String = args.value_or("stack", "rampart")?;
+    if stack != "rampart" && stack != "lean" {
+        return Err(format!("--stack {stack:?}: lean or rampart").into());
+    }
     Ok(Settings {
+        stack,
         listen: args.value_or("listen", "127.0.0.1:0")?,
         upstreams,
         workers: args.value_or("workers", &cores.to_string())?,
@@ -96,6 +103,39 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         .initial(Health::Healthy)
         .build()?;
     let connect_timeout = Duration::from_secs(1);
+    let announce = |addr: SocketAddr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{addr}");
+        let _ = out.flush();
+    };
+    if s.stack == "rampart" {
+        let stack_config = StackConfig {
+            upstreams: s.upstreams.clone(),
+            checks: config,
+            connect_timeout,
+            max_retries: 2,
+            retry_after: Duration::from_secs(u64::from(s.retry_after)),
+            open_duration: Duration::from_secs(2),
+        };
+        // Built inside the checks runtime: the balancer's checkers run there.
+        let (balance, breaker) = {
+            let _guard = checks.enter();
+            shared_parts(&stack_config)?
+        };
+        let checks_thread = std::thread::Builder::new()
+            .name("checks".into())
+            .spawn(move || checks.block_on(std::future::pending::<()>()))?;
+        let retry_after = stack_config.retry_after;
+        serve(
+            s.listen,
+            s.workers,
+            s.runtime,
+            move |_| Stacked::new(worker_stack(balance.clone(), &breaker, retry_after)),
+            announce,
+        )?;
+        drop(checks_thread);
+        return Ok(());
+    }
     let backends: Arc<[LeanBackend]> = s
         .upstreams
         .iter()
@@ -136,11 +176,7 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         s.workers,
         s.runtime,
         move |_| lean.for_worker(),
-        |addr| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{addr}");
-            let _ = out.flush();
-        },
+        announce,
     )?;
     drop(handles);
     drop(checks_thread);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rampart_bench::args::Args;
-use rampart_bench::report::{Results, Run, render_macro, render_micro, splice};
+use rampart_bench::report::{Results, Run, parse_cpu, render_macro, render_micro, splice};
 use rampart_bench::wrk::{Probe, WrkRun};
 
 const SKELETON: &str = "# Rampart benchmarks\n";
@@ -106,7 +106,17 @@ fn load_macro(dir: &Path) -> Result<Results, Box<dyn std::error::Error>> {
             .exists()
             .then(|| Probe::parse(&read(&probe_path)));
         let wrk = WrkRun::parse(&read(&p));
-        results.insert(round, scenario, target, Run { wrk, probe });
+        let cpu_secs = parse_cpu(&read(&p.with_extension("cpu")));
+        results.insert(
+            round,
+            scenario,
+            target,
+            Run {
+                wrk,
+                probe,
+                cpu_secs,
+            },
+        );
     }
     Ok(results)
 }

@@ -19,6 +19,7 @@
 pub mod apology;
 pub mod lean;
 pub mod server;
+pub mod stack;
 pub mod upstream;
 
 use std::pin::Pin;

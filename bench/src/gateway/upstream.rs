@@ -20,7 +20,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -197,12 +196,16 @@ fn put_back(slot: usize, sender: Sender) {
     });
 }
 
-/// One upstream server, reached over per-worker pooled HTTP/1 connections. Cheap to clone.
-#[derive(Clone)]
+/// One upstream server, reached over per-worker pooled HTTP/1 connections.
+///
+/// `Copy`: a handle is a few words (no reference count to bounce between cores when a
+/// balancer clones its endpoint service for every request).
+#[derive(Clone, Copy)]
 pub struct Upstream {
-    inner: Arc<Inner>,
+    inner: Inner,
 }
 
+#[derive(Clone, Copy)]
 struct Inner {
     addr: SocketAddr,
     slot: usize,
@@ -221,11 +224,11 @@ impl Upstream {
     /// An upstream at `addr`; connecting gives up after `connect_timeout`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Inner {
                 addr,
                 slot: NEXT_SLOT.fetch_add(1, Ordering::Relaxed),
                 connect_timeout,
-            }),
+            },
         }
     }
 
