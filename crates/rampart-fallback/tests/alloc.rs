@@ -111,11 +111,13 @@ where
     region.change().allocations / CALLS
 }
 
+type OkResponse = Response<http_body_util::Full<Bytes>>;
+
 fn ok_service() -> impl tower::Service<
     Request<()>,
-    Response = Response<http_body_util::Full<Bytes>>,
+    Response = OkResponse,
     Error = BoxError,
-    Future = std::future::Ready<Result<Response<http_body_util::Full<Bytes>>, BoxError>>,
+    Future = std::future::Ready<Result<OkResponse, BoxError>>,
 > {
     service_fn(|_req: Request<()>| {
         std::future::ready(Ok::<_, BoxError>(Response::new(http_body_util::Full::new(
