@@ -341,6 +341,9 @@ impl BreakerHandle {
             BreakerState::Closed => {
                 if from.state() == BreakerState::HalfOpen {
                     s.reopens.store(0, Ordering::Release);
+                    // Normally empty already (emptied when it opened); this drops records
+                    // that raced the trip from the previous closed period.
+                    s.window.clear();
                 }
                 s.consecutive.store(0, Ordering::Release);
             }

@@ -212,12 +212,12 @@ impl Policy {
     /// `min(open_duration × backoff^reopens, max_open_duration)`.
     pub fn backed_off_open_duration(&self, reopens: u32) -> Duration {
         let factor = self.open_backoff.powi(reopens.min(1024) as i32);
-        let secs = self.open_duration.as_secs_f64() * factor;
-        let cap = self.max_open_duration.as_secs_f64();
-        if !secs.is_finite() || secs >= cap {
+        // In whole nanoseconds, rounded, so that 300 ms × 2^2 is exactly 1.2 s.
+        let nanos = (self.open_duration.as_nanos() as f64 * factor).round();
+        if !nanos.is_finite() || nanos >= self.max_open_duration.as_nanos() as f64 {
             self.max_open_duration
         } else {
-            Duration::from_secs_f64(secs)
+            Duration::from_nanos(nanos as u64)
         }
     }
 

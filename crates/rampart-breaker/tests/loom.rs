@@ -1,0 +1,140 @@
+//! Model checks of the lock-free state machine with loom.
+//!
+//! `RUSTFLAGS="--cfg rampart_loom" CARGO_TARGET_DIR=target/loom cargo test -p rampart-breaker --release --test loom`
+#![cfg(rampart_loom)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc as StdArc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use loom::thread;
+use rampart_breaker::{BreakerEvent, BreakerHandle, BreakerState, Policy, SlidingWindow};
+use rampart_health::Outcome;
+
+fn policy(window: u32, threshold: f64, permits: u32) -> Policy {
+    Policy::builder()
+        .sliding_window(SlidingWindow::count(window))
+        .minimum_calls(window)
+        .failure_rate_threshold(threshold)
+        .permitted_calls_in_half_open(permits)
+        .open_duration(Duration::from_millis(10))
+        .open_jitter(0.0)
+        .build()
+        .unwrap()
+}
+
+/// A breaker that has been open for its whole open duration: the next call is a trial.
+fn elapsed_open(permits: u32) -> BreakerHandle {
+    let clock = StdArc::new(AtomicU64::new(0));
+    let b = BreakerHandle::with_manual_clock(policy(1, 50.0, permits), clock.clone());
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(b.state(), BreakerState::Open);
+    clock.store(10, Ordering::SeqCst);
+    b
+}
+
+#[test]
+fn half_open_never_admits_more_than_its_permits() {
+    loom::model(|| {
+        let b = elapsed_open(1);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let b = b.clone();
+                thread::spawn(move || b.try_acquire().ok())
+            })
+            .collect();
+        let mine = b.try_acquire().ok();
+        let mut held: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        held.push(mine);
+        let admitted = held.iter().filter(|p| p.is_some()).count();
+        assert_eq!(admitted, 1, "exactly one trial among three racing calls");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.snapshot().half_open_in_flight, 1);
+    });
+}
+
+#[test]
+fn a_trip_is_never_lost() {
+    loom::model(|| {
+        // Two failures in a window of two at 100 %: whoever records last must see both.
+        let clock = StdArc::new(AtomicU64::new(0));
+        let b = BreakerHandle::with_manual_clock(policy(2, 100.0, 1), clock);
+        let mut events = b.subscribe();
+        let t = {
+            let b = b.clone();
+            thread::spawn(move || {
+                if let Ok(p) = b.try_acquire() {
+                    p.record(Outcome::Failure);
+                }
+            })
+        };
+        if let Ok(p) = b.try_acquire() {
+            p.record(Outcome::Failure);
+        }
+        t.join().unwrap();
+        assert_eq!(b.state(), BreakerState::Open);
+        let opened = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| {
+                matches!(
+                    e,
+                    BreakerEvent::Transition {
+                        to: BreakerState::Open,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(opened, 1, "exactly one thread performs the transition");
+    });
+}
+
+#[test]
+fn permits_are_never_leaked() {
+    loom::model(|| {
+        let b = elapsed_open(2);
+        let first = b.try_acquire().unwrap(); // moves the breaker to half-open
+        let t = {
+            let b = b.clone();
+            thread::spawn(move || {
+                // A cancelled trial: taken and dropped without a verdict.
+                drop(b.try_acquire());
+            })
+        };
+        first.record(Outcome::Ignored); // an ignored outcome returns its permit
+        t.join().unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.snapshot().half_open_in_flight, 0);
+        let again: Vec<_> = (0..2).map(|_| b.try_acquire()).collect();
+        assert!(
+            again.iter().all(Result::is_ok),
+            "both permits are available again"
+        );
+    });
+}
+
+#[test]
+fn the_half_open_verdict_is_reached_exactly_once() {
+    loom::model(|| {
+        let b = elapsed_open(2);
+        let mut events = b.subscribe();
+        let p1 = b.try_acquire().unwrap();
+        let p2 = b.try_acquire().unwrap();
+        let t = thread::spawn(move || p1.record(Outcome::Success));
+        p2.record(Outcome::Success);
+        t.join().unwrap();
+        assert_eq!(b.state(), BreakerState::Closed);
+        let closed = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| {
+                matches!(
+                    e,
+                    BreakerEvent::Transition {
+                        to: BreakerState::Closed,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(closed, 1);
+    });
+}

@@ -1,0 +1,367 @@
+//! Property test: random sequences of calls, held permits, cancellations, resets and clock
+//! advances against a simple sequential reference model of the state machine; states,
+//! admissions, rejections and retry hints must be identical.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rampart_breaker::{BreakerHandle, BreakerState, Permit, Policy, SlidingWindow};
+use rampart_health::Outcome;
+
+#[derive(Debug, Clone)]
+struct Params {
+    window: u32,
+    minimum: u32,
+    threshold: u32,
+    permits: u32,
+    open_ms: u64,
+    cap_ms: u64,
+    max_wait_ms: u64,
+    consecutive: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Call(Outcome),
+    Hold,
+    Complete(usize, Outcome),
+    Cancel(usize),
+    Advance(u64),
+    /// Advance to the current deadline (open or half-open) plus -1, 0 or +1 ms.
+    AdvanceNearDeadline(i64),
+    Reset,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        4 => Just(Outcome::Success),
+        4 => Just(Outcome::Failure),
+        1 => Just(Outcome::Ignored),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => outcome().prop_map(Op::Call),
+        2 => Just(Op::Hold),
+        2 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Complete(i, o)),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        3 => prop_oneof![0u64..50, 50u64..3_000, 3_000u64..20_000].prop_map(Op::Advance),
+        3 => (-1i64..=1).prop_map(Op::AdvanceNearDeadline),
+        1 => Just(Op::Reset),
+    ]
+}
+
+fn params() -> impl Strategy<Value = Params> {
+    (
+        1u32..12,
+        1u32..=100,
+        1u32..5,
+        1u64..2_000,
+        0u32..4,
+        1u64..15_000,
+        proptest::option::of(1u32..6),
+    )
+        .prop_flat_map(
+            |(window, threshold, permits, open_ms, doublings, max_wait_ms, consecutive)| {
+                (1..=window).prop_map(move |minimum| Params {
+                    window,
+                    minimum,
+                    threshold,
+                    permits,
+                    open_ms,
+                    cap_ms: open_ms << doublings,
+                    max_wait_ms,
+                    consecutive,
+                })
+            },
+        )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Window,
+    Trial,
+}
+
+/// The reference: Resilience4j's state machine, written as plainly as possible.
+#[derive(Debug)]
+struct Model {
+    p: Params,
+    now: u64,
+    state: BreakerState,
+    generation: u64,
+    window: VecDeque<bool>,
+    consecutive: u32,
+    reopens: u32,
+    open_until: u64,
+    half_open_until: u64,
+    admitted: u32,
+    passed: u32,
+    failed: u32,
+}
+
+impl Model {
+    fn new(p: Params) -> Self {
+        Self {
+            p,
+            now: 0,
+            state: BreakerState::Closed,
+            generation: 0,
+            window: VecDeque::new(),
+            consecutive: 0,
+            reopens: 0,
+            open_until: 0,
+            half_open_until: 0,
+            admitted: 0,
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    fn open(&mut self, from_half_open: bool) -> u64 {
+        self.generation += 1;
+        if from_half_open {
+            self.reopens += 1;
+        }
+        let d = (self.p.open_ms << self.reopens.min(40)).min(self.p.cap_ms);
+        self.open_until = self.now + d;
+        self.window.clear();
+        self.consecutive = 0;
+        self.state = BreakerState::Open;
+        d
+    }
+
+    fn close(&mut self) {
+        self.generation += 1;
+        self.state = BreakerState::Closed;
+        self.reopens = 0;
+        self.consecutive = 0;
+        self.window.clear();
+    }
+
+    /// `Ok((generation, kind))` or `Err((state, retry_after_ms))`.
+    fn acquire(&mut self) -> Result<(u64, Kind), (BreakerState, Option<u64>)> {
+        match self.state {
+            BreakerState::Closed => Ok((self.generation, Kind::Window)),
+            BreakerState::Open => {
+                if self.now >= self.open_until {
+                    self.generation += 1;
+                    self.state = BreakerState::HalfOpen;
+                    self.admitted = 1;
+                    self.passed = 0;
+                    self.failed = 0;
+                    self.half_open_until = self.now + self.p.max_wait_ms;
+                    Ok((self.generation, Kind::Trial))
+                } else {
+                    Err((BreakerState::Open, Some(self.open_until - self.now)))
+                }
+            }
+            BreakerState::HalfOpen => {
+                if self.now >= self.half_open_until {
+                    let d = self.open(true);
+                    Err((BreakerState::Open, Some(d)))
+                } else if self.admitted < self.p.permits {
+                    self.admitted += 1;
+                    Ok((self.generation, Kind::Trial))
+                } else {
+                    Err((BreakerState::HalfOpen, None))
+                }
+            }
+            other => unreachable!("{other:?} is not modelled"),
+        }
+    }
+
+    fn record(&mut self, (generation, kind): (u64, Kind), outcome: Outcome) {
+        let failed = outcome == Outcome::Failure;
+        match kind {
+            Kind::Window => {
+                if outcome == Outcome::Ignored || generation != self.generation {
+                    return;
+                }
+                self.window.push_back(failed);
+                if self.window.len() > self.p.window as usize {
+                    self.window.pop_front();
+                }
+                if let Some(k) = self.p.consecutive {
+                    if failed {
+                        self.consecutive += 1;
+                        if self.consecutive >= k {
+                            self.open(false);
+                            return;
+                        }
+                    } else {
+                        self.consecutive = 0;
+                    }
+                }
+                let calls = self.window.len() as u64;
+                let failures = self.window.iter().filter(|f| **f).count() as u64;
+                if calls >= u64::from(self.p.minimum)
+                    && failures * 100 >= u64::from(self.p.threshold) * calls
+                {
+                    self.open(false);
+                }
+            }
+            Kind::Trial => {
+                if outcome == Outcome::Ignored {
+                    self.release((generation, kind));
+                    return;
+                }
+                if self.state != BreakerState::HalfOpen || generation != self.generation {
+                    return;
+                }
+                if failed {
+                    self.failed += 1;
+                } else {
+                    self.passed += 1;
+                }
+                let judged = self.passed + self.failed;
+                if judged >= self.p.permits {
+                    if u64::from(self.failed) * 100
+                        >= u64::from(self.p.threshold) * u64::from(judged)
+                    {
+                        self.open(true);
+                    } else {
+                        self.close();
+                    }
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, (generation, kind): (u64, Kind)) {
+        if kind == Kind::Trial
+            && self.state == BreakerState::HalfOpen
+            && generation == self.generation
+            && self.admitted > self.passed + self.failed
+        {
+            self.admitted -= 1;
+        }
+    }
+}
+
+fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut builder = Policy::builder()
+            .sliding_window(SlidingWindow::count(p.window))
+            .minimum_calls(p.minimum)
+            .failure_rate_threshold(f64::from(p.threshold))
+            .permitted_calls_in_half_open(p.permits)
+            .open_duration(Duration::from_millis(p.open_ms))
+            .max_open_duration(Duration::from_millis(p.cap_ms))
+            .open_backoff(2.0)
+            .open_jitter(0.0)
+            .max_wait_in_half_open(Duration::from_millis(p.max_wait_ms));
+        if let Some(k) = p.consecutive {
+            builder = builder.consecutive_failures(k);
+        }
+        let breaker = BreakerHandle::new(builder.build().unwrap());
+        let mut model = Model::new(p);
+        let mut held: Vec<(Permit, (u64, Kind))> = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let acquire = |model: &mut Model| {
+                let real = breaker.try_acquire();
+                let expected = model.acquire();
+                match (&real, &expected) {
+                    (Ok(permit), Ok((_, kind))) => {
+                        prop_assert_eq!(permit.is_trial(), *kind == Kind::Trial, "step {}", step);
+                    }
+                    (Err(e), Err((state, retry))) => {
+                        prop_assert_eq!(e.state(), *state, "step {}", step);
+                        prop_assert_eq!(
+                            e.retry_after(),
+                            retry.map(Duration::from_millis),
+                            "step {}",
+                            step
+                        );
+                    }
+                    _ => prop_assert!(
+                        false,
+                        "step {}: real {:?} vs model {:?}",
+                        step,
+                        real.as_ref().map(|_| ()),
+                        expected
+                    ),
+                }
+                Ok(real.ok().zip(expected.ok()))
+            };
+            match op {
+                Op::Call(o) => {
+                    if let Some((permit, token)) = acquire(&mut model)? {
+                        permit.record(o);
+                        model.record(token, o);
+                    }
+                }
+                Op::Hold => {
+                    if let Some(pair) = acquire(&mut model)? {
+                        held.push(pair);
+                    }
+                }
+                Op::Complete(i, o) if !held.is_empty() => {
+                    let (permit, token) = held.remove(i % held.len());
+                    permit.record(o);
+                    model.record(token, o);
+                }
+                Op::Cancel(i) if !held.is_empty() => {
+                    let (permit, token) = held.remove(i % held.len());
+                    drop(permit);
+                    model.release(token);
+                }
+                Op::Complete(..) | Op::Cancel(_) => {}
+                Op::Advance(ms) => {
+                    tokio::time::advance(Duration::from_millis(ms)).await;
+                    model.now += ms;
+                }
+                Op::AdvanceNearDeadline(offset) => {
+                    let deadline = match model.state {
+                        BreakerState::Open => model.open_until,
+                        BreakerState::HalfOpen => model.half_open_until,
+                        _ => model.now,
+                    };
+                    let target = deadline.saturating_add_signed(offset).max(model.now);
+                    let ms = target - model.now;
+                    tokio::time::advance(Duration::from_millis(ms)).await;
+                    model.now += ms;
+                }
+                Op::Reset => {
+                    breaker.reset();
+                    model.close();
+                }
+            }
+            prop_assert_eq!(breaker.state(), model.state, "step {}", step);
+            let snap = breaker.snapshot();
+            prop_assert_eq!(snap.reopens, model.reopens, "step {}", step);
+            if model.state == BreakerState::Closed {
+                prop_assert_eq!(snap.calls, model.window.len() as u64, "step {}", step);
+            }
+            if model.state == BreakerState::HalfOpen {
+                prop_assert_eq!(
+                    snap.half_open_in_flight,
+                    model.admitted - model.passed - model.failed,
+                    "step {}",
+                    step
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_breaker_behaves_like_the_reference_model(
+        p in params(),
+        ops in proptest::collection::vec(op(), 1..150),
+    ) {
+        check(p, ops)?;
+    }
+}
