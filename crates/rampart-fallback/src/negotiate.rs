@@ -204,6 +204,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_header(accept in "[ -~]{0,80}") {
+            if let Ok(v) = HeaderValue::from_str(&accept) {
+                let _ = negotiate(Some(&v), Format::Text);
+            }
+        }
+
+        #[test]
+        fn the_highest_q_wins(qh in 1u16..=1000, qj in 1u16..=1000, qt in 1u16..=1000) {
+            let accept = format!(
+                "text/html;q={}, application/json;q={}, text/plain;q={}",
+                q(qh), q(qj), q(qt)
+            );
+            let got = negotiate(Some(&HeaderValue::from_str(&accept).unwrap()), Format::Html);
+            let best = qh.max(qj).max(qt);
+            let want = if qh == best { Format::Html } else if qj == best { Format::Problem } else { Format::Text };
+            proptest::prop_assert_eq!(got, want, "{}", accept);
+        }
+    }
+
+    fn q(thousandths: u16) -> String {
+        if thousandths == 1000 {
+            "1".into()
+        } else {
+            format!("0.{thousandths:03}")
+        }
+    }
+
     #[test]
     fn parse_q_edges() {
         assert_eq!(parse_q("0"), 0);

@@ -503,3 +503,44 @@ async fn timeouts_give_the_apology() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     check_body("text/plain; charset=utf-8", &body);
 }
+
+/// A `MakeWriter` that keeps what is logged.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_cause_is_logged_not_sent() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (status, _, body) = send(
+        app(Kind::ConnectionError, FallbackLayer::new()),
+        "GET",
+        Some("application/json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    check_body("application/problem+json", &body);
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("WARN"), "{logged}");
+    assert!(logged.contains(SECRET), "the cause is in the log: {logged}");
+    assert!(logged.contains(PATH), "{logged}");
+}
