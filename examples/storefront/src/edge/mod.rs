@@ -290,15 +290,17 @@ impl Edge {
         on_bound: impl FnOnce(SocketAddr),
     ) -> Result<Edge, EdgeError> {
         config.validate()?;
-        let (svc, balance) = stack(&config)?;
         let workers = if config.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             config.workers
         };
-        let (addr, workers) = server::spawn_workers(config.listen, workers, &svc)
+        let (addr, listeners) = server::bind_all(config.listen, workers)
             .map_err(|e| EdgeError::Listen(config.listen, e))?;
         on_bound(addr);
+        let (svc, balance) = stack(&config)?;
+        let workers =
+            server::spawn_workers(listeners, &svc).map_err(|e| EdgeError::Listen(addr, e))?;
         tracing::info!(%addr, upstreams = ?config.upstreams, "edge gateway started");
         Ok(Edge {
             addr,

@@ -111,13 +111,28 @@ impl Drop for Workers {
     }
 }
 
-/// Starts `n` workers listening on `listen` with `SO_REUSEPORT`; returns the bound address
-/// (worker 0 picks the port when `listen` has port 0, the others bind the same one).
-pub(crate) fn spawn_workers<S, B>(
+/// Binds `n` listening sockets to `listen` with `SO_REUSEPORT` (the first picks the port when
+/// `listen` has port 0, the others bind the same one); returns the bound address and the
+/// sockets, detached from the current runtime so that each worker can adopt one.
+pub(crate) fn bind_all(
     listen: SocketAddr,
     n: usize,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let mut addr = listen;
+    let mut out = Vec::new();
+    for _ in 0..n.max(1) {
+        let listener = bind(addr, true)?;
+        addr = listener.local_addr()?;
+        out.push(listener.into_std()?);
+    }
+    Ok((addr, out))
+}
+
+/// Starts one worker thread per listener, each with its own current-thread runtime.
+pub(crate) fn spawn_workers<S, B>(
+    listeners: Vec<std::net::TcpListener>,
     svc: &S,
-) -> io::Result<(SocketAddr, Workers)>
+) -> io::Result<Workers>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -132,41 +147,23 @@ where
         shutdown,
         threads: Vec::new(),
     };
-    let (tx, bound) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
-    let mut addr = listen;
-    for i in 0..n.max(1) {
+    for (i, std_listener) in listeners.into_iter().enumerate() {
         let svc = svc.clone();
-        let tx = tx.clone();
         let rx = rx.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let thread = std::thread::Builder::new()
             .name(format!("edge-{i}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
                 rt.block_on(async move {
-                    match bind(addr, true) {
-                        Ok(listener) => {
-                            let _ = tx.send(listener.local_addr());
-                            accept_loop(listener, svc, rx).await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => accept_loop(listener, svc, rx).await,
+                        Err(e) => tracing::error!(error = %e, "edge worker cannot listen"),
                     }
                 });
             })?;
         workers.threads.push(thread);
-        addr = bound
-            .recv()
-            .map_err(|_| io::Error::other("an edge worker ended before binding"))??;
     }
-    Ok((addr, workers))
+    Ok(workers)
 }
