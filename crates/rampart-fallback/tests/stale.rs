@@ -372,3 +372,33 @@ async fn clear_drops_every_copy() {
     let (status, _, _) = get(&app, "/plain", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test(start_paused = true)]
+async fn head_is_answered_from_the_get_copy() {
+    let backend = Backend::default();
+    let stale = layer(Duration::from_secs(300));
+    let app = app(&backend, stale.clone());
+    let head = |app: Router| async move {
+        let resp = app
+            .oneshot(Request::head("/plain").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        (parts, body.collect().await.unwrap().to_bytes())
+    };
+    // A HEAD alone stores nothing.
+    head(app.clone()).await;
+    assert_eq!(stale.snapshot().stored, 0);
+    get(&app, "/plain", &[]).await;
+    backend.set(ERROR);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let (parts, body) = head(app.clone()).await;
+    assert_eq!(parts.status, 200);
+    assert!(body.is_empty());
+    assert_eq!(
+        parts.headers["content-length"], "8",
+        "the GET body's length"
+    );
+    assert_eq!(parts.headers["age"], "3");
+    assert_eq!(parts.headers[STALE_HEADER], "1");
+}

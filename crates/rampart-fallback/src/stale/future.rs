@@ -54,11 +54,14 @@ where
         let this = self.project();
         let result = ready!(this.future.poll(cx));
         let Some(info) = this.info.take() else {
-            // Not a GET (or polled again): pass through.
+            // Neither GET nor HEAD (or polled again): pass through.
             return Poll::Ready(result.map(|r| r.map(StaleBody::passthrough)));
         };
         let result = match result {
             Ok(resp) if !this.shared.classify.classify(Ok(&resp)).is_failure() => {
+                if info.head {
+                    return Poll::Ready(Ok(resp.map(StaleBody::passthrough)));
+                }
                 return Poll::Ready(Ok(record(&this.shared.cache, info, resp)));
             }
             other => other,

@@ -30,6 +30,9 @@
 //! returned unchanged, for an outer [`FallbackLayer`](crate::FallbackLayer) to turn into the
 //! apology.
 //!
+//! A failed `HEAD` is answered from the stored `GET` copy, with its headers and no body; `HEAD`
+//! responses are never stored.
+//!
 //! Time is `tokio::time::Instant`, so tests can pause and advance it. Each `GET` costs one
 //! clone of the request's header map (to match `Vary` later); other methods pass straight
 //! through.
@@ -236,7 +239,12 @@ impl StaleShared {
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         metrics::counter!("rampart_fallback_stale_served_total").increment(1);
-        let mut resp = Response::new(StaleBody::stored(stored.body.clone()));
+        let body = if req.head {
+            Bytes::new()
+        } else {
+            stored.body.clone()
+        };
+        let mut resp = Response::new(StaleBody::stored(body));
         *resp.status_mut() = stored.status;
         let mut headers = stored.headers.clone();
         headers.insert(AGE, HeaderValue::from(age.as_secs()));
@@ -335,6 +343,8 @@ pub(crate) struct RequestInfo {
     key: Key,
     headers: HeaderMap,
     sent_at: Instant,
+    /// A HEAD: may be answered from a stored GET (without its body), never stored.
+    head: bool,
 }
 
 /// Serves a stored copy when the inner service fails (see the [module docs](self)).
@@ -409,10 +419,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let info = (req.method() == Method::GET).then(|| RequestInfo {
-            key: Key::new(req.method(), req.uri(), req.headers()),
+        let head = req.method() == Method::HEAD;
+        let info = (head || req.method() == Method::GET).then(|| RequestInfo {
+            // A HEAD looks up the GET's copy (RFC 9110 §9.3.2).
+            key: Key::new(&Method::GET, req.uri(), req.headers()),
             headers: req.headers().clone(),
             sent_at: Instant::now(),
+            head,
         });
         ResponseFuture::new(self.inner.call(req), info, Arc::clone(&self.shared))
     }
