@@ -37,3 +37,8 @@ pub use rampart_gslb as gslb;
 #[cfg(feature = "fallback")]
 #[doc(inline)]
 pub use rampart_fallback as fallback;
+
+/// The workspace README's tour, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
