@@ -617,7 +617,13 @@ impl Control {
         let alpha = lat.config.alpha;
         let cell = &lat.ewma[site];
         let mut new = sample;
+        let mut old = f64::MAX;
         let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            old = if bits == 0 {
+                f64::MAX
+            } else {
+                f64::from_bits(bits)
+            };
             new = if bits == 0 {
                 sample
             } else {
@@ -640,8 +646,9 @@ impl Control {
             if better {
                 self.switch_leader(lat, level, leader, site, new);
             }
-        } else {
-            // The leader got slower: is anyone else faster by the margin?
+        } else if new > old {
+            // The leader got slower: is anyone else faster by the margin? (If it did not get
+            // slower, no one can have overtaken it: others are checked on their own samples.)
             let best = self.level_sites[level]
                 .iter()
                 .copied()

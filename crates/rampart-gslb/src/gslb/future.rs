@@ -56,7 +56,7 @@ where
         match target {
             Target::Site(site) => {
                 let service = shared.service(site).clone();
-                let replay = if shared.config.retries > 0 {
+                let replay = if shared.config.replay_enabled && shared.config.retries > 0 {
                     shared.config.replay.clone_request(&request)
                 } else {
                     None

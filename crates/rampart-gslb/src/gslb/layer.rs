@@ -154,6 +154,8 @@ pub struct GslbConfig<Req> {
     pub(crate) steering: Steering<Req>,
     pub(crate) retries: u8,
     pub(crate) replay: Arc<dyn CloneRequest<Req>>,
+    /// `false` while the replay strategy is the default `NoReplay` (skips a dynamic call).
+    pub(crate) replay_enabled: bool,
     pub(crate) all_down_as_healthy: bool,
     pub(crate) affinity: Option<Arc<dyn Extract<Req>>>,
     pub(crate) unknown_is_routable: bool,
@@ -168,6 +170,7 @@ impl<Req> Clone for GslbConfig<Req> {
             steering: self.steering.clone(),
             retries: self.retries,
             replay: self.replay.clone(),
+            replay_enabled: self.replay_enabled,
             all_down_as_healthy: self.all_down_as_healthy,
             affinity: self.affinity.clone(),
             unknown_is_routable: self.unknown_is_routable,
@@ -199,6 +202,7 @@ impl<Req> Default for GslbConfig<Req> {
             steering: Steering::Weighted,
             retries: 1,
             replay: Arc::new(NoReplay),
+            replay_enabled: false,
             all_down_as_healthy: false,
             affinity: None,
             unknown_is_routable: true,
@@ -315,6 +319,7 @@ impl<Req> GslbConfigBuilder<Req> {
     /// How a request is copied for a retry on another site (default: never).
     pub fn replay(mut self, replay: impl CloneRequest<Req>) -> Self {
         self.config.replay = Arc::new(replay);
+        self.config.replay_enabled = true;
         self
     }
 

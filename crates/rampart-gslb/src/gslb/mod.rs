@@ -21,6 +21,35 @@ use crate::handle::{GslbHandle, Mode};
 use crate::site::Sites;
 use crate::state::{Control, ControlInit, SiteMeta, Table};
 
+/// FNV-1a (Fowler–Noll–Vo), a fast hash for the short site and region names looked up on
+/// the request path; the maps are built once from configuration, so hash flooding is not a
+/// concern.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type NameMap<V> = HashMap<Arc<str>, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Where a request goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Target {
@@ -46,8 +75,8 @@ pub(crate) struct Shared<S, Req> {
     services: Box<[S]>,
     fallback: Option<S>,
     pub(crate) config: GslbConfig<Req>,
-    names: HashMap<Arc<str>, usize>,
-    geo: HashMap<Arc<str>, Box<[usize]>>,
+    names: NameMap<usize>,
+    geo: NameMap<Box<[usize]>>,
     _task: Option<AbortOnDrop>,
     _keep_alive: Vec<Box<dyn Any + Send + Sync>>,
 }
@@ -179,7 +208,7 @@ impl<S, Req: 'static> Gslb<S, Req> {
         let mut services = Vec::with_capacity(list.len());
         let mut init_sites = Vec::with_capacity(list.len());
         let mut keep_alive = Vec::new();
-        let mut names = HashMap::with_capacity(list.len());
+        let mut names = NameMap::default();
         for (i, site) in list.into_iter().enumerate() {
             names.insert(site.name.clone(), i);
             keep_alive.extend(site.keep_alive);
@@ -219,7 +248,7 @@ impl<S, Req: 'static> Gslb<S, Req> {
         });
 
         // Geo orders: explicit ones, and for every region tag its sites in priority order.
-        let mut geo: HashMap<Arc<str>, Box<[usize]>> = HashMap::new();
+        let mut geo: NameMap<Box<[usize]>> = NameMap::default();
         let mut by_region: Vec<(usize, usize)> = (0..control.meta.len())
             .map(|i| (control.meta[i].level, i))
             .collect();
