@@ -126,6 +126,12 @@ pub struct ShopConfig {
     /// How long the circuit breaker stays open before probing.
     #[serde(deserialize_with = "duration")]
     pub breaker_open_for: Duration,
+    /// How long a recovered primary region must stay healthy before traffic fails back.
+    #[serde(deserialize_with = "duration")]
+    pub failback_hold: Duration,
+    /// First ejection time of a replica that failed 3 times in a row.
+    #[serde(deserialize_with = "duration")]
+    pub ejection_time: Duration,
 }
 
 impl Default for ShopConfig {
@@ -140,6 +146,8 @@ impl Default for ShopConfig {
             outbox_retry_max: Duration::from_secs(30),
             stale_cache_bytes: 32 * 1024 * 1024,
             breaker_open_for: Duration::from_secs(5),
+            failback_hold: Duration::from_secs(10),
+            ejection_time: Duration::from_secs(5),
         }
     }
 }
@@ -221,6 +229,8 @@ impl Config {
             ("shop.outbox_retry_base", s.outbox_retry_base),
             ("shop.outbox_retry_max", s.outbox_retry_max),
             ("shop.breaker_open_for", s.breaker_open_for),
+            ("shop.failback_hold", s.failback_hold),
+            ("shop.ejection_time", s.ejection_time),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(key, d, "must be greater than zero"));
@@ -231,6 +241,13 @@ impl Config {
                 "shop.page_deadline",
                 s.page_deadline,
                 "must be at least shop.upstream_timeout",
+            ));
+        }
+        if s.health_timeout > s.health_interval {
+            return Err(ConfigError::new(
+                "shop.health_timeout",
+                s.health_timeout,
+                "must not exceed shop.health_interval",
             ));
         }
         if s.outbox_retry_max < s.outbox_retry_base {
@@ -298,6 +315,7 @@ mod tests {
                 "fleet.flaky_error_rate",
             ),
             ("[shop]\npage_deadline = \"1s\"\n", "shop.page_deadline"),
+            ("[shop]\nhealth_timeout = \"2s\"\n", "shop.health_timeout"),
             ("[shop]\nhealth_interval = \"soon\"\n", "health_interval"),
             ("admin_token = \"short\"\n", "admin_token"),
             (

@@ -117,9 +117,29 @@ async fn one_catalog_replica_down_no_request_fails() {
         );
         assert!(!r.body.contains("Search is unavailable"), "{path} degraded");
     }
-    // The downed replica really refuses connections.
+    // The downed replica really refuses connections, and the active checks see it.
     let addr = demo.fleet().upstreams()[&ServiceName::Catalog][&Region::UsEast][0];
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    eventually(
+        "replica 0 unhealthy on /status",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            async move {
+                let status: serde_json::Value =
+                    serde_json::from_str(&http.get("/status.json").await.body).unwrap();
+                let r = &status["services"][0]["sites"][0]["replicas"][0];
+                (r["health"] == "unhealthy" && r["fault"] == "down").then_some(())
+            }
+        },
+    )
+    .await;
+    for i in 1..=20u32 {
+        assert_eq!(
+            http.get(&format!("/products/{i}")).await.status,
+            StatusCode::OK
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +188,18 @@ async fn catalog_down_everywhere_stale_pages_then_apology() {
     assert_eq!(problem["status"], 503);
     assert!(r.header("retry-after").is_some());
 
+    // The catalog's breaker opened: it fails fast now instead of trying dead regions.
+    eventually("catalog breaker open", Duration::from_secs(20), || {
+        let http = http.clone();
+        async move {
+            let _ = http.get("/products/10").await;
+            let status: serde_json::Value =
+                serde_json::from_str(&http.get("/status.json").await.body).unwrap();
+            (status["services"][0]["breaker"] == "open").then_some(())
+        }
+    })
+    .await;
+
     // Search fails to a friendly partial page, not the apology.
     let r = http.get("/search?q=oak").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -187,6 +219,69 @@ async fn catalog_down_everywhere_stale_pages_then_apology() {
         },
     )
     .await;
+}
+
+/// The share of the catalog's traffic the GSLB sends to `region` (0 = us-east, 1 = eu-west),
+/// and whether every replica there is healthy.
+async fn catalog_site(http: &Http, site: usize) -> (f64, bool) {
+    let status: serde_json::Value =
+        serde_json::from_str(&http.get("/status.json").await.body).unwrap();
+    let s = &status["services"][0]["sites"][site];
+    let healthy = s["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["health"] == "healthy");
+    (s["traffic_share"].as_f64().unwrap(), healthy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_region_fails_over_to_the_other_and_back() {
+    let (_demo, http) = start("failover").await;
+    eventually("us-east takes the traffic", Duration::from_secs(20), || {
+        let http = http.clone();
+        async move {
+            let (share, healthy) = catalog_site(&http, 0).await;
+            (share > 0.99 && healthy).then_some(())
+        }
+    })
+    .await;
+    http.fault("catalog", "us-east", "*", "down").await;
+    // Every request succeeds while the selector moves the traffic to eu-west.
+    for i in 1..=40u32 {
+        let r = http.get(&format!("/products/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert!(
+            r.header("x-rampart-stale").is_none(),
+            "request {i} was stale"
+        );
+    }
+    eventually("eu-west takes the traffic", Duration::from_secs(20), || {
+        let http = http.clone();
+        async move { (catalog_site(&http, 1).await.0 > 0.99).then_some(()) }
+    })
+    .await;
+    // us-east comes back: after its health checks pass and the failback hold, it gets the
+    // traffic back.
+    http.reset_faults().await;
+    eventually(
+        "traffic fails back to us-east",
+        Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            async move {
+                let (share, healthy) = catalog_site(&http, 0).await;
+                (share > 0.99 && healthy).then_some(())
+            }
+        },
+    )
+    .await;
+    for i in 41..=50u32 {
+        assert_eq!(
+            http.get(&format!("/products/{i}")).await.status,
+            StatusCode::OK
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,8 +36,8 @@ pub use admin::{
 pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
 pub use outbox::{Backoff, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
-    ReplicaStatus, ServiceStatus, SiteStatus, StatusProbe, Upstream, UpstreamBody, UpstreamError,
-    UpstreamService,
+    ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream, UpstreamBody,
+    UpstreamError, UpstreamService,
 };
 
 use crate::AbortOnDrop;
@@ -91,6 +91,7 @@ pub struct Shop {
     outbox: Outbox,
     upstreams: Vec<Upstream>,
     _replayer: AbortOnDrop,
+    _sampler: AbortOnDrop,
 }
 
 impl std::fmt::Debug for Shop {
@@ -161,6 +162,15 @@ impl Shop {
             max: config.outbox_retry_max,
         };
         let replayer = outbox.spawn_replayer(checkout.clone(), backoff);
+        let upstream_list = vec![catalog.clone(), checkout.clone(), recommendations.clone()];
+        let sampled = upstream_list.clone();
+        let sampler = AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                sampled.iter().for_each(Upstream::sample);
+            }
+        }));
         let recs_degrade = Degrade::builder("recommendations")
             .deadline(config.recommendations_budget)
             .build()
@@ -173,9 +183,9 @@ impl Shop {
             .retry_after(Duration::from_secs(5));
         let state = AppState {
             inner: Arc::new(ShopInner {
-                catalog: catalog.clone(),
-                checkout: checkout.clone(),
-                recommendations: recommendations.clone(),
+                catalog,
+                checkout,
+                recommendations,
                 outbox: outbox.clone(),
                 backoff,
                 metrics: prometheus(),
@@ -188,8 +198,9 @@ impl Shop {
         Ok(Shop {
             router,
             outbox,
-            upstreams: vec![catalog, checkout, recommendations],
+            upstreams: upstream_list,
             _replayer: replayer,
+            _sampler: sampler,
         })
     }
 

@@ -24,8 +24,16 @@ pub type UpstreamBody = Full<Bytes>;
 /// The service type behind an [`Upstream`]: requests in, fully read responses out.
 pub type UpstreamService = BoxCloneSyncService<Request<UpstreamBody>, Response<Bytes>, BoxError>;
 
-/// Reads the live state of an upstream's stack for `/status`.
-pub type StatusProbe = Arc<dyn Fn() -> ServiceStatus + Send + Sync>;
+/// The live state of an upstream's stack, for `/status`.
+pub trait StackStatus: Send + Sync {
+    /// Takes a sample of the request counters (called about once a second) for the rates.
+    fn sample(&self) {}
+    /// The current state of every layer.
+    fn status(&self) -> ServiceStatus;
+}
+
+/// A shared [`StackStatus`].
+pub type StatusProbe = Arc<dyn StackStatus>;
 
 /// One service as the shop reaches it.
 #[derive(Clone)]
@@ -119,7 +127,12 @@ impl Upstream {
 
     /// The live status of the stack.
     pub fn status(&self) -> ServiceStatus {
-        (self.status)()
+        self.status.status()
+    }
+
+    /// Samples the stack's request counters (for the rates on `/status`).
+    pub fn sample(&self) {
+        self.status.sample();
     }
 
     /// Sends one request through the stack.
@@ -194,6 +207,8 @@ pub struct ServiceStatus {
     pub breaker: String,
     /// Extra breaker facts (failure rate, time to the next probe).
     pub breaker_detail: String,
+    /// The GSLB selector's mode (`normal`, `fallback`, `unavailable`, ...).
+    pub mode: String,
     /// Sites, in priority order.
     pub sites: Vec<SiteStatus>,
 }
@@ -207,8 +222,10 @@ pub struct SiteStatus {
     pub priority: u32,
     /// The site's health as the selector sees it.
     pub health: String,
-    /// Share of this service's recent requests this site served, `0.0..=1.0`.
+    /// The share of this service's traffic the GSLB selector sends here, `0.0..=1.0`.
     pub traffic_share: f64,
+    /// The site's balancer spreads traffic over every replica (panic mode).
+    pub panic: bool,
     /// Its replicas.
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -226,7 +243,7 @@ pub struct ReplicaStatus {
     pub ejected: bool,
     /// Requests in flight to it.
     pub outstanding: u64,
-    /// Requests sent to it per second, recently.
+    /// Attempts sent to it per second, over the last second or so.
     pub requests_per_sec: f64,
     /// The injected fault, when the shop runs the fleet itself.
     pub fault: Option<String>,

@@ -45,11 +45,13 @@ pub fn test_config(name: &str) -> Config {
     c.shop.upstream_timeout = Duration::from_millis(500);
     c.shop.page_deadline = Duration::from_secs(2);
     c.shop.recommendations_budget = Duration::from_millis(300);
-    c.shop.health_interval = Duration::from_millis(100);
-    c.shop.health_timeout = Duration::from_millis(200);
+    c.shop.health_interval = Duration::from_millis(150);
+    c.shop.health_timeout = Duration::from_millis(150);
     c.shop.outbox_retry_base = Duration::from_millis(50);
     c.shop.outbox_retry_max = Duration::from_millis(400);
     c.shop.breaker_open_for = Duration::from_millis(300);
+    c.shop.failback_hold = Duration::from_millis(300);
+    c.shop.ejection_time = Duration::from_millis(500);
     c.validate().unwrap();
     c
 }
