@@ -14,12 +14,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpSocket};
 
 /// Turns a request into a response; errors are already answered (a 502, the apology).
@@ -84,9 +87,8 @@ async fn accept_loop<H: Handler>(listener: TcpListener, handler: H) {
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let fut = handler.handle(req);
-                async move { Ok::<_, Infallible>(fut.await) }
+            let service = service_fn(move |req| Infallibly {
+                fut: handler.handle(req),
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -95,6 +97,23 @@ async fn accept_loop<H: Handler>(listener: TcpListener, handler: H) {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });
+    }
+}
+
+pin_project! {
+    /// Wraps a future's output in `Ok` without moving the future into a second state
+    /// machine (an `async move { Ok(fut.await) }` block would hold the future twice).
+    struct Infallibly<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Infallibly<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
     }
 }
 

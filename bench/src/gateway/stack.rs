@@ -15,11 +15,13 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::task::{Context, Poll, Waker};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use rampart::balance::{Balance, BalancePolicy, Picker};
 use rampart::breaker::{BreakerHandle, CircuitBreakerLayer, Policy, SlidingWindow};
 use rampart::fallback::{FallbackBody, FallbackLayer};
@@ -89,7 +91,9 @@ pub fn endpoint(
 + Send
 + Sync
 + 'static {
-    tower::service_fn(move |req: Request<UpBody>| async move { upstream.send(req).await })
+    // `send` takes the `Copy` handle by value: the closure returns its future directly,
+    // with no wrapping `async` block holding the request a second time.
+    tower::service_fn(move |req: Request<UpBody>| upstream.send(req))
 }
 
 /// Settings of the Rampart stack.
@@ -198,9 +202,47 @@ impl<S> Stacked<S> {
     }
 }
 
-enum Call<A, B> {
-    Now(A),
-    Later(B),
+pin_project! {
+    // The response future of `Stacked`: the stack's own future, polled in place (an `async`
+    // block awaiting it would hold it twice, and hyper moves this future by value), then
+    // hop-by-hop headers removed from the response.
+    //
+    // `Now`: the stack was ready, its future. `Later`: the stack was not ready at once, a
+    // clone that waits for readiness (boxed: this path is not expected, and it would
+    // otherwise double every request's future).
+    #[project = StackedFutureProj]
+    enum StackedFuture<F, L> {
+        Now {
+            #[pin]
+            fut: F,
+        },
+        Later {
+            fut: Pin<Box<L>>,
+        },
+    }
+}
+
+impl<F, L, B> Future for StackedFuture<F, L>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    L: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Response<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<B>> {
+        let result = match self.project() {
+            StackedFutureProj::Now { fut } => ready!(fut.poll(cx)),
+            StackedFutureProj::Later { fut } => ready!(fut.as_mut().poll(cx)),
+        };
+        match result {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Poll::Ready(Response::from_parts(parts, body))
+            }
+            Err(never) => match never {},
+        }
+    }
 }
 
 impl<S> Handler for Stacked<S>
@@ -220,32 +262,18 @@ where
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, UpBody::from_incoming(body));
-        let call = {
-            let mut svc = self.svc.borrow_mut();
-            // Readiness is polled with a no-op waker: the fallback layer is ready whenever the
-            // breaker is, and the balancer always is. Should it ever be pending, the request
-            // goes to a clone that waits for readiness properly (`oneshot`), and the
-            // connection's own clone is left as it was.
-            let mut cx = Context::from_waker(Waker::noop());
-            match svc.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => Call::Now(svc.call(req)),
-                Poll::Ready(Err(never)) => match never {},
-                Poll::Pending => Call::Later(svc.clone().oneshot(req)),
-            }
-        };
-        async move {
-            let result = match call {
-                Call::Now(f) => f.await,
-                Call::Later(f) => f.await,
-            };
-            match result {
-                Ok(resp) => {
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    Response::from_parts(parts, body)
-                }
-                Err(never) => match never {},
-            }
+        let mut svc = self.svc.borrow_mut();
+        // Readiness is polled with a no-op waker: the fallback layer is ready whenever the
+        // breaker is, and the balancer always is. Should it ever be pending, the request goes
+        // to a clone that waits for readiness properly (`oneshot`), and the connection's own
+        // clone is left as it was.
+        let mut cx = Context::from_waker(Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => StackedFuture::Now { fut: svc.call(req) },
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => StackedFuture::Later {
+                fut: Box::pin(svc.clone().oneshot(req)),
+            },
         }
     }
 }

@@ -241,7 +241,7 @@ impl Upstream {
     ///
     /// A pooled connection that turns out to be closed (the upstream went away while it was
     /// idle) hands the request back unsent; it is then tried once on a fresh connection.
-    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
         let slot = self.inner.slot;
         let req = match take_ready(slot) {
             Some(mut sender) => match sender.try_send_request(req).await {
@@ -261,7 +261,10 @@ impl Upstream {
             },
             None => req,
         };
-        let mut sender = self.connect().await?;
+        // Connecting is rare (once per pooled connection): its futures (TCP connect, the HTTP/1
+        // handshake) are boxed so they do not inflate every request's future, which hyper
+        // moves around by value (the profile showed those copies as the top user-space cost).
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 put_back(slot, sender);
