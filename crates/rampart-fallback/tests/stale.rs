@@ -107,6 +107,10 @@ impl Backend {
                     .collect(),
             )),
             p if p.starts_with("/n/") => Body::from(vec![b'x'; 2048]),
+            "/empty" => {
+                b = b.status(204);
+                Body::empty()
+            }
             "/missing" => {
                 b = b.status(404);
                 Body::from("not here")
@@ -401,4 +405,24 @@ async fn head_is_answered_from_the_get_copy() {
     );
     assert_eq!(parts.headers["age"], "3");
     assert_eq!(parts.headers[STALE_HEADER], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_204_is_kept_and_replayed_without_content_length() {
+    let backend = Backend::default();
+    let stale = layer(Duration::from_secs(300));
+    let app = app(&backend, stale.clone());
+    let (status, _, _) = get(&app, "/empty", &[]).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        stale.snapshot().stored,
+        1,
+        "an empty body is complete at once"
+    );
+    backend.set(STATUS_503);
+    let (status, headers, body) = get(&app, "/empty", &[]).await;
+    assert_eq!(status, 204);
+    assert!(body.is_empty());
+    assert!(!headers.contains_key("content-length"));
+    assert_eq!(headers[STALE_HEADER], "1");
 }

@@ -508,8 +508,13 @@ pub(crate) struct Pending {
 impl Pending {
     /// The body ended: store it.
     pub(crate) fn finish(mut self, body: Bytes) {
-        self.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        // The replay has exactly this body (a 204 carries no Content-Length, RFC 9110 §8.6).
+        if self.status == StatusCode::NO_CONTENT {
+            self.headers.remove(CONTENT_LENGTH);
+        } else {
+            self.headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         let weight = body.len() + self.overhead;
         let stored = Stored {
             status: self.status,
