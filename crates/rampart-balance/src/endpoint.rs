@@ -68,25 +68,33 @@ pub(crate) fn health_from_u8(v: u8) -> Health {
 }
 
 /// One endpoint as the balancer holds it.
+///
+/// `repr(C, align(64))` with the fields the request path touches first: the picker's loads of
+/// two candidates and the chosen endpoint's counters hit one cache line per endpoint, so large
+/// pools stay in cache.
+#[repr(C, align(64))]
 pub(crate) struct Endpoint<S> {
-    pub(crate) id: u64,
-    pub(crate) name: Arc<str>,
-    pub(crate) served_by: ServedBy,
-    pub(crate) service: S,
-    /// Static weight (1 by default).
-    pub(crate) weight: u32,
     pub(crate) outstanding: AtomicU64,
     /// Peak-EWMA latency in nanoseconds, as `f64` bits.
     ewma_bits: AtomicU64,
-    /// Raw clock reading of the last EWMA update.
-    last_update: AtomicU64,
     /// `weight × slow-start factor`, as `f64` bits (never 0).
     effective_weight_bits: AtomicU64,
+    /// Raw clock reading of the last EWMA update.
+    last_update: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) id: u64,
     health: AtomicU8,
     pub(crate) ejected: AtomicBool,
     pub(crate) draining: AtomicBool,
-    pub(crate) requests: AtomicU64,
+    /// A failure was fed to the outlier tracker since its last success.
+    pub(crate) failing: AtomicBool,
+    // ---- cold ----
     pub(crate) failures: AtomicU64,
+    /// Static weight (1 by default).
+    pub(crate) weight: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) served_by: ServedBy,
+    pub(crate) service: S,
     /// Passive outlier tracking (absent when outlier detection is off).
     pub(crate) tracker: Option<crate::passive::Tracker>,
 }
@@ -123,6 +131,7 @@ impl<S> Endpoint<S> {
             health: AtomicU8::new(health_to_u8(health)),
             ejected: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             tracker,
@@ -175,7 +184,14 @@ impl<S> Endpoint<S> {
         let next = if rtt_ns > prev {
             rtt_ns
         } else {
-            let w = (-elapsed_ns / tau_ns).exp();
+            let x = elapsed_ns / tau_ns;
+            // exp(-x); under load updates are close together and x is tiny, where the
+            // second-order Taylor term is exact to 1e-7.
+            let w = if x < 0.01 {
+                1.0 - x + 0.5 * x * x
+            } else {
+                (-x).exp()
+            };
             prev * w + rtt_ns * (1.0 - w)
         };
         self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
@@ -199,31 +215,49 @@ impl<S> Endpoint<S> {
     }
 }
 
-/// Holds one outstanding request on an endpoint; dropping it releases the count.
+/// Holds one outstanding request on an endpoint (an index into a routing table, so the
+/// endpoint's own reference count is not touched); dropping it releases the count.
 pub(crate) struct InFlight<S> {
-    pub(crate) endpoint: Arc<Endpoint<S>>,
+    table: Arc<crate::balance::shared::Table<S>>,
+    index: u32,
+    panic_set: bool,
 }
 
 impl<S> InFlight<S> {
     #[inline]
-    pub(crate) fn start(endpoint: Arc<Endpoint<S>>) -> Self {
-        endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
-        endpoint.requests.fetch_add(1, Ordering::Relaxed);
-        Self { endpoint }
+    pub(crate) fn start(
+        table: Arc<crate::balance::shared::Table<S>>,
+        index: usize,
+        panic_set: bool,
+    ) -> Self {
+        let this = Self {
+            table,
+            index: index as u32,
+            panic_set,
+        };
+        let ep = this.endpoint();
+        ep.outstanding.fetch_add(1, Ordering::Relaxed);
+        ep.requests.fetch_add(1, Ordering::Relaxed);
+        this
+    }
+
+    #[inline]
+    pub(crate) fn endpoint(&self) -> &Endpoint<S> {
+        &self.table.set_of(self.panic_set)[self.index as usize]
     }
 }
 
 impl<S> Drop for InFlight<S> {
     #[inline]
     fn drop(&mut self) {
-        self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint().outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl<S> fmt::Debug for InFlight<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("InFlight")
-            .field(&self.endpoint.name)
+            .field(&self.endpoint().name)
             .finish()
     }
 }

@@ -107,8 +107,9 @@ where
             runtime.clone(),
         ));
         for e in endpoints {
-            shared.insert(e.name, e.service, e.weight, e.health, false);
+            shared.insert_with(e.name, e.service, e.weight, e.health, false, false);
         }
+        shared.rebuild_now();
         if let Some(rt) = &runtime {
             let weak = Arc::downgrade(&shared);
             let tick = self.config.tick;

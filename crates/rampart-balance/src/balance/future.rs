@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use rampart_health::{BoxError, NeverReached, Outcome};
 use tower_service::Service;
 
-use super::shared::Shared;
+use super::shared::{Shared, Table};
 use crate::endpoint::{Endpoint, InFlight};
 use crate::pick::{Tried, pick};
 use crate::policy::BalancePolicy;
@@ -78,7 +78,8 @@ where
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared<S, P>>,
-        endpoint: Arc<Endpoint<S>>,
+        table: Arc<Table<S>>,
+        index: usize,
         svc: S,
         req: Req,
         copy: Option<Req>,
@@ -86,19 +87,18 @@ where
         key: Option<u64>,
         seed: u64,
     ) -> Self {
-        let mut tried = Tried::default();
-        tried.push(endpoint.id);
+        let panic = table.panic;
         Self {
             state: State::Ready,
             attempt: Some(Attempt {
                 shared,
-                inflight: Some(InFlight::start(endpoint)),
+                inflight: Some(InFlight::start(table, index, panic)),
                 svc: Some(svc),
                 req: Some(req),
                 copy,
                 start: 0,
                 retries_left: retries,
-                tried,
+                tried: Tried::default(),
                 key,
                 seed,
             }),
@@ -121,8 +121,15 @@ where
         if self.retries_left == 0 || (self.req.is_none() && self.copy.is_none()) {
             return false;
         }
+        if self.tried.is_empty()
+            && let Some(current) = self.endpoint()
+        {
+            let id = current.id;
+            self.tried.push(id);
+        }
         let shared = &self.shared;
         let (table, _) = shared.table();
+        let panic = table.panic;
         let (set, state) = table.set();
         let mut rng = fastrand::Rng::with_seed(self.seed);
         self.seed = rng.u64(..);
@@ -144,7 +151,6 @@ where
                 .increment(1);
             return false;
         }
-        let endpoint = set[i].clone();
         let req = match self.req.take() {
             Some(unsent) => unsent,
             None => {
@@ -159,18 +165,19 @@ where
             }
         };
         self.retries_left -= 1;
+        let endpoint = &set[i];
         self.tried.push(endpoint.id);
         tracing::debug!(endpoint = %endpoint.name, "retrying on another endpoint");
         #[cfg(feature = "metrics")]
         metrics::counter!("rampart_balance_retries_total", "result" => "retried").increment(1);
         self.svc = Some(endpoint.service.clone());
         self.req = Some(req);
-        self.inflight = Some(InFlight::start(endpoint));
+        self.inflight = Some(InFlight::start(table.clone(), i, panic));
         true
     }
 
-    fn endpoint(&self) -> Option<&Arc<Endpoint<S>>> {
-        self.inflight.as_ref().map(|f| &f.endpoint)
+    fn endpoint(&self) -> Option<&Endpoint<S>> {
+        self.inflight.as_ref().map(InFlight::endpoint)
     }
 
     fn record(&self, outcome: Outcome) {

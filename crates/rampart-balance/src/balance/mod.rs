@@ -268,17 +268,17 @@ where
                 self.table.total,
             )));
         };
-        let endpoint = set[i].clone();
+        let svc = set[i].service.clone();
         let retries = shared.config.max_retries;
         let copy = if retries > 0 {
             shared.policy.clone_request(&req)
         } else {
             None
         };
-        let svc = endpoint.service.clone();
         ResponseFuture::new(
             shared.clone(),
-            endpoint,
+            self.table.clone(),
+            i,
             svc,
             req,
             copy,

@@ -122,6 +122,11 @@ impl<S> Table<S> {
     /// The set to pick from: the routable endpoints, or in panic mode every endpoint that is
     /// not draining.
     #[inline]
+    pub(crate) fn set_of(&self, panic: bool) -> &[Arc<Endpoint<S>>] {
+        if panic { &self.all } else { &self.routable }
+    }
+
+    #[inline]
     pub(crate) fn set(&self) -> (&[Arc<Endpoint<S>>], &PickState) {
         if self.panic {
             (&self.all, &self.all_state)
@@ -142,6 +147,8 @@ pub(crate) struct Shared<S, P> {
     pub(crate) reporter: HealthReporter,
     next_id: AtomicU64,
     pub(crate) detector: Option<passive::Detector>,
+    /// The detector counts successes (failure-percentage ejection is on).
+    record_successes: bool,
     pub(crate) checks: Option<crate::balance::Checks>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
@@ -173,6 +180,9 @@ impl<S, P> Shared<S, P> {
             }),
             reporter: HealthReporter::new(HealthReport::new(0, 0)),
             next_id: AtomicU64::new(1),
+            record_successes: detector
+                .as_ref()
+                .is_some_and(|d| d.config().failure_percentage().is_some()),
             detector,
             checks,
             runtime,
@@ -255,6 +265,19 @@ where
         health: HealthSource,
         ramp: bool,
     ) -> u64 {
+        self.insert_with(name, service, weight, health, ramp, true)
+    }
+
+    /// Adds an endpoint; `rebuild: false` defers the table rebuild (bulk inserts).
+    pub(crate) fn insert_with(
+        self: &Arc<Self>,
+        name: Arc<str>,
+        service: S,
+        weight: u32,
+        health: HealthSource,
+        ramp: bool,
+        rebuild: bool,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut reg = self.registry();
         if reg.shut_down {
@@ -296,7 +319,9 @@ where
             _health_task: health_task,
             _checker: checker,
         });
-        self.rebuild(&mut reg);
+        if rebuild {
+            self.rebuild(&mut reg);
+        }
         id
     }
 
@@ -398,7 +423,12 @@ impl<S, P> Shared<S, P> {
             rtt
         };
         ep.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
+        if outcome.is_success() && !self.record_successes && !ep.failing.load(Ordering::Relaxed) {
+            // Nothing for the outlier tracker to reset: skip its (cold) cache lines.
+            return;
+        }
         if let Some(tracker) = &ep.tracker {
+            ep.failing.store(outcome.is_failure(), Ordering::Relaxed);
             tracker.record(outcome);
             if outcome.is_failure() && !ep.ejected.load(Ordering::Acquire) && tracker.is_ejected() {
                 ep.ejected.store(true, Ordering::Release);
@@ -469,6 +499,12 @@ impl<S, P> Shared<S, P> {
         if changed {
             self.rebuild(&mut reg);
         }
+    }
+
+    /// Rebuilds the table now (after bulk inserts).
+    pub(crate) fn rebuild_now(&self) {
+        let mut reg = self.registry();
+        self.rebuild(&mut reg);
     }
 
     /// Recomputes routability, panic mode and the routing table; publishes the health report.
