@@ -177,12 +177,24 @@ async fn a_browser_sees_a_working_shop_and_an_honest_status_page_during_an_outag
     assert!(status.contains("Circuit breaker"), "{status}");
 
     if let Some(path) = std::env::var_os("STOREFRONT_SCREENSHOT") {
+        // Some traffic, so that the rates on the page are not all zero.
+        let load = {
+            let http = http.clone();
+            tokio::spawn(async move {
+                for i in 0u32.. {
+                    let _ = http.get(&format!("/products/{}", 1 + i % 40)).await;
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let profile = temp_dir("chromium-shot");
         let mut args = base_args(&profile);
         args.push(format!("--screenshot={}", PathBuf::from(&path).display()));
         args.push("--window-size=1280,900".into());
         args.push(format!("{}/status", demo.url()));
         run_chromium(&bin, args).await;
+        load.abort();
         let _ = std::fs::remove_dir_all(profile);
         assert!(PathBuf::from(&path).exists(), "no screenshot written");
     }
