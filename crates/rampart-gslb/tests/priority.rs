@@ -316,3 +316,82 @@ async fn poll_ready_is_always_ready_and_sites_are_reachable() {
     tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(slow.await.unwrap(), "a");
 }
+
+/// An active probe of the whole site through a rampart-health `Checker`: the checker's
+/// verdict moves traffic, and the selector keeps the checker alive exactly as long as itself.
+#[tokio::test(start_paused = true)]
+async fn site_checker_moves_traffic_and_lives_with_the_selector() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use rampart_health::{Checker, CheckerConfig, ProbeError, ProbeErrorKind, probe_fn};
+
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    let probe = probe_fn(move || {
+        let ok = flag.load(Ordering::SeqCst);
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(ProbeError::new(ProbeErrorKind::Connect, "refused"))
+            }
+        }
+    });
+    let config = CheckerConfig::builder()
+        .interval(Duration::from_secs(1))
+        .unhealthy_interval(Duration::from_secs(1))
+        .jitter(0.0)
+        .fall(2)
+        .rise(1)
+        .build()
+        .unwrap();
+    let checker = Checker::spawn("eu-front-door", probe, config);
+    let mut watch = checker.watch();
+    let sites = Sites::builder()
+        .site(Site::new("eu", Mock::new("eu")).checker(checker))
+        .site(Site::new("us", Mock::new("us")).priority(1))
+        .build()
+        .unwrap();
+    let config = GslbConfig::<()>::builder()
+        .failback_hold(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut gslb = Gslb::new(config, sites);
+    let handle = gslb.handle();
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "eu");
+
+    up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // two failed probes
+    settle().await;
+    assert_eq!(
+        handle.snapshot().site("eu").unwrap().probe,
+        Some(Health::Unhealthy)
+    );
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "us");
+
+    up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // one good probe: healthy, held
+    settle().await;
+    assert_eq!(
+        handle.snapshot().site("eu").unwrap().probe,
+        Some(Health::Healthy)
+    );
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "us");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    settle().await;
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "eu");
+
+    // The checker stops with the selector: its health watch closes.
+    drop(gslb);
+    drop(handle);
+    settle().await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while watch.changed().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "checker still running after the selector was dropped"
+    );
+}
