@@ -150,16 +150,49 @@ pub struct Criterion {
     pub ns: f64,
 }
 
+/// Whether a line is criterion's or cargo's own chatter (not something the bench printed).
+fn is_chatter(t: &str) -> bool {
+    const PREFIXES: [&str; 16] = [
+        "Benchmarking",
+        "Compiling",
+        "Finished",
+        "Running",
+        "Downloaded",
+        "Downloading",
+        "Locking",
+        "Blocking",
+        "warning",
+        "Gnuplot",
+        "Found ",
+        "change:",
+        "thrpt:",
+        "Performance has",
+        "No change in performance",
+        "Change within noise",
+    ];
+    t.is_empty()
+        || PREFIXES.iter().any(|p| t.starts_with(p))
+        || t.contains("time:")
+        || t.ends_with("high mild")
+        || t.ends_with("high severe")
+        || t.ends_with("low mild")
+        || t.ends_with("low severe")
+}
+
 /// Extracts criterion's `id  time: [low mid high]` results (the id may stand on the line
-/// before) and every line that mentions a ratio, as printed.
+/// before) and the lines the bench printed itself (its summary and ratios).
 pub fn parse_criterion(text: &str) -> (Vec<Criterion>, Vec<String>) {
     let mut results = Vec::new();
-    let mut ratios = Vec::new();
+    let mut printed: Vec<String> = Vec::new();
     let mut previous = "";
     for line in text.lines() {
         let t = line.trim();
-        if t.to_ascii_lowercase().contains("ratio") && !t.starts_with("Benchmarking") {
-            ratios.push(t.to_owned());
+        if t.starts_with("time:") && printed.last().is_some_and(|l| l.trim() == previous) {
+            // A long id that criterion put on its own line: not the bench's output.
+            printed.pop();
+        }
+        if !is_chatter(t) {
+            printed.push(line.trim_end().to_owned());
         }
         if let Some(pos) = t.find("time:") {
             let id = t[..pos].trim();
@@ -182,7 +215,7 @@ pub fn parse_criterion(text: &str) -> (Vec<Criterion>, Vec<String>) {
             previous = t;
         }
     }
-    (results, ratios)
+    (results, printed)
 }
 
 fn unit_ns(unit: &str) -> Option<f64> {
@@ -275,5 +308,12 @@ ratio rampart/failsafe = 0.31
         assert_eq!(r[1].id, "a/very/long/benchmark/name/that/wraps");
         assert_eq!(r[1].ns, 1500.0);
         assert_eq!(ratios, ["ratio rampart/failsafe = 0.31"]);
+        let (_, printed) = parse_criterion(
+            "Found 3 outliers among 100 measurements (3.00%)\n  3 (3.00%) high mild\n\nsummary (ns):\n    size  tower\n       3   40.1\n",
+        );
+        assert_eq!(
+            printed,
+            ["summary (ns):", "    size  tower", "       3   40.1"]
+        );
     }
 }

@@ -277,3 +277,100 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn replica(body: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(move || async move { body }))
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn dead_port() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+        // dropped here: connections to it are refused
+    }
+
+    fn config(upstreams: Vec<SocketAddr>) -> StackConfig {
+        StackConfig {
+            upstreams,
+            checks: CheckerConfig::builder()
+                .interval(Duration::from_secs(1))
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            max_retries: 2,
+            retry_after: Duration::from_secs(7),
+            open_duration: Duration::from_secs(2),
+        }
+    }
+
+    fn get() -> Request<UpBody> {
+        Request::get("/").body(UpBody::Empty).unwrap()
+    }
+
+    #[tokio::test]
+    async fn proxies_gets_to_the_replicas() {
+        let a = replica("a").await;
+        let b = replica("b").await;
+        let (balance, breaker) = shared_parts(&config(vec![a, b])).unwrap();
+        let svc = worker_stack(balance, &breaker, Duration::from_secs(7));
+        for _ in 0..6 {
+            let resp = svc.clone().oneshot(get()).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body == "a" || body == "b", "{body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_replica_costs_no_error() {
+        let live = replica("live").await;
+        let dead = dead_port().await;
+        let (balance, breaker) = shared_parts(&config(vec![dead, live, dead])).unwrap();
+        let svc = worker_stack(balance, &breaker, Duration::from_secs(7));
+        for _ in 0..20 {
+            let resp = svc.clone().oneshot(get()).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "live");
+        }
+    }
+
+    #[tokio::test]
+    async fn all_down_answers_the_apology_with_retry_after() {
+        let (balance, breaker) =
+            shared_parts(&config(vec![dead_port().await, dead_port().await])).unwrap();
+        let svc = worker_stack(balance, &breaker, Duration::from_secs(7));
+        let resp = svc.oneshot(get()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(http::header::RETRY_AFTER));
+        assert_eq!(resp.headers()[http::header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn only_bodiless_requests_are_replayed() {
+        let mut req = get();
+        req.headers_mut()
+            .insert("x-test", http::HeaderValue::from_static("1"));
+        let copy = clone_request(&req).unwrap();
+        assert_eq!(copy.headers()["x-test"], "1");
+        assert_eq!(copy.uri(), "/");
+        let policy = GatewayPolicy::default();
+        let post = Request::post("/").body(UpBody::Empty).unwrap();
+        let err: BoxError = "reset".into();
+        assert!(policy.retry_error(&req, &err));
+        assert!(!policy.retry_error(&post, &err));
+    }
+}

@@ -312,3 +312,31 @@ impl Upstream {
         Ok(sender)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_never_reached_the_upstream() {
+        let addr = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let up = Upstream::new(addr, Duration::from_secs(1));
+        let req = Request::get("/").body(UpBody::Empty).unwrap();
+        let err = up.send(req).await.unwrap_err();
+        assert!(err.is_never_reached());
+        assert!(rampart::health::is_never_reached(&err));
+        assert_eq!(err.addr(), addr);
+    }
+
+    #[test]
+    fn a_streamed_body_is_not_replayable() {
+        assert!(UpBody::Empty.try_clone().is_some());
+        assert!(UpBody::Empty.is_end_stream());
+        assert_eq!(UpBody::Empty.size_hint().exact(), Some(0));
+    }
+}
