@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{FAIL, Mock, NEVER_REACHED, SiteDown};
+use common::{FAIL, Mock, NEVER_REACHED, NOT_READY, SiteDown};
 use http_body_util::Full;
 use rampart_gslb::replay::{CloneReplay, HttpReplay};
 use rampart_gslb::{Gslb, GslbConfig, Site, Sites};
@@ -125,4 +125,24 @@ async fn retry_skips_drained_sites_and_ends_at_the_fallback() {
     p0.set(NEVER_REACHED);
     assert_eq!(gslb.ready().await.unwrap().call(1).await.unwrap(), "sorry");
     assert_eq!((p0.calls(), p1.calls(), sorry.calls()), (1, 0, 1));
+}
+
+/// A site whose `poll_ready` fails with `NeverReached` never saw the request: it goes to the
+/// next site (with a replay strategy configured, like every retry).
+#[tokio::test(start_paused = true)]
+async fn poll_ready_failures_move_to_the_next_site() {
+    let config = GslbConfig::<u32>::builder()
+        .replay(CloneReplay)
+        .build()
+        .unwrap();
+    let (mut gslb, [p0, p1, _]) = three(config);
+    p0.set(NOT_READY);
+    assert_eq!(gslb.ready().await.unwrap().call(1).await.unwrap(), "p1");
+    assert_eq!((p0.calls(), p1.calls()), (0, 1));
+
+    let (mut gslb, [p0, p1, _]) = three(GslbConfig::<u32>::default());
+    p0.set(NOT_READY);
+    let err = gslb.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(is_never_reached(&*err));
+    assert_eq!((p0.calls(), p1.calls()), (0, 0));
 }

@@ -26,7 +26,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, Req>,
-        shared: Arc<Shared<S, Req>>,
+        // Only kept when a retry or a latency measurement may need it (saves two atomic
+        // operations per request otherwise).
+        shared: Option<Arc<Shared<S, Req>>>,
         replay: Option<Req>,
         tried: [usize; MAX_ATTEMPTS],
         attempts: u8,
@@ -52,7 +54,7 @@ impl<S, Req: 'static> ResponseFuture<S, Req>
 where
     S: Service<Req> + Clone,
 {
-    pub(super) fn new(shared: Arc<Shared<S, Req>>, target: Target, request: Req) -> Self {
+    pub(super) fn new(shared: &Arc<Shared<S, Req>>, target: Target, request: Req) -> Self {
         match target {
             Target::Site(site) => {
                 let service = shared.service(site).clone();
@@ -62,6 +64,8 @@ where
                     None
                 };
                 let started = shared.control.latency.as_ref().map(|_| Instant::now());
+                let retry = shared.config.replay_enabled && shared.config.retries > 0;
+                let keep = (retry || started.is_some()).then(|| shared.clone());
                 #[cfg(feature = "metrics")]
                 shared.control.metrics.request(site);
                 let mut tried = [usize::MAX; MAX_ATTEMPTS];
@@ -71,7 +75,7 @@ where
                         service,
                         request: Some(request),
                     },
-                    shared,
+                    shared: keep,
                     replay,
                     tried,
                     attempts: 1,
@@ -89,7 +93,7 @@ where
                 let error: BoxError = Box::new(NoHealthySite::new(shared.control.name.clone()));
                 Self {
                     state: State::Failed { error: Some(error) },
-                    shared,
+                    shared: None,
                     replay: None,
                     tried: [usize::MAX; MAX_ATTEMPTS],
                     attempts: 0,
@@ -130,8 +134,7 @@ where
                             let request = request.take();
                             match (request, is_never_reached(&*error)) {
                                 (Some(req), true) => {
-                                    if let Some(next) = next_attempt(&mut this) {
-                                        let service = this.shared.service(next).clone();
+                                    if let Some(service) = next_attempt(&mut this) {
                                         this.state.set(State::Ready {
                                             service,
                                             request: Some(req),
@@ -153,9 +156,9 @@ where
                     let result = ready!(future.poll(cx));
                     match result {
                         Ok(response) => {
-                            if let Some(started) = *this.started {
+                            if let (Some(started), Some(shared)) = (*this.started, this.shared) {
                                 let site = this.tried[usize::from(*this.attempts) - 1];
-                                this.shared.control.record_latency(site, started.elapsed());
+                                shared.control.record_latency(site, started.elapsed());
                             }
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
@@ -164,17 +167,17 @@ where
                             let error: BoxError = e.into();
                             if this.replay.is_some()
                                 && is_never_reached(&*error)
-                                && let Some(next) = next_attempt(&mut this)
+                                && let Some(service) = next_attempt(&mut this)
                             {
                                 let req = this.replay.take();
                                 // Keep a copy for a further retry, if one may follow.
-                                if usize::from(*this.attempts)
-                                    <= usize::from(this.shared.config.retries)
+                                if let Some(shared) = this.shared
+                                    && usize::from(*this.attempts)
+                                        <= usize::from(shared.config.retries)
                                     && let Some(r) = &req
                                 {
-                                    *this.replay = this.shared.config.replay.clone_request(r);
+                                    *this.replay = shared.config.replay.clone_request(r);
                                 }
-                                let service = this.shared.service(next).clone();
                                 this.state.set(State::Ready {
                                     service,
                                     request: req,
@@ -201,18 +204,22 @@ where
     }
 }
 
-/// Chooses the next site for a retry (bounded by the configured retries), records it as
-/// tried, and emits the retry event.
-fn next_attempt<S, Req: 'static>(this: &mut ResponseFutureProj<'_, S, Req>) -> Option<usize>
+/// Chooses the next site for a retry (only with a replay strategy, bounded by the configured
+/// retries), records it as tried, emits the retry event and returns the site's service.
+fn next_attempt<S, Req: 'static>(this: &mut ResponseFutureProj<'_, S, Req>) -> Option<S>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
 {
+    let shared = this.shared.as_ref()?;
     let attempts = usize::from(*this.attempts);
-    if attempts > usize::from(this.shared.config.retries) || attempts >= MAX_ATTEMPTS {
+    if !shared.config.replay_enabled
+        || attempts > usize::from(shared.config.retries)
+        || attempts >= MAX_ATTEMPTS
+    {
         return None;
     }
     let tried = &this.tried[..attempts];
-    let next = this.shared.next_site(tried)?;
+    let next = shared.next_site(tried)?;
     let from = tried[attempts - 1];
     this.tried[attempts] = next;
     *this.attempts += 1;
@@ -221,15 +228,15 @@ where
     }
     tracing::debug!(
         target: "rampart_gslb",
-        gslb = %this.shared.control.name,
-        from = this.shared.site_name(from),
-        to = this.shared.site_name(next),
+        gslb = %shared.control.name,
+        from = shared.site_name(from),
+        to = shared.site_name(next),
         "request never reached a backend: retrying on the next site"
     );
     #[cfg(feature = "metrics")]
     {
-        this.shared.control.metrics.retry();
-        this.shared.control.metrics.request(next);
+        shared.control.metrics.retry();
+        shared.control.metrics.request(next);
     }
-    Some(next)
+    Some(shared.service(next).clone())
 }

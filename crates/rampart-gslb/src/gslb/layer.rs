@@ -309,8 +309,7 @@ impl<Req> GslbConfigBuilder<Req> {
     }
 
     /// Retries on the next site for failures that never reached a backend (default 1, at most
-    /// [`MAX_RETRIES`]). Needs a [`replay`](Self::replay) strategy to take effect for failures
-    /// after the request was handed to a site.
+    /// [`MAX_RETRIES`]). Takes effect only with a [`replay`](Self::replay) strategy.
     pub fn retries(mut self, retries: u8) -> Self {
         self.config.retries = retries;
         self

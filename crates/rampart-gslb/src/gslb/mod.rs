@@ -401,6 +401,6 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         self.refresh();
         let target = self.pick(&req);
-        ResponseFuture::new(self.shared.clone(), target, req)
+        ResponseFuture::new(&self.shared, target, req)
     }
 }

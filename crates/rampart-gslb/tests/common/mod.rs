@@ -18,6 +18,8 @@ pub const OK: u8 = 0;
 pub const NEVER_REACHED: u8 = 1;
 /// Fails with an ordinary error (reached a backend, which failed).
 pub const FAIL: u8 = 2;
+/// `poll_ready` fails with a `NeverReached` error (the request is never handed over).
+pub const NOT_READY: u8 = 3;
 
 /// A site service answering its own name, with a switchable behaviour and a delay.
 #[derive(Clone)]
@@ -66,6 +68,9 @@ impl<R> Service<R> for Mock {
     type Future = Pin<Box<dyn Future<Output = Result<&'static str, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.mode.load(Ordering::SeqCst) == NOT_READY {
+            return Poll::Ready(Err(Box::new(NeverReached::new())));
+        }
         Poll::Ready(Ok(()))
     }
 
