@@ -70,8 +70,12 @@ impl Clock {
 }
 
 /// `d` in whole milliseconds, rounded down, saturating.
+#[inline]
 pub(crate) fn duration_ms_floor(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    // Not `as_millis()`: its u128 division is a library call on the time-window hot path.
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// `d` in whole milliseconds, rounded up, saturating.
@@ -81,5 +85,18 @@ pub(crate) fn duration_ms_ceil(d: Duration) -> u64 {
         ms.saturating_add(1)
     } else {
         ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_round_as_documented() {
+        assert_eq!(duration_ms_floor(Duration::from_micros(1_999)), 1);
+        assert_eq!(duration_ms_ceil(Duration::from_micros(1_001)), 2);
+        assert_eq!(duration_ms_ceil(Duration::from_millis(7)), 7);
+        assert_eq!(duration_ms_floor(Duration::MAX), u64::MAX);
     }
 }
