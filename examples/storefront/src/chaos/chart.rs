@@ -1,0 +1,195 @@
+//! The SVG chart of a run (`--chart FILE`), drawn with plotters' SVG backend (no system font
+//! libraries needed): responses per second by class on top, p50 and p99 latency per second
+//! (log scale) below, phase boundaries and the kill/restart marked on both.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One second of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SecondPoint {
+    /// Seconds from the start of the load (the middle of the second).
+    pub(crate) t: f64,
+    pub(crate) ok: u64,
+    pub(crate) degraded: u64,
+    pub(crate) apology: u64,
+    pub(crate) errors: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+/// What the chart shows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChartData {
+    pub(crate) seconds: Vec<SecondPoint>,
+    /// Phase start (seconds) and name.
+    pub(crate) phases: Vec<(f64, String)>,
+    /// Events (seconds) and label: the kill, the restart.
+    pub(crate) events: Vec<(f64, String)>,
+    /// End of the load, seconds.
+    pub(crate) end: f64,
+    /// Arrival rate, for the caption.
+    pub(crate) rate: f64,
+}
+
+/// A line of the chart: label, colour, and the value it plots.
+type Line<T> = (&'static str, RGBColor, fn(&SecondPoint) -> T);
+
+const ORANGE: RGBColor = RGBColor(230, 140, 0);
+const OK_GREEN: RGBColor = RGBColor(30, 150, 60);
+const GREY: RGBColor = RGBColor(120, 120, 120);
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    format!("chart: {e}")
+}
+
+/// Draws `data` into an SVG file at `path`.
+pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1200, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (upper, lower) = root.split_vertically(420);
+    let t_max = data.end.max(1.0);
+    let y_max = data
+        .seconds
+        .iter()
+        .map(|s| s.ok.max(s.degraded).max(s.apology).max(s.errors))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.25;
+
+    let mut top = ChartBuilder::on(&upper)
+        .caption(
+            format!(
+                "storefront chaos: responses per second by class (open loop, {:.0} req/s)",
+                data.rate
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)
+        .map_err(err)?;
+    top.configure_mesh()
+        .x_desc("seconds")
+        .y_desc("responses / s")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let series: [Line<u64>; 4] = [
+        ("ok", OK_GREEN, |s| s.ok),
+        ("degraded", ORANGE, |s| s.degraded),
+        ("apology", BLUE, |s| s.apology),
+        ("errors", RED, |s| s.errors),
+    ];
+    for (label, color, value) in series {
+        top.draw_series(LineSeries::new(
+            data.seconds.iter().map(|s| (s.t, value(s) as f64)),
+            color.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    marks(&mut top, data, y_max, true)?;
+    top.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    let lat_max = data.seconds.iter().map(|s| s.p99_ms).fold(1.0f64, f64::max) * 2.0;
+    let mut bottom = ChartBuilder::on(&lower)
+        .caption(
+            "latency from the intended send time, per second (ms, log scale)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..t_max, (0.1f64..lat_max).log_scale())
+        .map_err(err)?;
+    bottom
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ms")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let lat: [Line<f64>; 2] = [("p50", GREY, |s| s.p50_ms), ("p99", BLACK, |s| s.p99_ms)];
+    for (label, color, value) in lat {
+        bottom
+            .draw_series(LineSeries::new(
+                data.seconds
+                    .iter()
+                    .filter(|s| s.ok + s.degraded + s.apology + s.errors > 0)
+                    .map(|s| (s.t, value(s).max(0.1))),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    marks(&mut bottom, data, lat_max, false)?;
+    bottom
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Phase boundaries (with names when `names`) and events as vertical lines.
+fn marks<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    data: &ChartData,
+    y_top: f64,
+    names: bool,
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64>,
+{
+    let y_bottom = if names { 0.0 } else { 0.1 };
+    for (x, name) in &data.phases {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(*x, y_bottom), (*x, y_top)],
+                GREY.mix(0.5),
+            )))
+            .map_err(err)?;
+        if names {
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    name.clone(),
+                    (*x + 0.15, y_top * 0.97),
+                    ("sans-serif", 11).into_font().color(&GREY),
+                )))
+                .map_err(err)?;
+        }
+    }
+    for (x, label) in &data.events {
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(*x, y_bottom), (*x, y_top)],
+                RED.mix(0.6).stroke_width(1),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label.clone(),
+                (*x + 0.15, if names { y_top * 0.88 } else { y_top * 0.5 }),
+                ("sans-serif", 11).into_font().color(&RED),
+            )))
+            .map_err(err)?;
+    }
+    Ok(())
+}

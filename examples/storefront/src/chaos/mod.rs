@@ -1,0 +1,534 @@
+//! `storefront chaos`: the scripted outage that proves the storefront keeps selling.
+//!
+//! It starts the production-like topology as child processes of this binary — the edge
+//! gateway, two shop instances (each with its own order outbox) and the simulated fleet —
+//! drives open-loop load through the edge at a fixed arrival rate ([`load`](self#the-load)),
+//! and runs a timeline of phases, injecting faults through the fleet's admin API
+//! (`POST /admin/faults`):
+//!
+//! | phase | faults |
+//! |---|---|
+//! | `baseline` | none |
+//! | `catalog-replica-down` | catalog, us-east, replica 0: `down` |
+//! | `primary-region-down` | every service in us-east: `down` |
+//! | `checkout-down` | checkout everywhere: `down` |
+//! | `everything-down` | every service everywhere: `down` |
+//! | `shop-killed` | checkout `slow` (800 ms, so checkouts are in flight); shop instance A is SIGKILLed while a checkout is in flight (from 30 % of the phase on) and restarted 20 % of a phase later |
+//! | `recovery` | none |
+//!
+//! Every response is classified as ok, degraded, apology or error ([`classify`]). At the
+//! end the runner waits for pending orders to be confirmed, then reads the checkout service's
+//! database to count confirmed, lost and duplicated orders. It prints a table (and a progress
+//! bar while running on a terminal), writes the JSON [`Report`] (`--report`), the [`Facts`]
+//! side file (`--facts`, by default next to the report) and an SVG chart (`--chart`), and
+//! fails (non-zero exit) when any phase has errors or any order is lost or duplicated.
+//!
+//! # The load
+//!
+//! Requests leave at fixed intended times (`start + i / rate`) whatever the answers do; each
+//! latency runs from the intended send time to the end of the response body, into HDR
+//! histograms per phase and per second, so a stall is counted in full (no coordinated
+//! omission). The mix: 15 % home, 10 % product lists, 45 % product pages (85 % of them on 24
+//! hot products), 20 % search, 10 % checkouts (a cart cookie, the form, and the idempotency key
+//! also as an `Idempotency-Key` header).
+
+mod chart;
+mod load;
+mod report;
+mod topology;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use load::{Class, Kind, PARTIAL_SEARCH_TEXT, ResponseFacts, classify};
+pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
+
+use chart::{ChartData, SecondPoint};
+use report::Collector;
+use topology::Topology;
+
+/// Flags of `storefront chaos` (`--data-dir` and `--admin-token` are the global flags: where
+/// the run's processes keep their data and logs, and the token they share).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ChaosArgs {
+    /// The short version (5 s phases at 60 requests/s; under a minute in all).
+    #[arg(long)]
+    pub quick: bool,
+    /// Write the JSON report to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the facts side file here (default: next to the report, `*.facts.json`).
+    #[arg(long)]
+    pub facts: Option<PathBuf>,
+    /// Draw the SVG chart into this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// Arrival rate, requests per second (default 60 with --quick, else 150).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Length of each phase (default 5s with --quick, else 20s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub phase: Option<Duration>,
+    /// Seed of the request mix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the run's processes keep data and logs (filled from the global `--data-dir`;
+    /// default: a fresh directory under the system's temporary directory).
+    #[arg(skip)]
+    pub data_dir: Option<PathBuf>,
+    /// The admin token shared with the children (filled from the global `--admin-token`).
+    #[arg(skip)]
+    pub admin_token: Option<String>,
+}
+
+/// One phase of the timeline.
+#[derive(Debug, Clone, Copy)]
+struct PhaseSpec {
+    name: &'static str,
+    /// `(service, region, replica, fault)`; region and replica may be `"*"`.
+    faults: &'static [(&'static str, &'static str, Replica, &'static str)],
+    /// Kill shop instance A mid-phase and restart it.
+    kill: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Replica {
+    All,
+    One(u32),
+}
+
+const PHASES: [PhaseSpec; 7] = [
+    PhaseSpec {
+        name: "baseline",
+        faults: &[],
+        kill: false,
+    },
+    PhaseSpec {
+        name: "catalog-replica-down",
+        faults: &[("catalog", "us-east", Replica::One(0), "down")],
+        kill: false,
+    },
+    PhaseSpec {
+        name: "primary-region-down",
+        faults: &[
+            ("catalog", "us-east", Replica::All, "down"),
+            ("checkout", "us-east", Replica::All, "down"),
+            ("recommendations", "us-east", Replica::All, "down"),
+        ],
+        kill: false,
+    },
+    PhaseSpec {
+        name: "checkout-down",
+        faults: &[("checkout", "*", Replica::All, "down")],
+        kill: false,
+    },
+    PhaseSpec {
+        name: "everything-down",
+        faults: &[
+            ("catalog", "*", Replica::All, "down"),
+            ("checkout", "*", Replica::All, "down"),
+            ("recommendations", "*", Replica::All, "down"),
+        ],
+        kill: false,
+    },
+    PhaseSpec {
+        name: "shop-killed",
+        faults: &[("checkout", "*", Replica::All, "slow")],
+        kill: true,
+    },
+    PhaseSpec {
+        name: "recovery",
+        faults: &[],
+        kill: false,
+    },
+];
+
+/// The shops' `[shop]` settings for a chaos run: pending orders are replayed within about a
+/// second, and open breakers probe again after 0.5 s (backing off to 3 s), so that even the
+/// short run sees the recovery within a phase.
+const SHOP_SETTINGS: &str = concat!(
+    "outbox_retry_base = \"100ms\"\n",
+    "outbox_retry_max = \"1s\"\n",
+    "breaker_open_for = \"500ms\"\n",
+);
+
+fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
+    let replica = match f.2 {
+        Replica::All => json!("*"),
+        Replica::One(i) => json!(i),
+    };
+    let mut body = json!({ "service": f.0, "region": f.1, "replica": replica, "fault": f.3 });
+    if f.3 == "slow" {
+        body["latency"] = json!("800ms");
+    }
+    body
+}
+
+fn lock(c: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// The live progress line (on a terminal only).
+struct Progress {
+    collector: Arc<Mutex<Collector>>,
+    phase: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+    start: Instant,
+    total: Duration,
+}
+
+impl Progress {
+    async fn run(self) {
+        let tty = std::io::stderr().is_terminal();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        while !self.done.load(Ordering::Relaxed) {
+            tick.tick().await;
+            if !tty {
+                continue;
+            }
+            let (sent, ok, deg, apo, err) = lock(&self.collector).totals();
+            let elapsed = self.start.elapsed().min(self.total);
+            let frac = elapsed.as_secs_f64() / self.total.as_secs_f64().max(0.001);
+            let filled = (frac * 24.0).round() as usize;
+            let k = self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1);
+            let mut e = std::io::stderr().lock();
+            let _ = write!(
+                e,
+                "\r[{}{}] {:>5}/{} {}/{} {:<21} sent {sent} ok {ok} degraded {deg} apology {apo} errors {err}   ",
+                "█".repeat(filled.min(24)),
+                "░".repeat(24 - filled.min(24)),
+                report::secs(elapsed),
+                report::secs(self.total),
+                k + 1,
+                PHASES.len(),
+                PHASES[k].name,
+            );
+            let _ = e.flush();
+        }
+        if tty {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+}
+
+/// Confirmed orders in the checkout database: idempotency key → rows, and extra rows per
+/// chaos customer (a duplicate under another key would show there).
+fn read_confirmed(
+    db: &Path,
+) -> Result<(std::collections::HashMap<String, u64>, u64), rusqlite::Error> {
+    let conn = rusqlite::Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut keys = std::collections::HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT idempotency_key, COUNT(*) FROM confirmed_orders GROUP BY idempotency_key",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (k, n) = row?;
+        keys.insert(k, n.max(0) as u64);
+    }
+    let extra: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM confirmed_orders
+         WHERE customer LIKE 'chaos-%' GROUP BY customer)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((keys, extra.max(0) as u64))
+}
+
+fn facts_path(args: &ChaosArgs) -> Option<PathBuf> {
+    args.facts.clone().or_else(|| {
+        args.report.as_ref().map(|r| {
+            let stem = r
+                .file_stem()
+                .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
+            r.with_file_name(format!("{stem}.facts.json"))
+        })
+    })
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `storefront chaos`: runs the timeline and reports; `Err` when the run failed (errors in a
+/// phase, a lost or duplicated order) or could not run.
+pub async fn run(args: ChaosArgs) -> Result<(), String> {
+    let phase_len = args
+        .phase
+        .unwrap_or(Duration::from_secs(if args.quick { 5 } else { 20 }));
+    let rate = args.rate.unwrap_or(if args.quick { 60.0 } else { 150.0 });
+    if !(rate > 0.0 && rate <= 20_000.0) {
+        return Err(format!("--rate {rate}: must be between 0 and 20000"));
+    }
+    if phase_len < Duration::from_secs(2) {
+        return Err(format!("--phase {phase_len:?}: must be at least 2s"));
+    }
+    let dir = args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "storefront-chaos-{}-{:x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ))
+    });
+    let token = args
+        .admin_token
+        .clone()
+        .unwrap_or_else(crate::shop::generate_token);
+    say(&format!(
+        "chaos: starting fleet, two shops and the edge in {}",
+        dir.display()
+    ));
+    let mut topo = Topology::start(&dir, &token, SHOP_SETTINGS, Duration::from_millis(250)).await?;
+    say(&format!(
+        "chaos: edge at {}; {} phases of {} at {rate} requests/s",
+        topo.edge_url(),
+        PHASES.len(),
+        report::secs(phase_len)
+    ));
+
+    let names: Vec<&str> = PHASES.iter().map(|p| p.name).collect();
+    let collector = Arc::new(Mutex::new(Collector::new(&names)));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink_collector = collector.clone();
+    let sink = tokio::spawn(async move {
+        while let Some(s) = rx.recv().await {
+            lock(&sink_collector).add(&s);
+        }
+    });
+    let start = Instant::now() + Duration::from_millis(200);
+    let total = phase_len * PHASES.len() as u32;
+    let inflight = Arc::new(AtomicU64::new(0));
+    let plan = load::LoadPlan {
+        base: topo.edge_url(),
+        rate,
+        start,
+        phase_len,
+        phases: PHASES.len(),
+        timeout: Duration::from_secs(15),
+        seed: args.seed,
+    };
+    let load_task = tokio::spawn(load::run(plan, tx, inflight.clone()));
+    let phase_now = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = tokio::spawn(
+        Progress {
+            collector: collector.clone(),
+            phase: phase_now.clone(),
+            done: done.clone(),
+            start,
+            total,
+        }
+        .run(),
+    );
+
+    let timeline = async {
+        let mut kill = KillFacts::default();
+        let mut events = Vec::new();
+        for (k, spec) in PHASES.iter().enumerate() {
+            tokio::time::sleep_until(start + phase_len * k as u32).await;
+            topo.check_alive()?;
+            phase_now.store(k, Ordering::Relaxed);
+            if !std::io::stderr().is_terminal() {
+                say(&format!(
+                    "chaos: phase {}/{} {}",
+                    k + 1,
+                    PHASES.len(),
+                    spec.name
+                ));
+            }
+            topo.reset().await?;
+            for f in spec.faults {
+                topo.fault(fault_body(f)).await?;
+            }
+            if spec.kill {
+                // Kill shop A mid-checkout: as soon as a checkout is in flight after 30 % of
+                // the phase (at the latest at 60 %), then restart it 20 % of a phase later.
+                let phase_start = start + phase_len * k as u32;
+                tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
+                let latest = phase_start + phase_len.mul_f64(0.6);
+                while inflight.load(Ordering::SeqCst) == 0 && Instant::now() < latest {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                kill.checkouts_in_flight = inflight.load(Ordering::SeqCst);
+                topo.kill_shop(0);
+                kill.killed_at_s = start.elapsed().as_secs_f64();
+                events.push((kill.killed_at_s, "SIGKILL shop A".to_owned()));
+                tokio::time::sleep(phase_len.mul_f64(0.2)).await;
+                kill.restarted_at_s = start.elapsed().as_secs_f64();
+                let took = topo.restart_shop(0).await?;
+                kill.ready_after_s = took.as_secs_f64();
+                events.push((kill.restarted_at_s, "restart shop A".to_owned()));
+            }
+        }
+        tokio::time::sleep_until(start + total).await;
+        Ok::<_, String>((kill, events))
+    };
+    let timeline = timeline.await;
+    // Whatever happened, let the load finish (it stops at the end of the last phase).
+    let _ = load_task.await;
+    let _ = sink.await;
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.await;
+    let (kill, events) = timeline?;
+    let _ = topo.reset().await;
+
+    // Orders: wait for the pending ones to be confirmed, then count.
+    let settle_started = Instant::now();
+    let settle_max = if args.quick {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(60)
+    };
+    let orders: Vec<(String, bool)> = lock(&collector)
+        .orders
+        .iter()
+        .map(|(k, a)| (k.clone(), *a))
+        .collect();
+    let db = topo.checkout_db();
+    let (confirmed, dup_extra) = loop {
+        let path = db.clone();
+        let read = tokio::task::spawn_blocking(move || read_confirmed(&path))
+            .await
+            .map_err(|e| format!("reading the checkout database: {e}"))?
+            .map_err(|e| format!("reading {}: {e}", db.display()))?;
+        let all_in = orders
+            .iter()
+            .filter(|(_, ack)| *ack)
+            .all(|(k, _)| read.0.contains_key(k));
+        if all_in || settle_started.elapsed() > settle_max {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut o = OrdersReport::default();
+    let mut of = OrderFacts {
+        settle_s: settle_started.elapsed().as_secs_f64(),
+        ..OrderFacts::default()
+    };
+    for (key, ack) in &orders {
+        let n = confirmed.get(key).copied().unwrap_or(0);
+        o.submitted += 1;
+        o.acknowledged += u64::from(*ack);
+        o.confirmed += u64::from(n > 0);
+        if *ack && n == 0 {
+            o.lost += 1;
+            if of.lost_keys.len() < 20 {
+                of.lost_keys.push(key.clone());
+            }
+        }
+        if !*ack && n > 0 {
+            of.confirmed_unacknowledged += 1;
+        }
+    }
+    o.duplicated = dup_extra;
+    drop(topo);
+
+    let c = lock(&collector);
+    let report = Report {
+        phases: c.phase_reports(),
+        orders: o,
+    };
+    let facts = Facts {
+        phases: c.phases.iter().map(|(_, f)| f.clone()).collect(),
+        kill,
+        orders: of,
+        rate,
+        phase_s: phase_len.as_secs_f64(),
+        dir: dir.display().to_string(),
+    };
+    let chart_data = ChartData {
+        seconds: c
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(i, t)| SecondPoint {
+                t: i as f64 + 0.5,
+                ok: t.ok,
+                degraded: t.degraded,
+                apology: t.apology,
+                errors: t.errors,
+                p50_ms: t.percentile_ms(0.5),
+                p99_ms: t.percentile_ms(0.99),
+            })
+            .collect(),
+        phases: PHASES
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (phase_len.as_secs_f64() * k as f64, p.name.to_owned()))
+            .collect(),
+        events,
+        end: total.as_secs_f64(),
+        rate,
+    };
+    drop(c);
+
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", report.table());
+        let _ = out.flush();
+    }
+    if let Some(p) = &args.report {
+        write_json(p, &report)?;
+    }
+    if let Some(p) = facts_path(&args) {
+        write_json(&p, &facts)?;
+    }
+    if let Some(p) = &args.chart {
+        chart::draw(p, &chart_data)?;
+    }
+    say(&format!("chaos: data and logs in {}", dir.display()));
+    match report.verdict() {
+        None => Ok(()),
+        Some(why) => Err(format!("chaos run failed: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_SERVICES: [&str; 3] = ["catalog", "checkout", "recommendations"];
+
+    #[test]
+    fn fault_bodies_match_the_admin_api() {
+        let b = fault_body(&("catalog", "us-east", Replica::One(0), "down"));
+        assert_eq!(
+            b,
+            json!({"service": "catalog", "region": "us-east", "replica": 0, "fault": "down"})
+        );
+        let b = fault_body(&("checkout", "*", Replica::All, "slow"));
+        assert_eq!(b["replica"], "*");
+        assert_eq!(b["latency"], "800ms");
+        for p in PHASES {
+            for f in p.faults {
+                assert!(ALL_SERVICES.contains(&f.0), "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn facts_sit_next_to_the_report() {
+        let args = ChaosArgs {
+            report: Some(PathBuf::from("/tmp/x/run.json")),
+            ..ChaosArgs::default()
+        };
+        assert_eq!(
+            facts_path(&args),
+            Some(PathBuf::from("/tmp/x/run.facts.json"))
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The production-like topology as child processes of this very binary
+//! (`std::env::current_exe()`): the fleet, two shop instances (each with its own data
+//! directory, so its own order outbox) and the edge gateway in front of them.
+//!
+//! Each child's stdout and stderr go to `<dir>/logs/<name>.log`. A child is killed with
+//! SIGKILL (`std::process::Child::kill`) when its [`Proc`] is dropped, so no process outlives
+//! the run.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// One child process.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    name: String,
+    args: Vec<OsString>,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: Vec<OsString>, logs: &Path) -> Result<Proc, String> {
+        let mut p = Proc {
+            name: name.to_owned(),
+            args,
+            child: None,
+            log: logs.join(format!("{name}.log")),
+            starts: 0,
+        };
+        p.start()?;
+        Ok(p)
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        self.starts += 1;
+        let log = if self.starts == 1 {
+            self.log.clone()
+        } else {
+            self.log
+                .with_file_name(format!("{}.{}.log", self.name, self.starts))
+        };
+        let out =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("cannot share {}: {e}", log.display()))?;
+        let level = std::env::var("STOREFRONT_CHAOS_LOG").unwrap_or_else(|_| "warn".into());
+        let child = Command::new(exe)
+            .args(&self.args)
+            .env("RUST_LOG", level)
+            .env_remove("STOREFRONT_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.name))?;
+        self.log = log;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL (on Unix `Child::kill` sends SIGKILL), then reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Fails when the process has exited, quoting the end of its log.
+    fn check_alive(&mut self) -> Result<(), String> {
+        let Some(c) = self.child.as_mut() else {
+            return Err(format!("{} is not running", self.name));
+        };
+        match c.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}); end of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 15)
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A free loopback port (bound, then released).
+fn free_addr() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+type AdminClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The running topology.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    token: String,
+    client: AdminClient,
+    fleet_control: String,
+    fleet_dir: PathBuf,
+    // Field order is drop order: the edge first, then the shops, then the fleet.
+    edge: Proc,
+    edge_addr: SocketAddr,
+    shops: Vec<(Proc, SocketAddr)>,
+    _fleet: Proc,
+}
+
+/// How long a child may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Topology {
+    /// Starts fleet, two shops and the edge under `dir`; `shop_settings` is appended to the
+    /// shops' configuration as its `[shop]` table.
+    pub(crate) async fn start(
+        dir: &Path,
+        token: &str,
+        shop_settings: &str,
+        edge_check_interval: Duration,
+    ) -> Result<Topology, String> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        let client: AdminClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+
+        // 1. The fleet; it writes the shops' configuration into its data directory.
+        let fleet_dir = dir.join("fleet");
+        let fleet_toml = fleet_dir.join("fleet.toml");
+        let _ = std::fs::remove_file(&fleet_toml);
+        let mut fleet = Proc::spawn(
+            "fleet",
+            args(&[
+                "fleet",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &fleet_dir.to_string_lossy(),
+                "--admin-token",
+                token,
+            ]),
+            &logs,
+        )?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (fleet_text, fleet_cfg) = loop {
+            if let Ok(text) = std::fs::read_to_string(&fleet_toml)
+                && let Ok(cfg) = Config::from_toml_str(&text)
+                && cfg.upstreams.is_some()
+            {
+                break (text, cfg);
+            }
+            fleet.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(format!("the fleet did not write {}", fleet_toml.display()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let fleet_control = fleet_cfg
+            .fleet_control
+            .ok_or_else(|| format!("{} names no fleet_control", fleet_toml.display()))?;
+        wait_healthy(&client, &fleet_control, &mut fleet).await?;
+
+        // 2. Two shop instances over the fleet, each with its own outbox.
+        let shop_toml = dir.join("shop.toml");
+        std::fs::write(&shop_toml, format!("{fleet_text}\n[shop]\n{shop_settings}"))
+            .map_err(|e| format!("cannot write {}: {e}", shop_toml.display()))?;
+        let mut shops = Vec::new();
+        for name in ["shop-a", "shop-b"] {
+            let addr = free_addr()?;
+            let mut p = Proc::spawn(
+                name,
+                args(&[
+                    "shop",
+                    "--config",
+                    &shop_toml.to_string_lossy(),
+                    "--data-dir",
+                    &dir.join(name).to_string_lossy(),
+                    "--listen",
+                    &addr.to_string(),
+                    "--admin-token",
+                    token,
+                ]),
+                &logs,
+            )?;
+            wait_healthy(&client, &format!("http://{addr}"), &mut p).await?;
+            shops.push((p, addr));
+        }
+
+        // 3. The edge; its first line of stdout is its address.
+        let interval = humantime::format_duration(edge_check_interval).to_string();
+        let mut edge_args = vec!["edge", "--listen", "127.0.0.1:0", "--check-interval"];
+        edge_args.push(&interval);
+        let upstreams: Vec<String> = shops.iter().map(|(_, a)| format!("http://{a}")).collect();
+        for u in &upstreams {
+            edge_args.push("--upstream");
+            edge_args.push(u);
+        }
+        let mut edge = Proc::spawn("edge", args(&edge_args), &logs)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let edge_addr = loop {
+            if let Ok(f) = File::open(&edge.log) {
+                let mut first = String::new();
+                if BufReader::new(f).read_line(&mut first).is_ok()
+                    && first.ends_with('\n')
+                    && let Ok(a) = first.trim().parse::<SocketAddr>()
+                {
+                    break a;
+                }
+            }
+            edge.check_alive()?;
+            if Instant::now() > deadline {
+                return Err("the edge did not print its address".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Ok(Topology {
+            token: token.to_owned(),
+            client,
+            fleet_control,
+            fleet_dir,
+            edge,
+            edge_addr,
+            shops,
+            _fleet: fleet,
+        })
+    }
+
+    /// `http://<edge>`.
+    pub(crate) fn edge_url(&self) -> String {
+        format!("http://{}", self.edge_addr)
+    }
+
+    /// The checkout service's database.
+    pub(crate) fn checkout_db(&self) -> PathBuf {
+        self.fleet_dir.join("checkout.db")
+    }
+
+    /// `POST /admin/faults` on the fleet's control API.
+    pub(crate) async fn fault(&self, body: serde_json::Value) -> Result<(), String> {
+        self.admin("/admin/faults", body.to_string()).await
+    }
+
+    /// `POST /admin/faults/reset`.
+    pub(crate) async fn reset(&self) -> Result<(), String> {
+        self.admin("/admin/faults/reset", String::new()).await
+    }
+
+    async fn admin(&self, path: &str, body: String) -> Result<(), String> {
+        let req = Request::post(format!("{}{path}", self.fleet_control))
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
+            .await
+            .map_err(|_| format!("{path} timed out"))?
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{path} {body} answered {status}: {text}"))
+        }
+    }
+
+    /// SIGKILLs shop instance `i`.
+    pub(crate) fn kill_shop(&mut self, i: usize) {
+        if let Some((p, _)) = self.shops.get_mut(i) {
+            p.kill();
+        }
+    }
+
+    /// Restarts shop instance `i` on its address and data directory; returns how long it
+    /// took to answer `/healthz`.
+    pub(crate) async fn restart_shop(&mut self, i: usize) -> Result<Duration, String> {
+        let started = Instant::now();
+        let client = self.client.clone();
+        let Some((p, addr)) = self.shops.get_mut(i) else {
+            return Err(format!("no shop {i}"));
+        };
+        p.start()?;
+        wait_healthy(&client, &format!("http://{addr}"), p).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Fails when a process of the topology died unexpectedly.
+    pub(crate) fn check_alive(&mut self) -> Result<(), String> {
+        self.edge.check_alive()?;
+        for (p, _) in &mut self.shops {
+            p.check_alive()?;
+        }
+        Ok(())
+    }
+}
+
+fn args(a: &[&str]) -> Vec<OsString> {
+    a.iter().map(OsString::from).collect()
+}
+
+async fn wait_healthy(client: &AdminClient, base: &str, p: &mut Proc) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(req) = Request::get(format!("{base}/healthz")).body(Full::default())
+            && let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(1), client.request(req)).await
+            && resp.status() == StatusCode::OK
+        {
+            return Ok(());
+        }
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(format!("{} did not become healthy at {base}", p.name));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
