@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod chaos;
 pub mod config;
 pub mod edge;
 pub mod fleet;
