@@ -4,6 +4,7 @@
 //! - `storefront fleet`: the simulated backends alone, with their fault-control API.
 //! - `storefront shop`: the shop alone, over a fleet described by `--config`.
 //! - `storefront edge`: the edge gateway over several shop instances.
+//! - `storefront chaos`: the scripted outage through edge, shops and fleet, with a report.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -37,6 +38,9 @@ enum Command {
     Shop(ShopArgs),
     /// The edge gateway over several shop instances (--upstream URL..., or --config edge.toml).
     Edge(storefront::edge::EdgeArgs),
+    /// The scripted outage: edge, two shops and the fleet as child processes, open-loop load,
+    /// a timeline of faults and a SIGKILL; reports per phase (--report, --chart, --quick).
+    Chaos(storefront::chaos::ChaosArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -109,6 +113,11 @@ async fn main() -> ExitCode {
             e.listen = cli.common.listen;
             e.config = cli.common.config.clone();
             storefront::edge::run(e).await
+        }
+        Some(Command::Chaos(mut c)) => {
+            c.data_dir = cli.common.data_dir.clone();
+            c.admin_token = cli.common.admin_token.clone();
+            storefront::chaos::run(c).await
         }
     };
     match result {
