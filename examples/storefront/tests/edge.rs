@@ -90,14 +90,15 @@ fn dying_shop() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn config(upstreams: &[SocketAddr], check_interval: Duration) -> EdgeConfig {
-    let mut cfg = EdgeConfig::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.upstreams = upstreams.iter().map(|a| format!("http://{a}")).collect();
-    cfg.workers = 1;
-    cfg.check_interval = check_interval;
-    cfg.check_timeout = Duration::from_millis(200).min(check_interval);
-    cfg.timeout = Duration::from_secs(3);
-    cfg
+    EdgeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstreams: upstreams.iter().map(|a| format!("http://{a}")).collect(),
+        workers: 1,
+        check_interval,
+        check_timeout: Duration::from_millis(200).min(check_interval),
+        timeout: Duration::from_secs(3),
+        ..EdgeConfig::default()
+    }
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, String) {
@@ -250,9 +251,17 @@ async fn a_killed_instance_costs_no_failed_get() {
     }
     ta.abort();
     let _ = ta.await;
-    for i in 0..60 {
-        let (status, headers, body) = send(&c, get_req(&edge, "/page")).await;
-        assert_eq!(status, StatusCode::OK, "request {i}: {headers:?} {body}");
+    // Concurrent, so that P2C keeps sending some to the dead instance until it is ejected:
+    // those never reach it and are retried on the other.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let req = get_req(&edge, "/page");
+        let c = c.clone();
+        set.spawn(async move { send(&c, req).await });
+    }
+    while let Some(r) = set.join_next().await {
+        let (status, headers, body) = r.unwrap();
+        assert_eq!(status, StatusCode::OK, "{headers:?} {body}");
         assert_eq!(body, "page from b");
     }
     let snap = edge.snapshot();

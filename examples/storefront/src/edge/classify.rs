@@ -22,8 +22,8 @@ use http::header::RETRY_AFTER;
 use http::{Response, StatusCode};
 use rampart::health::{Classify, Outcome};
 
-/// Classifies shop responses for the edge's balancer and fallback (see the
-/// [module docs](self)).
+/// Classifies shop responses for the edge's balancer and fallback: transport errors, 500,
+/// 502, 504 and a 503 without `Retry-After` are failures; a shop's apology is not.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShopFailures;
 
