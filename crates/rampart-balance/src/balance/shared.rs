@@ -146,6 +146,7 @@ pub(crate) struct Shared<S, P> {
     registry: Mutex<Registry<S>>,
     pub(crate) reporter: HealthReporter,
     next_id: AtomicU64,
+    rr: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) detector: Option<passive::Detector>,
     /// The detector counts successes (failure-percentage ejection is on).
     record_successes: bool,
@@ -180,6 +181,7 @@ impl<S, P> Shared<S, P> {
             }),
             reporter: HealthReporter::new(HealthReport::new(0, 0)),
             next_id: AtomicU64::new(1),
+            rr: Arc::default(),
             record_successes: detector
                 .as_ref()
                 .is_some_and(|d| d.config().failure_percentage().is_some()),
@@ -570,22 +572,17 @@ impl<S, P> Shared<S, P> {
             reg.panic = panic;
         }
         reg.routable = routable.len();
+        let state = |ring: Option<Ring>| PickState {
+            rr: self.rr.clone(),
+            wrr: Mutex::default(),
+            ring,
+        };
         let (routable_state, all_state) = match self.config.picker {
             Picker::ConsistentHash { virtual_nodes } => (
-                PickState {
-                    ring: Some(Ring::build(&routable, virtual_nodes)),
-                    ..PickState::default()
-                },
-                if panic {
-                    PickState {
-                        ring: Some(Ring::build(&all, virtual_nodes)),
-                        ..PickState::default()
-                    }
-                } else {
-                    PickState::default()
-                },
+                state(Some(Ring::build(&routable, virtual_nodes))),
+                state(panic.then(|| Ring::build(&all, virtual_nodes))),
             ),
-            _ => (PickState::default(), PickState::default()),
+            _ => (state(None), state(None)),
         };
         #[cfg(feature = "metrics")]
         {

@@ -133,6 +133,12 @@ pub struct HttpEndpointBuilder {
 }
 
 impl HttpEndpointBuilder {
+    /// Points the builder at another base URI (reuse one builder as a template).
+    pub fn base(mut self, base: Uri) -> Self {
+        self.base = base;
+        self
+    }
+
     /// Connect timeout (default 1 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;

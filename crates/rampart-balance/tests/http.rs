@@ -1,0 +1,465 @@
+//! The balancer in front of real axum backends on loopback: a killed backend costs no
+//! request, a failing one is ejected and comes back, a hanging one is routed around, and an
+//! all-down pool fails fast with `NoHealthyEndpoints`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rampart_balance::{
+    Balance, HttpEndpoint, HttpPolicy, NoHealthyEndpoints, ReplayBody, ReplayBodyLayer,
+    ReplayBodyService, ServedBy,
+};
+use rampart_health::{BoxError, CheckerConfig, OutlierConfig, is_never_reached};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tower::{Layer, Service, ServiceExt};
+
+const OK: u8 = 0;
+const FAIL: u8 = 1;
+const HANG: u8 = 2;
+const UNAVAILABLE: u8 = 3;
+
+#[derive(Clone)]
+struct BackendState {
+    name: Arc<str>,
+    mode: Arc<AtomicU8>,
+    hits: Arc<AtomicUsize>,
+}
+
+struct Backend {
+    addr: SocketAddr,
+    state: BackendState,
+    task: JoinHandle<()>,
+}
+
+async fn app_handler(State(s): State<BackendState>, uri: Uri) -> (StatusCode, String) {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    match s.mode.load(Ordering::SeqCst) {
+        FAIL => (StatusCode::INTERNAL_SERVER_ERROR, "broken".into()),
+        HANG => std::future::pending().await,
+        UNAVAILABLE => (StatusCode::SERVICE_UNAVAILABLE, "busy".into()),
+        _ => (StatusCode::OK, format!("{} {}", s.name, uri)),
+    }
+}
+
+async fn health_handler(State(s): State<BackendState>) -> StatusCode {
+    match s.mode.load(Ordering::SeqCst) {
+        FAIL => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::OK,
+    }
+}
+
+impl Backend {
+    async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = BackendState {
+            name: name.into(),
+            mode: Arc::new(AtomicU8::new(OK)),
+            hits: Arc::new(AtomicUsize::new(0)),
+        };
+        let app = Router::new()
+            .route("/healthz", get(health_handler))
+            .fallback(app_handler)
+            .with_state(state.clone());
+        // Connections live in a JoinSet owned by the server task: aborting the task closes
+        // the listener and every connection, like a killed process.
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    fn uri(&self) -> Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+
+    fn name(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set(&self, mode: u8) {
+        self.state.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+type Body = Full<Bytes>;
+type Client = ReplayBodyService<Balance<HttpEndpoint<ReplayBody<Body>>, HttpPolicy>>;
+
+fn fast_checks() -> CheckerConfig {
+    checks(2)
+}
+
+fn checks(fall: u32) -> CheckerConfig {
+    CheckerConfig::builder()
+        .interval(Duration::from_millis(100))
+        .unhealthy_interval(Duration::from_millis(100))
+        .timeout(Duration::from_millis(100))
+        .jitter(0.0)
+        .rise(1)
+        .fall(fall)
+        .build()
+        .unwrap()
+}
+
+fn client(
+    backends: &[&Backend],
+    configure: impl FnOnce(
+        rampart_balance::BalanceBuilder<HttpEndpoint<ReplayBody<Body>>, HttpPolicy>,
+    ) -> rampart_balance::BalanceBuilder<
+        HttpEndpoint<ReplayBody<Body>>,
+        HttpPolicy,
+    >,
+) -> Client {
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+        .connect_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_millis(300));
+    let builder = Balance::builder()
+        .http_endpoints(backends.iter().map(|b| b.uri()), &template)
+        .unwrap()
+        .http_health_checks("/healthz")
+        .health_checks(fast_checks());
+    let balance = configure(builder).build().unwrap();
+    ReplayBodyLayer::new().layer(balance)
+}
+
+/// Waits until every endpoint has passed its first check.
+async fn all_healthy(client: &Client) {
+    let handle = client.get_ref().handle();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            handle
+                .snapshot()
+                .endpoints
+                .iter()
+                .all(|e| e.health == rampart_health::Health::Healthy)
+        })
+        .await
+    );
+}
+
+async fn send(
+    client: &mut Client,
+    req: http::Request<Body>,
+) -> Result<(StatusCode, String, Option<ServedBy>), BoxError> {
+    let res = client.ready().await?.call(req).await?;
+    let status = res.status();
+    let served = res.extensions().get::<ServedBy>().cloned();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), served))
+}
+
+fn get_req(path: &str) -> http::Request<Body> {
+    http::Request::get(path).body(Full::default()).unwrap()
+}
+
+/// Polls `cond` every 20 ms, up to `limit`.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_backends_fails_no_request() {
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let client = client(&backends.iter().collect::<Vec<_>>(), |b| {
+        b.outlier_detection(
+            OutlierConfig::builder()
+                .consecutive_failures(3)
+                .base_ejection_time(Duration::from_secs(5))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
+    });
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = JoinSet::new();
+    for _ in 0..4 {
+        let mut client = client.clone();
+        let done = done.clone();
+        workers.spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..100 {
+                match send(&mut client, get_req(&format!("/items/{i}"))).await {
+                    Ok((StatusCode::OK, _, _)) => {}
+                    Ok((status, body, _)) => failures.push(format!("{status} {body}")),
+                    Err(e) => failures.push(format!("error: {e}")),
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+            failures
+        });
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || done.load(Ordering::SeqCst)
+            >= 60)
+        .await
+    );
+    let hits_before_kill = backends[1].hits();
+    assert!(hits_before_kill > 0, "b served before it died");
+    backends[1].kill();
+    let mut failures = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        failures.extend(r.unwrap());
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 400);
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let handle = client.get_ref().handle();
+    let dead = backends[1].name();
+    assert!(
+        eventually(Duration::from_secs(5), || !handle
+            .snapshot()
+            .endpoint(&dead)
+            .unwrap()
+            .routable)
+        .await,
+        "the dead backend leaves rotation: {:?}",
+        handle.snapshot().endpoint(&dead)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_returning_500_is_ejected_and_comes_back() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    let mut client = client(&backends.iter().collect::<Vec<_>>(), |b| {
+        b.outlier_detection(
+            OutlierConfig::builder()
+                .consecutive_failures(3)
+                .base_ejection_time(Duration::from_millis(500))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
+        .slow_start(Duration::ZERO)
+        // Deterministic alternation, so the failing backend sees its 3 requests at once
+        // (with peak-EWMA P2C it would also lose traffic to its faster peer).
+        .picker(rampart_balance::Picker::RoundRobin)
+        // Passive detection acts within a few requests; the checks need 3 × 100 ms.
+        .health_checks(checks(3))
+    });
+    all_healthy(&client).await;
+    let handle = client.get_ref().handle();
+    let bad = backends[0].name();
+    backends[0].set(FAIL);
+    // Requests until the failing backend is ejected; its 500s are answers (GET + 500 is not
+    // retried), at most 3 of them before the ejection.
+    let mut errors = 0;
+    for i in 0..100 {
+        let (status, _, served) = send(&mut client, get_req(&format!("/x/{i}")))
+            .await
+            .unwrap();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            errors += 1;
+            assert_eq!(served.unwrap().endpoint(), bad);
+        }
+        if handle.snapshot().endpoint(&bad).unwrap().ejected {
+            break;
+        }
+    }
+    let snap = handle.snapshot();
+    let ep = snap.endpoint(&bad).unwrap();
+    assert!(ep.ejected, "ejected after 3 consecutive 500s: {ep:?}");
+    assert_eq!(errors, 3);
+    // While ejected, it gets nothing.
+    let hits = backends[0].hits();
+    for i in 0..20 {
+        let (status, _, _) = send(&mut client, get_req(&format!("/y/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(backends[0].hits(), hits);
+    // Fixed: after the ejection time and a passing check it takes traffic again.
+    backends[0].set(OK);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = handle.snapshot();
+            let e = s.endpoint(&bad).unwrap();
+            !e.ejected && e.routable
+        })
+        .await,
+        "back in rotation: {:?}",
+        handle.snapshot()
+    );
+    let before = backends[0].hits();
+    for i in 0..60 {
+        let (status, _, _) = send(&mut client, get_req(&format!("/z/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(
+        backends[0].hits() > before,
+        "traffic returned to the recovered backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_is_routed_around_after_timeouts() {
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let mut client = client(&backends.iter().collect::<Vec<_>>(), |b| {
+        b.outlier_detection(
+            OutlierConfig::builder()
+                .consecutive_failures(2)
+                .base_ejection_time(Duration::from_secs(30))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
+    });
+    backends[2].set(HANG);
+    for i in 0..40 {
+        let (status, body, _) = send(&mut client, get_req(&format!("/h/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.starts_with('c'));
+    }
+    // Each request that met the hang timed out (300 ms) and was retried elsewhere (GET is
+    // idempotent); peak-EWMA and ejection keep it from getting more than a couple.
+    assert!(
+        backends[2].hits() <= 2,
+        "hanging backend got {} requests",
+        backends[2].hits()
+    );
+    let snap = client.get_ref().snapshot();
+    let hung = snap.endpoint(&backends[2].name()).unwrap();
+    assert!(
+        hung.failures >= 1 && hung.ewma >= Duration::from_millis(300),
+        "{hung:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_fails_fast_with_no_healthy_endpoints() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    let mut client = client(&backends.iter().collect::<Vec<_>>(), |b| {
+        b.panic_threshold(0.0)
+    });
+    let handle = client.get_ref().handle();
+    let (status, _, _) = send(&mut client, get_req("/")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    for b in &backends {
+        b.kill();
+    }
+    // Before the checks notice, requests fail with a transport error (a pooled connection
+    // closed, or a refused connect); either way an error, never a hang.
+    let err = tokio::time::timeout(Duration::from_secs(5), send(&mut client, get_req("/")))
+        .await
+        .expect("never hangs");
+    assert!(err.is_err());
+    assert!(eventually(Duration::from_secs(5), || handle.snapshot().routable == 0).await);
+    // A hang guard, not a timing assertion.
+    let err = tokio::time::timeout(Duration::from_secs(5), send(&mut client, get_req("/")))
+        .await
+        .expect("never hangs")
+        .unwrap_err();
+    assert!(err.is::<NoHealthyEndpoints>(), "{err}");
+    assert!(is_never_reached(&*err));
+    let report = rampart_health::ReportHealth::health_report(client.get_ref());
+    assert_eq!(report.borrow().healthy, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_posts_are_replayed_on_503_and_plain_posts_are_not() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    let mut client = client(&backends.iter().collect::<Vec<_>>(), |b| {
+        b.picker(rampart_balance::Picker::RoundRobin)
+    });
+    all_healthy(&client).await;
+    backends[0].set(UNAVAILABLE);
+    // Round robin sends every other first attempt to the 503 backend; a keyed POST (its body
+    // buffered by ReplayBodyLayer) is replayed on the other one.
+    for _ in 0..4 {
+        let keyed = http::Request::post("/orders")
+            .header("idempotency-key", "k-1")
+            .body(Full::new(Bytes::from_static(b"{\"sku\":1}")))
+            .unwrap();
+        let (status, body, served) = send(&mut client, keyed).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(served.unwrap().endpoint(), backends[1].name());
+    }
+    assert_eq!(backends[0].hits(), 2);
+    // A plain POST is not idempotent: its 503 is the answer.
+    let mut unavailable = 0;
+    for _ in 0..4 {
+        let plain = http::Request::post("/orders")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (status, _, _) = send(&mut client, plain).await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable += 1;
+        }
+    }
+    assert_eq!(unavailable, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uri_is_rewritten_and_the_endpoint_recorded() {
+    let backend = Backend::start("a").await;
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap());
+    let endpoint: HttpEndpoint<ReplayBody<Body>> = template
+        .base(format!("http://{}/api", backend.addr).parse().unwrap())
+        .build()
+        .unwrap();
+    let name = endpoint.name().to_string();
+    let balance = Balance::builder()
+        .endpoint(name.clone(), endpoint)
+        .build()
+        .unwrap();
+    let mut client = ReplayBodyLayer::new().layer(balance);
+    let (status, body, served) = send(
+        &mut client,
+        get_req("http://storefront.example/items?page=2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "a /api/items?page=2");
+    assert_eq!(served.unwrap().endpoint(), name);
+}
