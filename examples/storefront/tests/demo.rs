@@ -527,3 +527,89 @@ async fn fleet_and_shop_run_as_separate_parts() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("unknown service"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_flaky_replicas_do_what_they_say() {
+    let (demo, http) = start("slow-flaky").await;
+    let addr = demo.fleet().upstreams()[&ServiceName::Catalog][&Region::EuWest][1];
+    let replica = Http::new(format!("http://{addr}"));
+    let auth = format!("Bearer {TOKEN}");
+    let set = |body: &'static str| {
+        let http = http.clone();
+        let auth = auth.clone();
+        async move {
+            let r = http
+                .send(
+                    Method::POST,
+                    "/admin/faults",
+                    &[("authorization", &auth)],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    };
+    set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "slow", "latency": "400ms"}"#).await;
+    let started = Instant::now();
+    let r = replica.get("/products/1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // A lower bound only: the injected latency is a sleep, so it cannot be shorter.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(r.header("x-served-by"), Some("catalog/eu-west/1"));
+
+    set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "flaky", "error_rate": 1.0}"#).await;
+    for _ in 0..5 {
+        assert_eq!(
+            replica.get("/products/1").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "flaky", "error_rate": 0.0}"#).await;
+    for _ in 0..5 {
+        assert_eq!(replica.get("/products/1").await.status, StatusCode::OK);
+    }
+    set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "error"}"#).await;
+    assert_eq!(
+        replica.get("/healthz").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_demo_stops_every_server_and_connection() {
+    let (demo, http) = start("drop").await;
+    assert_eq!(http.get("/products/1").await.status, StatusCode::OK);
+    let shop = demo.addr();
+    let replica = demo.fleet().upstreams()[&ServiceName::Catalog][&Region::UsEast][0];
+    // A kept-alive connection to the shop, served once before the drop.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut open = tokio::net::TcpStream::connect(shop).await.unwrap();
+    open.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = open.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(demo);
+    for addr in [shop, replica] {
+        eventually(
+            "connections refused after drop",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // The open connection was closed by the server, not left to a detached task.
+    let _ = open
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let read = tokio::time::timeout(Duration::from_secs(10), open.read(&mut buf))
+        .await
+        .expect("the connection is closed, not hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
