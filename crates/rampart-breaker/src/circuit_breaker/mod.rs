@@ -111,7 +111,8 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// Reports not-ready while the breaker is open (and wakes the task when the open period
     /// ends) instead of failing calls fast. For use behind a balancer; see the
-    /// [module docs](self#readiness) for the trade-off.
+    /// [module docs](self#readiness) for the trade-off. The timer is a tokio `Sleep`, so
+    /// `poll_ready` must then run inside a tokio runtime with the time driver enabled.
     pub fn not_ready_while_open(mut self, yes: bool) -> Self {
         self.readiness = if yes {
             Readiness::NotReadyWhileOpen
