@@ -295,3 +295,27 @@ fn cli_prints_the_bound_address_first() {
     let addr: SocketAddr = first.trim().parse().expect("first line is the address");
     assert_ne!(addr.port(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_edge_stops_its_workers() {
+    let (a, _ta) = shop("a").await;
+    let edge = Edge::start(config(&[a], Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let addr = edge.addr();
+    assert_eq!(
+        send(&client(), get_req(&edge, "/page")).await.0,
+        StatusCode::OK
+    );
+    drop(edge);
+    // The workers see the signal, end their accept loops and close the listener.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the edge still accepts connections after drop");
+}

@@ -93,7 +93,7 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
         .label(label)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    marks(&mut top, data, y_max, true)?;
+    marks(&mut top, data, 0.0, y_max, true)?;
     top.configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
@@ -102,6 +102,15 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
         .map_err(err)?;
 
     let lat_max = data.seconds.iter().map(|s| s.p99_ms).fold(1.0f64, f64::max) * 2.0;
+    let lat_min = data
+        .seconds
+        .iter()
+        .map(|s| s.p50_ms)
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min)
+        .min(lat_max / 4.0)
+        / 2.0;
+    let lat_min = lat_min.max(0.01);
     let mut bottom = ChartBuilder::on(&lower)
         .caption(
             "latency from the intended send time, per second (ms, log scale)",
@@ -110,7 +119,7 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(28)
         .y_label_area_size(56)
-        .build_cartesian_2d(0f64..t_max, (0.1f64..lat_max).log_scale())
+        .build_cartesian_2d(0f64..t_max, (lat_min..lat_max).log_scale())
         .map_err(err)?;
     bottom
         .configure_mesh()
@@ -126,7 +135,7 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
                 data.seconds
                     .iter()
                     .filter(|s| s.ok + s.degraded + s.apology + s.errors > 0)
-                    .map(|s| (s.t, value(s).max(0.1))),
+                    .map(|s| (s.t, value(s).max(lat_min))),
                 color.stroke_width(2),
             ))
             .map_err(err)?
@@ -135,7 +144,7 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
     }
-    marks(&mut bottom, data, lat_max, false)?;
+    marks(&mut bottom, data, lat_min, lat_max, false)?;
     bottom
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -151,6 +160,7 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
 fn marks<'a, DB, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     data: &ChartData,
+    y_bottom: f64,
     y_top: f64,
     names: bool,
 ) -> Result<(), String>
@@ -158,7 +168,6 @@ where
     DB: DrawingBackend + 'a,
     Y: Ranged<ValueType = f64>,
 {
-    let y_bottom = if names { 0.0 } else { 0.1 };
     for (x, name) in &data.phases {
         chart
             .draw_series(std::iter::once(PathElement::new(
@@ -176,7 +185,9 @@ where
                 .map_err(err)?;
         }
     }
-    for (x, label) in &data.events {
+    for (n, (x, label)) in data.events.iter().enumerate() {
+        // Stagger the labels: the kill and the restart are close together.
+        let at = if names { 0.88 } else { 0.5 } - 0.08 * n as f64;
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(*x, y_bottom), (*x, y_top)],
@@ -186,7 +197,7 @@ where
         chart
             .draw_series(std::iter::once(Text::new(
                 label.clone(),
-                (*x + 0.15, if names { y_top * 0.88 } else { y_top * 0.5 }),
+                (*x + 0.15, y_top * at),
                 ("sans-serif", 11).into_font().color(&RED),
             )))
             .map_err(err)?;
