@@ -347,3 +347,41 @@ async fn region_failover_and_failback_with_balancers_over_real_backends() {
     drop(s0);
     drop(s1);
 }
+
+/// The retry path alone, deterministically: the selector is given no health signal at all, so
+/// it keeps routing to the dead primary; every request fails there before reaching a backend
+/// (the balancer's `NoHealthyEndpoints` or a refused connection, both `NeverReached`) and is
+/// replayed on the secondary. Without a replay strategy the same requests fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_reached_failures_are_replayed_on_the_next_site() {
+    let mut p0 = Backend::start("primary-0").await;
+    let s0 = Backend::start("secondary-0").await;
+    let build = |replay: bool| {
+        let sites = Sites::builder()
+            .site(Site::new("primary", balancer(&[&p0])).priority(0))
+            .site(Site::new("secondary", balancer(&[&s0])).priority(1))
+            .build()
+            .unwrap();
+        let mut config = GslbConfig::<Req>::builder().name("retry-it");
+        if replay {
+            config = config.replay(HttpReplay::default());
+        }
+        Gslb::new(config.build().unwrap(), sites)
+    };
+    let mut with_replay = build(true);
+    let mut without = build(false);
+    assert_eq!(get_once(&mut with_replay).await.unwrap(), "primary-0");
+
+    p0.kill().await;
+    for _ in 0..20 {
+        assert_eq!(get_once(&mut with_replay).await.unwrap(), "secondary-0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        with_replay.handle().snapshot().active_priority,
+        Some(0),
+        "the selector never learnt about the failure: only the retry saved these requests"
+    );
+    let err = get_once(&mut without).await.unwrap_err();
+    assert!(err.starts_with("error:"), "{err}");
+}
