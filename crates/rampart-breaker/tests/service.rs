@@ -218,3 +218,27 @@ fn keyed_breakers_are_bounded() {
     breakers.remove(&999);
     assert!(breakers.get(&999).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_middleware_times_calls_for_slow_call_tracking() {
+    let layer = CircuitBreakerLayer::new(
+        policy()
+            .slow_call_duration(Duration::from_millis(200))
+            .slow_call_rate_threshold(50.0)
+            .build()
+            .unwrap(),
+    );
+    let breaker = layer.handle().clone();
+    let mut svc = layer.layer(service_fn(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, std::io::Error>(ms)
+    }));
+    svc.ready().await.unwrap().call(10).await.unwrap();
+    assert_eq!(breaker.snapshot().slow_calls, 0);
+    svc.ready().await.unwrap().call(250).await.unwrap();
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "1 slow success of 2 = 50 %"
+    );
+}
