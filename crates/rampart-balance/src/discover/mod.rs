@@ -29,7 +29,9 @@
 //! ```
 
 #[cfg(feature = "dns")]
-pub(crate) mod dns;
+pub mod dns;
+#[cfg(feature = "dns")]
+pub use dns::{DnsDiscover, DnsDiscoverBuilder};
 
 use std::collections::HashMap;
 use std::fmt::Display;
