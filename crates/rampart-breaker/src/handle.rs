@@ -142,11 +142,9 @@ impl BreakerHandle {
     fn with_clock(policy: Policy, clock: Clock) -> Self {
         let window = match policy.window {
             SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
-            SlidingWindow::Time { size, buckets } => Window::Time(TimeWindow::new(
-                duration_ms_ceil(size),
-                buckets,
-                policy.effective_minimum(),
-            )),
+            SlidingWindow::Time { size, buckets } => {
+                Window::Time(TimeWindow::new(duration_ms_ceil(size), buckets))
+            }
         };
         let shared = Shared {
             state: Padded(AtomicU64::new(Word::fresh(BreakerState::Closed, 0).0)),

@@ -152,11 +152,10 @@ pub(crate) struct TimeWindow {
     head: AtomicU64,
     buckets: Box<[Bucket]>,
     totals: Totals,
-    minimum: u64,
 }
 
 impl TimeWindow {
-    pub(crate) fn new(size_ms: u64, buckets: u16, minimum: u64) -> Self {
+    pub(crate) fn new(size_ms: u64, buckets: u16) -> Self {
         let n = u64::from(buckets.max(1));
         Self {
             width_ms: (size_ms / n).max(1),
@@ -169,7 +168,6 @@ impl TimeWindow {
                 })
                 .collect(),
             totals: Totals::new(),
-            minimum,
         }
     }
 
@@ -219,21 +217,21 @@ impl TimeWindow {
         }
     }
 
-    /// Records one call at `now_ms`; `true` when the rates may have risen.
+    /// Records one call at `now_ms`; always `true` (see the end).
     ///
     /// A record racing the rotation of its own bucket may be emptied with it; the totals stay
     /// consistent with the buckets.
     pub(crate) fn record(&self, now_ms: u64, failed: bool, slow: bool) -> bool {
         let epoch = now_ms / self.width_ms;
-        let rotated = self.rotate(epoch);
+        self.rotate(epoch);
         if epoch + self.n() <= self.head.load(Ordering::Acquire) {
-            return rotated; // older than the window (a stale clock read): nothing to add.
+            return true; // older than the window (a stale clock read): nothing to add.
         }
         let Some(b) = self.bucket(epoch) else {
-            return rotated;
+            return true;
         };
         b.calls.fetch_add(1, Ordering::AcqRel);
-        let before = self.totals.calls.fetch_add(1, Ordering::AcqRel);
+        self.totals.calls.fetch_add(1, Ordering::AcqRel);
         if failed {
             b.failures.fetch_add(1, Ordering::AcqRel);
             self.totals.failures.fetch_add(1, Ordering::AcqRel);
@@ -242,7 +240,10 @@ impl TimeWindow {
             b.slow.fetch_add(1, Ordering::AcqRel);
             self.totals.slow.fetch_add(1, Ordering::AcqRel);
         }
-        rotated || failed || slow || before < self.minimum as i64
+        // Expiring buckets can raise the rates without any record here (a snapshot may have
+        // rotated them), and reading the totals costs a few loads next to the clock read this
+        // window already paid for: always evaluate.
+        true
     }
 
     pub(crate) fn counts(&self, now_ms: u64) -> Counts {
@@ -358,7 +359,7 @@ mod tests {
     #[test]
     fn time_window_expires_whole_buckets() {
         // 10 s in 10 buckets of 1 s.
-        let w = TimeWindow::new(10_000, 10, 1);
+        let w = TimeWindow::new(10_000, 10);
         w.record(0, true, false);
         w.record(500, true, false);
         w.record(1_200, false, false);
@@ -384,7 +385,7 @@ mod tests {
 
     #[test]
     fn time_window_survives_long_idle_periods() {
-        let w = TimeWindow::new(1_000, 4, 1);
+        let w = TimeWindow::new(1_000, 4);
         for t in 0..1_000 {
             w.record(t, t % 2 == 0, false);
         }

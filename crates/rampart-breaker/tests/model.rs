@@ -12,6 +12,9 @@ use rampart_health::Outcome;
 
 #[derive(Debug, Clone)]
 struct Params {
+    /// `Some((bucket width ms, buckets))` for a time-based window of `width × buckets`;
+    /// `None` for a count-based window of `window` calls.
+    time: Option<(u64, u16)>,
     window: u32,
     minimum: u32,
     threshold: u32,
@@ -63,10 +66,14 @@ fn params() -> impl Strategy<Value = Params> {
         0u32..4,
         1u64..15_000,
         proptest::option::of(1u32..6),
+        proptest::option::weighted(0.4, (1u64..3_000, 1u16..6)),
     )
         .prop_flat_map(
-            |(window, threshold, permits, open_ms, doublings, max_wait_ms, consecutive)| {
-                (1..=window).prop_map(move |minimum| Params {
+            |(window, threshold, permits, open_ms, doublings, max_wait_ms, consecutive, time)| {
+                // A count window caps the minimum at its size; a time window does not.
+                let max_minimum = if time.is_some() { 12 } else { window };
+                (1..=max_minimum).prop_map(move |minimum| Params {
+                    time,
                     window,
                     minimum,
                     threshold,
@@ -93,7 +100,8 @@ struct Model {
     now: u64,
     state: BreakerState,
     generation: u64,
-    window: VecDeque<bool>,
+    /// `(time-window epoch, failed)` of each recorded call, oldest first.
+    window: VecDeque<(u64, bool)>,
     consecutive: u32,
     reopens: u32,
     open_until: u64,
@@ -118,6 +126,26 @@ impl Model {
             admitted: 0,
             passed: 0,
             failed: 0,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.p.time.map_or(0, |(width, _)| self.now / width)
+    }
+
+    /// Drops what has left the window: beyond the last N calls, or in a bucket N or more
+    /// buckets old.
+    fn expire(&mut self) {
+        match self.p.time {
+            None => {
+                while self.window.len() > self.p.window as usize {
+                    self.window.pop_front();
+                }
+            }
+            Some((_, buckets)) => {
+                let now = self.epoch();
+                self.window.retain(|(e, _)| e + u64::from(buckets) > now);
+            }
         }
     }
 
@@ -181,10 +209,8 @@ impl Model {
                 if outcome == Outcome::Ignored || generation != self.generation {
                     return;
                 }
-                self.window.push_back(failed);
-                if self.window.len() > self.p.window as usize {
-                    self.window.pop_front();
-                }
+                self.window.push_back((self.epoch(), failed));
+                self.expire();
                 if let Some(k) = self.p.consecutive {
                     if failed {
                         self.consecutive += 1;
@@ -197,7 +223,7 @@ impl Model {
                     }
                 }
                 let calls = self.window.len() as u64;
-                let failures = self.window.iter().filter(|f| **f).count() as u64;
+                let failures = self.window.iter().filter(|(_, f)| *f).count() as u64;
                 if calls >= u64::from(self.p.minimum)
                     && failures * 100 >= u64::from(self.p.threshold) * calls
                 {
@@ -249,8 +275,15 @@ fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .build()
         .unwrap();
     rt.block_on(async move {
+        let window = match p.time {
+            Some((width, buckets)) => SlidingWindow::time_with_buckets(
+                Duration::from_millis(width * u64::from(buckets)),
+                buckets,
+            ),
+            None => SlidingWindow::count(p.window),
+        };
         let mut builder = Policy::builder()
-            .sliding_window(SlidingWindow::count(p.window))
+            .sliding_window(window)
             .minimum_calls(p.minimum)
             .failure_rate_threshold(f64::from(p.threshold))
             .permitted_calls_in_half_open(p.permits)
@@ -339,6 +372,7 @@ fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
             let snap = breaker.snapshot();
             prop_assert_eq!(snap.reopens, model.reopens, "step {}", step);
             if model.state == BreakerState::Closed {
+                model.expire();
                 prop_assert_eq!(snap.calls, model.window.len() as u64, "step {}", step);
             }
             if model.state == BreakerState::HalfOpen {
