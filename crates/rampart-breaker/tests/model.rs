@@ -1,4 +1,4 @@
-//! Property test: random sequences of calls, held permits, cancellations, resets and clock
+//! Property test: random sequences of calls (timed or not), held permits, cancellations, resets and clock
 //! advances against a simple sequential reference model of the state machine; states,
 //! admissions, rejections and retry hints must be identical.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -23,11 +23,15 @@ struct Params {
     cap_ms: u64,
     max_wait_ms: u64,
     consecutive: Option<u32>,
+    /// `Some((slow-call duration ms, slow-call rate threshold %))`.
+    slow: Option<(u64, u32)>,
 }
 
 #[derive(Debug, Clone)]
 enum Op {
     Call(Outcome),
+    /// A call that took this many ms (recorded with `record_with_duration`).
+    TimedCall(Outcome, u64),
     Hold,
     Complete(usize, Outcome),
     Cancel(usize),
@@ -48,6 +52,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => outcome().prop_map(Op::Call),
+        4 => (outcome(), 0u64..200).prop_map(|(o, ms)| Op::TimedCall(o, ms)),
         2 => Just(Op::Hold),
         2 => (any::<usize>(), outcome()).prop_map(|(i, o)| Op::Complete(i, o)),
         1 => any::<usize>().prop_map(Op::Cancel),
@@ -67,9 +72,20 @@ fn params() -> impl Strategy<Value = Params> {
         1u64..15_000,
         proptest::option::of(1u32..6),
         proptest::option::weighted(0.4, (1u64..3_000, 1u16..6)),
+        proptest::option::weighted(0.4, (1u64..150, 1u32..=100)),
     )
         .prop_flat_map(
-            |(window, threshold, permits, open_ms, doublings, max_wait_ms, consecutive, time)| {
+            |(
+                window,
+                threshold,
+                permits,
+                open_ms,
+                doublings,
+                max_wait_ms,
+                consecutive,
+                time,
+                slow,
+            )| {
                 // A count window caps the minimum at its size; a time window does not.
                 let max_minimum = if time.is_some() { 12 } else { window };
                 (1..=max_minimum).prop_map(move |minimum| Params {
@@ -82,6 +98,7 @@ fn params() -> impl Strategy<Value = Params> {
                     cap_ms: open_ms << doublings,
                     max_wait_ms,
                     consecutive,
+                    slow,
                 })
             },
         )
@@ -100,8 +117,8 @@ struct Model {
     now: u64,
     state: BreakerState,
     generation: u64,
-    /// `(time-window epoch, failed)` of each recorded call, oldest first.
-    window: VecDeque<(u64, bool)>,
+    /// `(time-window epoch, failed, slow)` of each recorded call, oldest first.
+    window: VecDeque<(u64, bool, bool)>,
     consecutive: u32,
     reopens: u32,
     open_until: u64,
@@ -109,6 +126,7 @@ struct Model {
     admitted: u32,
     passed: u32,
     failed: u32,
+    slow: u32,
 }
 
 impl Model {
@@ -126,6 +144,7 @@ impl Model {
             admitted: 0,
             passed: 0,
             failed: 0,
+            slow: 0,
         }
     }
 
@@ -144,7 +163,7 @@ impl Model {
             }
             Some((_, buckets)) => {
                 let now = self.epoch();
-                self.window.retain(|(e, _)| e + u64::from(buckets) > now);
+                self.window.retain(|(e, _, _)| e + u64::from(buckets) > now);
             }
         }
     }
@@ -181,6 +200,7 @@ impl Model {
                     self.admitted = 1;
                     self.passed = 0;
                     self.failed = 0;
+                    self.slow = 0;
                     self.half_open_until = self.now + self.p.max_wait_ms;
                     Ok((self.generation, Kind::Trial))
                 } else {
@@ -202,14 +222,31 @@ impl Model {
         }
     }
 
-    fn record(&mut self, (generation, kind): (u64, Kind), outcome: Outcome) {
+    /// Whether a call's rates are over the thresholds (failure rate first, then slow calls).
+    fn over(&self, calls: u64, failures: u64, slow: u64) -> bool {
+        failures * 100 >= u64::from(self.p.threshold) * calls
+            || self
+                .p
+                .slow
+                .is_some_and(|(_, t)| slow * 100 >= u64::from(t) * calls)
+    }
+
+    fn record(&mut self, token: (u64, Kind), outcome: Outcome) {
+        self.record_timed(token, outcome, None);
+    }
+
+    fn record_timed(&mut self, (generation, kind): (u64, Kind), outcome: Outcome, ms: Option<u64>) {
         let failed = outcome == Outcome::Failure;
+        let slow = match (self.p.slow, ms) {
+            (Some((limit, _)), Some(ms)) => ms >= limit && outcome != Outcome::Ignored,
+            _ => false,
+        };
         match kind {
             Kind::Window => {
                 if outcome == Outcome::Ignored || generation != self.generation {
                     return;
                 }
-                self.window.push_back((self.epoch(), failed));
+                self.window.push_back((self.epoch(), failed, slow));
                 self.expire();
                 if let Some(k) = self.p.consecutive {
                     if failed {
@@ -223,10 +260,9 @@ impl Model {
                     }
                 }
                 let calls = self.window.len() as u64;
-                let failures = self.window.iter().filter(|(_, f)| *f).count() as u64;
-                if calls >= u64::from(self.p.minimum)
-                    && failures * 100 >= u64::from(self.p.threshold) * calls
-                {
+                let failures = self.window.iter().filter(|(_, f, _)| *f).count() as u64;
+                let slow_calls = self.window.iter().filter(|(_, _, s)| *s).count() as u64;
+                if calls >= u64::from(self.p.minimum) && self.over(calls, failures, slow_calls) {
                     self.open(false);
                 }
             }
@@ -243,11 +279,14 @@ impl Model {
                 } else {
                     self.passed += 1;
                 }
+                self.slow += u32::from(slow);
                 let judged = self.passed + self.failed;
                 if judged >= self.p.permits {
-                    if u64::from(self.failed) * 100
-                        >= u64::from(self.p.threshold) * u64::from(judged)
-                    {
+                    if self.over(
+                        u64::from(judged),
+                        u64::from(self.failed),
+                        u64::from(self.slow),
+                    ) {
                         self.open(true);
                     } else {
                         self.close();
@@ -295,9 +334,15 @@ fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
         if let Some(k) = p.consecutive {
             builder = builder.consecutive_failures(k);
         }
+        if let Some((ms, threshold)) = p.slow {
+            builder = builder
+                .slow_call_duration(Duration::from_millis(ms))
+                .slow_call_rate_threshold(f64::from(threshold));
+        }
         let breaker = BreakerHandle::new(builder.build().unwrap());
         let mut model = Model::new(p);
-        let mut held: Vec<(Permit, (u64, Kind))> = Vec::new();
+        // Held permits with the model time they were taken at (their calls' start).
+        let mut held: Vec<(Permit, (u64, Kind), u64)> = Vec::new();
         for (step, op) in ops.into_iter().enumerate() {
             let acquire = |model: &mut Model| {
                 let real = breaker.try_acquire();
@@ -332,18 +377,25 @@ fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         model.record(token, o);
                     }
                 }
+                Op::TimedCall(o, ms) => {
+                    if let Some((permit, token)) = acquire(&mut model)? {
+                        permit.record_with_duration(o, Duration::from_millis(ms));
+                        model.record_timed(token, o, Some(ms));
+                    }
+                }
                 Op::Hold => {
-                    if let Some(pair) = acquire(&mut model)? {
-                        held.push(pair);
+                    if let Some((permit, token)) = acquire(&mut model)? {
+                        held.push((permit, token, model.now));
                     }
                 }
                 Op::Complete(i, o) if !held.is_empty() => {
-                    let (permit, token) = held.remove(i % held.len());
+                    // The permit times the call from its acquisition (slow-call tracking).
+                    let (permit, token, taken_at) = held.remove(i % held.len());
                     permit.record(o);
-                    model.record(token, o);
+                    model.record_timed(token, o, Some(model.now - taken_at));
                 }
                 Op::Cancel(i) if !held.is_empty() => {
-                    let (permit, token) = held.remove(i % held.len());
+                    let (permit, token, _) = held.remove(i % held.len());
                     drop(permit);
                     model.release(token);
                 }
