@@ -42,11 +42,11 @@ pub fn test_config(name: &str) -> Config {
         ..Config::default()
     };
     c.fleet.slow_latency = Duration::from_millis(300);
-    c.shop.upstream_timeout = Duration::from_millis(500);
-    c.shop.page_deadline = Duration::from_secs(2);
-    c.shop.recommendations_budget = Duration::from_millis(300);
-    c.shop.health_interval = Duration::from_millis(150);
-    c.shop.health_timeout = Duration::from_millis(150);
+    c.shop.upstream_timeout = Duration::from_secs(1);
+    c.shop.page_deadline = Duration::from_millis(2500);
+    c.shop.recommendations_budget = Duration::from_secs(1);
+    c.shop.health_interval = Duration::from_millis(200);
+    c.shop.health_timeout = Duration::from_millis(200);
     c.shop.outbox_retry_base = Duration::from_millis(50);
     c.shop.outbox_retry_max = Duration::from_millis(400);
     c.shop.breaker_open_for = Duration::from_millis(300);
