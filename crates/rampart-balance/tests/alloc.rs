@@ -52,6 +52,7 @@ fn no_allocation_per_request_on_the_picking_path() {
         Picker::PeakEwma,
         Picker::LeastRequest,
         Picker::RoundRobin,
+        Picker::WeightedRoundRobin,
         Picker::Random,
         Picker::ConsistentHash { virtual_nodes: 100 },
     ] {

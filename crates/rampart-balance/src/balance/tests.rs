@@ -666,3 +666,67 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn active_checks_drive_routability_and_stop_with_the_balancer() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let probes = Arc::new(AtomicUsize::new(0));
+    let up = Arc::new(AtomicBool::new(true));
+    let probe = {
+        let probes = probes.clone();
+        let up = up.clone();
+        rampart_health::probe_fn(move || {
+            probes.fetch_add(1, Ordering::SeqCst);
+            let ok = up.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(rampart_health::ProbeError::new(
+                        rampart_health::ProbeErrorKind::Status,
+                        "down",
+                    ))
+                }
+            }
+        })
+    };
+    let checks = rampart_health::CheckerConfig::builder()
+        .interval(Duration::from_secs(1))
+        .unhealthy_interval(Duration::from_secs(1))
+        .timeout(Duration::from_millis(500))
+        .jitter(0.0)
+        .rise(1)
+        .fall(1)
+        .build()
+        .unwrap();
+    let balance: Balance<Echo, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .panic_threshold(0.0)
+        .health_checks(checks)
+        .endpoint_with_probe("checked", Echo("checked".into()), probe)
+        .endpoint("plain", Echo("plain".into()))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        balance.snapshot().endpoint("checked").unwrap().health,
+        Health::Healthy
+    );
+    up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = balance.snapshot();
+    let checked = snap.endpoint("checked").unwrap();
+    assert_eq!(checked.health, Health::Unhealthy);
+    assert!(!checked.routable);
+    assert_eq!(snap.routable, 1);
+    // Dropping the balancer stops the checker.
+    drop(balance);
+    settle().await;
+    let after_drop = probes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        after_drop,
+        "no probe after the drop"
+    );
+}
