@@ -383,7 +383,16 @@ impl BreakerHandle {
                     return; // taken before a transition: stale.
                 }
                 let failed = outcome.is_failure();
-                let check = s.window.record(|| s.clock.now_ms(), failed, slow);
+                // A time window reads the clock at most once per record (a count window never).
+                let cached = std::cell::Cell::new(None);
+                let now = || {
+                    cached.get().unwrap_or_else(|| {
+                        let t = s.clock.now_ms();
+                        cached.set(Some(t));
+                        t
+                    })
+                };
+                let check = s.window.record(now, failed, slow);
                 if w.state() != BreakerState::Closed {
                     return; // metrics-only: record, never trip.
                 }
@@ -402,7 +411,7 @@ impl BreakerHandle {
                     }
                 }
                 if check {
-                    let counts = s.window.counts(|| s.clock.now_ms());
+                    let counts = s.window.counts(now);
                     if let Some(reason) = self.over_threshold(counts) {
                         self.trip(w, reason);
                     }

@@ -72,7 +72,8 @@ pub enum SlidingWindow {
     Count(u32),
     /// The calls recorded in the last `size`, kept in `buckets` equal buckets
     /// (Resilience4j's `TIME_BASED` uses one bucket per second; Hystrix's rolling window
-    /// uses 10 buckets). A bucket leaves the window as a whole.
+    /// uses 10 buckets). A bucket leaves the window as a whole. Each bucket spans
+    /// `size / buckets` rounded down to whole milliseconds.
     Time {
         /// The span of the window.
         size: Duration,
