@@ -162,6 +162,9 @@ BACKEND_ADDRS=()
 start_backends() {
   BACKEND_PIDS=(); BACKEND_ADDRS=()
   local i pid
+  # Remove the previous run's address files first: the child truncates its file only after
+  # the fork, so a stale address could otherwise be read in between.
+  rm -f "$TMP"/backend[123].out
   for i in 1 2 3; do
     "$BIN/backend" --listen 127.0.0.1:0 >"$TMP/backend$i.out" 2>"$TMP/backend$i.err" &
     pid=$!; PIDS+=("$pid"); BACKEND_PIDS+=("$pid")
@@ -253,6 +256,7 @@ start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
       local ups=() a stack=rampart
       [ "$target" = lean ] && stack=lean
       for a in "${BACKEND_ADDRS[@]}"; do ups+=(--upstream "$a"); done
+      rm -f "$TMP/gateway.out" # see start_backends
       "$BIN/gateway" --listen 127.0.0.1:0 --stack "$stack" "${ups[@]}" $GATEWAY_FLAGS \
         >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
       PROXY_PID=$!; PIDS+=("$PROXY_PID")

@@ -13,8 +13,42 @@
 //! - [`lean`]: the lean handler (no Rampart middleware on the request path);
 //! - [`apology`]: the lean handler's static 503.
 //!
-//! The pieces are independent of the benchmark, so the storefront's edge gateway can reuse
-//! them.
+//! The pieces are independent of the benchmark, so the storefront's edge gateway (issue 8)
+//! can reuse them: [`stack::shared_parts`] builds the balancer (with its checkers, on the
+//! runtime it is called in) and the breaker once; [`stack::worker_stack`] wraps them in a
+//! fallback layer per worker; [`server::serve`] runs the workers. The whole gateway:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rampart::health::CheckerConfig;
+//! use rampart_bench::gateway::server::{Runtime, serve};
+//! use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = StackConfig {
+//!     upstreams: vec!["127.0.0.1:8081".parse()?, "127.0.0.1:8082".parse()?],
+//!     checks: CheckerConfig::builder().interval(Duration::from_secs(1)).fall(2).rise(2).build()?,
+//!     connect_timeout: Duration::from_secs(1),
+//!     max_retries: 2,
+//!     retry_after: Duration::from_secs(5),
+//!     open_duration: Duration::from_secs(2),
+//! };
+//! // The checkers run on their own small runtime, off the request path.
+//! let checks = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let (balance, breaker) = {
+//!     let _in_checks = checks.enter();
+//!     shared_parts(&config)?
+//! };
+//! std::thread::spawn(move || checks.block_on(std::future::pending::<()>()));
+//! serve(
+//!     "127.0.0.1:8080".parse()?,
+//!     2,
+//!     Runtime::PerCore,
+//!     move |_worker| Stacked::new(worker_stack(balance.clone(), &breaker, config.retry_after)),
+//!     |addr| println!("{addr}"),
+//! )?;
+//! # Ok(()) }
+//! ```
 
 pub mod apology;
 pub mod lean;
