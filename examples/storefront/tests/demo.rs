@@ -354,6 +354,42 @@ async fn checkout_down_order_is_acknowledged_then_confirmed_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_checkout_still_acknowledges_the_order_in_time() {
+    let (demo, http) = start("checkout-hang").await;
+    let (cookie, key) = cart_with(&http, 21, 1).await;
+    http.fault("checkout", "*", "*", "hang").await;
+    let form = format!("idempotency_key={key}&customer=Lin&email=lin%40example.com");
+    let started = Instant::now();
+    let r = http.post_form("/checkout", Some(&cookie), &form).await;
+    // Half the 2.5 s page deadline, plus a generous margin: a bound, not a benchmark.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let location = r.header("location").unwrap().to_owned();
+    http.reset_faults().await;
+    eventually(
+        "order confirmed after the hang",
+        Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            let location = location.clone();
+            async move {
+                http.get(&location)
+                    .await
+                    .body
+                    .contains("Order confirmed")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(demo.fleet().checkout_db().count_key(&key).unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_refuse_bad_tokens_and_unknown_targets() {
     let (demo, http) = start("admin").await;
     let body = r#"{"service": "catalog", "region": "us-east", "replica": 0, "fault": "down"}"#;

@@ -66,6 +66,8 @@ pub(crate) struct ShopInner {
     pub(crate) backoff: Backoff,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) recs_degrade: Degrade,
+    /// How long `POST /checkout` waits for checkout before answering "pending".
+    pub(crate) checkout_budget: Duration,
     pub(crate) fallback: FallbackStats,
     pub(crate) stale: StaleIfErrorLayer,
 }
@@ -190,6 +192,7 @@ impl Shop {
                 backoff,
                 metrics: prometheus(),
                 recs_degrade,
+                checkout_budget: config.page_deadline / 2,
                 fallback: fallback.stats().clone(),
                 stale: stale.clone(),
             }),

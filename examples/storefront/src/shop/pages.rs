@@ -378,15 +378,20 @@ pub(crate) async fn checkout_submit(
     // Durable first, then forward.
     let (stored, _new) = st.outbox.record(request).await?;
     metrics::counter!("storefront_orders_received_total").increment(1);
-    let order = match stored.state {
-        OrderState::Pending => match st
-            .outbox
-            .forward(&st.checkout, &stored, &st.backoff)
-            .await?
-        {
-            Forwarded::Confirmed(o) | Forwarded::Rejected(o) | Forwarded::Pending(o) => o,
-        },
-        _ => stored,
+    // Forward now, but never let a slow checkout hold the customer past the page deadline:
+    // past the budget the order simply stays pending and the worker confirms it later.
+    let order = if stored.state == OrderState::Pending {
+        let forward = st.outbox.forward(&st.checkout, &stored, &st.backoff);
+        match tokio::time::timeout(st.checkout_budget, forward).await {
+            Ok(Ok(Forwarded::Confirmed(o) | Forwarded::Rejected(o) | Forwarded::Pending(o))) => o,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                tracing::info!(order = stored.id, "checkout too slow; order stays pending");
+                stored
+            }
+        }
+    } else {
+        stored
     };
     Ok(order_response(order, true))
 }
