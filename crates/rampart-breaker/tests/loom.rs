@@ -141,3 +141,56 @@ fn the_half_open_verdict_is_reached_exactly_once() {
         assert_eq!(closed, 1);
     });
 }
+
+#[test]
+fn a_verdict_racing_the_half_open_timeout_leaves_exactly_one_transition() {
+    loom::model(|| {
+        let clock = StdArc::new(AtomicU64::new(0));
+        let b = BreakerHandle::with_manual_clock(policy(1, 50.0, 1), clock.clone());
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        clock.store(10, Ordering::SeqCst);
+        let trial = b.try_acquire().unwrap();
+        // The trial completes just as max_wait_in_half_open (30 s by default) runs out.
+        clock.store(10 + 30_000, Ordering::SeqCst);
+        let mut events = b.subscribe();
+        let t = thread::spawn(move || trial.record(Outcome::Success));
+        let admitted = b.try_acquire().is_ok();
+        t.join().unwrap();
+        let left_half_open: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter_map(|e| match e {
+                BreakerEvent::Transition {
+                    from: BreakerState::HalfOpen,
+                    to,
+                    ..
+                } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left_half_open.len(), 1, "{left_half_open:?}");
+        // Either the verdict closed it (and the call was admitted), or the timeout re-opened
+        // it (the call was rejected and the late verdict was stale).
+        assert_eq!(b.state(), left_half_open[0]);
+        assert_eq!(admitted, b.state() == BreakerState::Closed);
+    });
+}
+
+#[test]
+fn a_time_window_trip_is_never_lost() {
+    loom::model(|| {
+        let clock = StdArc::new(AtomicU64::new(0));
+        let policy = Policy::builder()
+            .sliding_window(SlidingWindow::time_with_buckets(Duration::from_secs(1), 1))
+            .minimum_calls(2)
+            .failure_rate_threshold(100.0)
+            .build()
+            .unwrap();
+        let b = BreakerHandle::with_manual_clock(policy, clock);
+        let t = {
+            let b = b.clone();
+            thread::spawn(move || b.try_acquire().unwrap().record(Outcome::Failure))
+        };
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        t.join().unwrap();
+        assert_eq!(b.state(), BreakerState::Open);
+    });
+}
