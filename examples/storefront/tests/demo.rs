@@ -649,3 +649,46 @@ async fn dropping_the_demo_stops_every_server_and_connection() {
         .expect("the connection is closed, not hanging");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_order_survives_a_restart_of_the_storefront() {
+    let cfg = test_config("restart");
+    let data_dir = cfg.data_dir.clone();
+    let demo = Demo::start(cfg).await.unwrap();
+    let http = Http::new(demo.url());
+    let (cookie, key) = cart_with(&http, 17, 2).await;
+    http.fault("checkout", "*", "*", "down").await;
+    let form = format!("idempotency_key={key}&customer=Ken&email=ken%40example.com");
+    let r = http.post_form("/checkout", Some(&cookie), &form).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let location = r.header("location").unwrap().to_owned();
+    // The process goes away with the order still pending (only the outbox has it).
+    drop(demo);
+
+    // A new process on the same data directory, checkout healthy: the order gets confirmed.
+    let mut cfg = test_config("restart-again");
+    cfg.data_dir = data_dir;
+    let demo = Demo::start(cfg).await.unwrap();
+    let http = Http::new(demo.url());
+    eventually(
+        "the order from before the restart is confirmed",
+        Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            let location = location.clone();
+            async move {
+                http.get(&location)
+                    .await
+                    .body
+                    .contains("Order confirmed")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(demo.fleet().checkout_db().count_key(&key).unwrap(), 1);
+    // And the same form once more is still that one order.
+    let r = http.post_form("/checkout", Some(&cookie), &form).await;
+    assert_eq!(r.header("location"), Some(location.as_str()));
+    assert_eq!(demo.fleet().checkout_db().count_key(&key).unwrap(), 1);
+}
