@@ -74,8 +74,13 @@ async fn every_page_renders() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = http.get("/products/99999").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = http.get("/orders/99999").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Cart, checkout and the order page.
     let (cookie, key) = cart_with(&http, 5, 2).await;
+    // Even for a customer with a cart, product pages set no cookie (they stay cacheable).
+    let r = http.get_with("/products/5", &[("cookie", &cookie)]).await;
+    assert!(r.header("set-cookie").is_none());
     let r = http.get_with("/cart", &[("cookie", &cookie)]).await;
     assert!(r.body.contains("Proceed to checkout"), "{}", r.body);
     let r = http.get_with("/checkout", &[("cookie", &cookie)]).await;
@@ -199,6 +204,13 @@ async fn catalog_down_everywhere_stale_pages_then_apology() {
         }
     })
     .await;
+
+    // The cart still shows its lines, without the details only the catalog knows.
+    let (cookie, _key) = cart_with(&http, 12, 1).await;
+    let r = http.get_with("/cart", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Product #12"), "{}", r.body);
+    assert!(r.body.contains("Proceed to checkout"));
 
     // Search fails to a friendly partial page, not the apology.
     let r = http.get("/search?q=oak").await;
