@@ -145,6 +145,11 @@ fn main() {
     criterion.final_summary();
 
     // Same-run summary: interleaved best-of-7 rounds, so both see the same machine state.
+    // `PICK_SIZES=3,10000` limits the sizes (for profiling one size).
+    let sizes: Vec<usize> = std::env::var("PICK_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SIZES.to_vec());
     println!("\nsummary (best of 7 rounds of 200 000 requests, ns per request):");
     println!(
         "{:>8} {:>10} {:>10} {:>8}",
@@ -152,7 +157,7 @@ fn main() {
     );
     let mut first = None;
     let mut last = 0.0;
-    for n in SIZES {
+    for &n in &sizes {
         let mut t = tower_balance(n);
         let mut r = rampart_balance(n);
         let (mut tn, mut rn) = (f64::INFINITY, f64::INFINITY);
@@ -166,6 +171,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(first) = first {
-        println!("rampart growth 3 -> 10 000 endpoints: {:.2}x", last / first);
+        println!(
+            "rampart growth {} -> {} endpoints: {:.2}x",
+            sizes.first().copied().unwrap_or(0),
+            sizes.last().copied().unwrap_or(0),
+            last / first
+        );
     }
 }
