@@ -119,12 +119,25 @@ impl Body for GatewayBody {
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (hyper manages the connection itself).
+///
+/// One pass over the (usually few) header names, comparing each with the hop-by-hop set;
+/// the map is only searched again when one is present (seven `contains_key` hash lookups per
+/// message showed up in the profile, about 0.5 % of the gateway's CPU).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.is_empty() {
-        return;
-    }
     static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    let hop = |name: &HeaderName| {
+        name == CONNECTION
+            || name == TE
+            || name == TRAILER
+            || name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
     for name in [
         &CONNECTION,
         &KEEP_ALIVE,
@@ -134,8 +147,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &TRANSFER_ENCODING,
         &UPGRADE,
     ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        h.insert(CONNECTION, "keep-alive".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("host"));
     }
 }
