@@ -56,6 +56,7 @@ mod future;
 mod layer;
 
 use std::fmt;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -167,8 +168,6 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 }
-
-use std::future::Future as _;
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     /// A clone shares the breaker but not readiness: its timer starts empty.
