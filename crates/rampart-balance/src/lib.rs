@@ -6,6 +6,23 @@
 //! static list, a tower [`Discover`](tower::discover::Discover) stream or DNS (feature `dns`).
 //! [`HttpEndpoint`] is a pooled hyper-util client to one backend.
 //!
+//! At a glance:
+//!
+//! - [`Balance::builder`] → [`BalanceBuilder`]: endpoints ([`BalanceBuilder::endpoint`],
+//!   [`BalanceBuilder::http_endpoints`], [`BalanceBuilder::discover`]), active checks
+//!   ([`BalanceBuilder::http_health_checks`], [`BalanceBuilder::probe_with`],
+//!   [`BalanceBuilder::health_checks`]), passive ejection
+//!   ([`BalanceBuilder::outlier_detection`]), [`Picker`], panic threshold, retries and
+//!   [`RetryBudget`], slow start; `build()` validates and starts the background tasks.
+//! - [`Balance`]: the `Service` (clone it freely; tasks stop when the last clone drops),
+//!   [`Balance::snapshot`], [`Balance::handle`] → [`BalanceHandle`] (drain, snapshot,
+//!   [`ReportHealth`](rampart_health::ReportHealth)).
+//! - Errors: [`NoHealthyEndpoints`] (carries `NeverReached`), endpoint errors as `BoxError`
+//!   ([`RequestTimeout`], or `NeverReached` wrapping a failed connect).
+//! - HTTP: [`HttpPolicy`] (default), [`ReplayBodyLayer`] in front of the balancer,
+//!   [`ServedBy`] in response extensions; other request types: [`ServicePolicy`].
+//! - DNS (feature `dns`): `discover::DnsDiscover`.
+//!
 //! ```
 //! use rampart_balance::{Balance, ServicePolicy};
 //! use tower::{Service, ServiceExt};

@@ -3,7 +3,8 @@
 //! The request's URI is rewritten to the endpoint: scheme and authority come from the base URI,
 //! the base's path (if any) prefixes the request's path and query. Connections are pooled
 //! (hyper-util's legacy client); connecting has its own timeout, and the whole request (until
-//! the response head) another one.
+//! the response head) another one. A `Host` header already on the request is kept (proxy
+//! semantics); without one, hyper-util sets it from the endpoint's authority.
 //!
 //! Errors: a failed connection attempt (refused, unreachable, connect timeout) is returned as
 //! [`NeverReached`](rampart_health::NeverReached) with the transport error as its source, so
