@@ -13,7 +13,7 @@
 //! | `primary-region-down` | every service in us-east: `down` |
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
-//! | `shop-killed` | checkout `slow` (800 ms, so checkouts are in flight); shop instance A is SIGKILLed while a checkout is in flight (from 30 % of the phase on) and restarted 20 % of a phase later |
+//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed while a checkout is in flight (from 30 % of the phase on) and restarted 20 % of a phase later |
 //! | `recovery` | none |
 //!
 //! Every response is classified as ok, degraded, apology or error ([`classify`]). At the
@@ -166,7 +166,7 @@ fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
     };
     let mut body = json!({ "service": f.0, "region": f.1, "replica": replica, "fault": f.3 });
     if f.3 == "slow" {
-        body["latency"] = json!("800ms");
+        body["latency"] = json!("300ms");
     }
     body
 }
@@ -512,7 +512,7 @@ mod tests {
         );
         let b = fault_body(&("checkout", "*", Replica::All, "slow"));
         assert_eq!(b["replica"], "*");
-        assert_eq!(b["latency"], "800ms");
+        assert_eq!(b["latency"], "300ms");
         for p in PHASES {
             for f in p.faults {
                 assert!(ALL_SERVICES.contains(&f.0), "{f:?}");
