@@ -730,3 +730,62 @@ async fn active_checks_drive_routability_and_stop_with_the_balancer() {
         "no probe after the drop"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn random_on_mocks_reaches_every_endpoint() {
+    let (svcs, mut handles) = mocks(3);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::Random)
+        .endpoints(names(3).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut counts = [0usize; 3];
+    for _ in 0..300 {
+        // Give tokio's cooperative budget back (the mock's channel counts against it).
+        tokio::task::yield_now().await;
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        let got = who_got(&mut handles);
+        assert_eq!(got.len(), 1, "{got:?} {counts:?}");
+        for i in got {
+            counts[i] += 1;
+        }
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 300);
+    assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn consistent_hash_on_mocks_pins_each_key_to_one_endpoint() {
+    let (svcs, mut handles) = mocks(4);
+    let key = |s: &&'static str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        s.hash(&mut h);
+        Some(h.finish())
+    };
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new().hash_key(key))
+        .picker(Picker::ConsistentHash { virtual_nodes: 100 })
+        .endpoints(names(4).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    const USERS: [&str; 12] = [
+        "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11",
+    ];
+    let mut owner = HashMap::new();
+    for _ in 0..3 {
+        for user in USERS {
+            tokio::task::yield_now().await;
+            let mut f = task::spawn(balance.call(user));
+            assert_pending!(f.poll());
+            let got = who_got(&mut handles);
+            assert_eq!(got.len(), 1);
+            let first = *owner.entry(user).or_insert(got[0]);
+            assert_eq!(first, got[0], "{user} moved between identical requests");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = owner.values().collect();
+    assert!(distinct.len() >= 2, "keys spread over endpoints: {owner:?}");
+}
