@@ -18,6 +18,7 @@
 //! ```
 
 mod future;
+mod layer;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,10 +28,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use rampart_health::BoxError;
-use tower_layer::Layer;
 use tower_service::Service;
 
 pub use future::ResponseFuture;
+pub use layer::ReplayBodyLayer;
 
 use crate::policy::ReplayableBody;
 
@@ -130,40 +131,6 @@ where
     }
 }
 
-/// Buffers qualifying request bodies so the balancer can replay them (see the
-/// [module docs](self)).
-#[derive(Debug, Clone, Copy)]
-pub struct ReplayBodyLayer {
-    limit: u64,
-}
-
-impl Default for ReplayBodyLayer {
-    fn default() -> Self {
-        Self { limit: 64 * 1024 }
-    }
-}
-
-impl ReplayBodyLayer {
-    /// Buffers bodies of known length up to 64 KiB.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Buffers bodies of known length up to `limit` bytes.
-    pub fn limit(mut self, limit: u64) -> Self {
-        self.limit = limit;
-        self
-    }
-}
-
-impl<S> Layer<S> for ReplayBodyLayer {
-    type Service = ReplayBodyService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ReplayBodyService::new(inner, self.limit)
-    }
-}
-
 /// The service of [`ReplayBodyLayer`].
 #[derive(Debug, Clone)]
 pub struct ReplayBodyService<S> {
@@ -226,5 +193,59 @@ where
                 ResponseFuture::calling(self.inner.call(req))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::convert::Infallible;
+
+    use http_body_util::{Full, StreamBody};
+    use tower::ServiceExt;
+    use tower_layer::Layer;
+
+    use super::*;
+
+    /// An inner service that answers whether the body arrived buffered, and its bytes.
+    async fn through<B>(limit: u64, body: B) -> (bool, Bytes)
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let inner = tower::service_fn(|req: http::Request<ReplayBody<B>>| async move {
+            let buffered = req.body().is_buffered();
+            let replay = req.body().try_clone_body().is_some();
+            assert_eq!(buffered, replay);
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            Ok::<_, Infallible>((buffered, bytes))
+        });
+        let svc = ReplayBodyLayer::new().limit(limit).layer(inner);
+        svc.oneshot(http::Request::post("/").body(body).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_known_small_bodies_are_buffered() {
+        let small = Full::new(Bytes::from_static(b"0123456789"));
+        assert_eq!(
+            through(64, small).await,
+            (true, Bytes::from_static(b"0123456789"))
+        );
+        let large = Full::new(Bytes::from_static(b"0123456789"));
+        assert_eq!(
+            through(4, large).await,
+            (false, Bytes::from_static(b"0123456789"))
+        );
+        let unknown = StreamBody::new(futures_util::stream::iter(vec![Ok::<_, Infallible>(
+            http_body::Frame::data(Bytes::from_static(b"abc")),
+        )]));
+        assert_eq!(
+            through(64, unknown).await,
+            (false, Bytes::from_static(b"abc"))
+        );
+        let empty = http_body_util::Empty::<Bytes>::new();
+        assert_eq!(through(64, empty).await, (true, Bytes::new()));
     }
 }
