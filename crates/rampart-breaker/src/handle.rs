@@ -28,8 +28,9 @@
 //! Resilience4j's (`CircuitBreakerStateMachine`), on one packed atomic word (see the `state`
 //! module): every transition is one compare-and-swap, so exactly one thread performs it and
 //! emits its event. The closed state with a count-based window and no slow-call tracking takes
-//! no lock, allocates nothing and reads no clock: one load to admit, then one load of the state,
-//! one `fetch_add` and one load (a swap only when the slot changes) to record.
+//! no lock, allocates nothing and reads no clock: one load to admit; to record, one load of the
+//! state and then, while the window holds only fast successes, three loads and no write, else
+//! one `fetch_add` and one load (a swap only when the slot changes).
 //!
 //! - Closed → Open: with at least `minimum_calls` in the window, the failure rate or the
 //!   slow-call rate is at or above its threshold, or `consecutive_failures` in a row.

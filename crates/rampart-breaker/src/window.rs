@@ -11,9 +11,10 @@
 //! A record tells the caller whether the rates may have risen (a failure or a slow call was
 //! added, the window was still filling, or old buckets expired): only then does the breaker
 //! evaluate its thresholds. A success replacing a success changes nothing and costs one
-//! `fetch_add` and one load.
+//! `fetch_add` and one load; while the count window holds nothing but fast successes, a fast
+//! success costs three plain loads and no write at all.
 
-use crate::sync::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering, Padded};
 
 const FILLED: u8 = 1;
 const FAILED: u8 = 2;
@@ -58,7 +59,8 @@ impl Totals {
 /// A window over the last N calls: a ring of N one-byte slots.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    seq: AtomicU32,
+    /// Padded: the totals beside it are read on every success and written only on changes.
+    seq: Padded<AtomicU32>,
     len: u32,
     /// Lemire's fastmod constant for `len`: `x % len` without a division.
     magic: u64,
@@ -70,7 +72,7 @@ impl CountWindow {
     pub(crate) fn new(len: u32) -> Self {
         let len = len.max(1);
         Self {
-            seq: AtomicU32::new(0),
+            seq: Padded(AtomicU32::new(0)),
             len,
             magic: (u64::MAX / u64::from(len)).wrapping_add(1),
             slots: (0..len).map(|_| AtomicU8::new(0)).collect(),
@@ -92,6 +94,14 @@ impl CountWindow {
     /// order: harmless for rates.
     #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool) -> bool {
+        // A full window of fast successes stays the same whatever slot a new fast success
+        // would replace, and all its slots are alike, so it need not even move: the next
+        // failure takes any slot and leaves the window exactly N records later, as it would
+        // have. This keeps the shared sequence out of the all-success hot path (three loads
+        // of a line that is only written when the window changes).
+        if !failed && !slow && self.all_fast_successes() {
+            return false;
+        }
         let value = FILLED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let i = self.index(self.seq.fetch_add(1, Ordering::Relaxed));
         let Some(slot) = self.slots.get(i) else {
@@ -107,6 +117,13 @@ impl CountWindow {
         }
         self.adjust(old, value);
         old & FILLED == 0 || failed || slow
+    }
+
+    #[inline]
+    fn all_fast_successes(&self) -> bool {
+        self.totals.failures.load(Ordering::Relaxed) == 0
+            && self.totals.slow.load(Ordering::Relaxed) == 0
+            && self.totals.calls.load(Ordering::Relaxed) == i64::from(self.len)
     }
 
     fn adjust(&self, old: u8, new: u8) {
@@ -353,6 +370,28 @@ mod tests {
         assert!(
             !w.record(false, false),
             "success over failure lowers the rate"
+        );
+    }
+
+    #[test]
+    fn a_failure_after_a_run_of_successes_leaves_after_exactly_n_calls() {
+        let w = CountWindow::new(3);
+        for _ in 0..10 {
+            w.record(false, false); // fills, then skips the sequence
+        }
+        assert!(w.record(true, false));
+        for _ in 0..2 {
+            w.record(false, false);
+            assert_eq!(w.counts().failures, 1);
+        }
+        w.record(false, false);
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
         );
     }
 
