@@ -248,6 +248,17 @@ fn read_confirmed(
     Ok((keys, extra.max(0) as u64))
 }
 
+/// The 1, 5 and 15 minute load averages, on Linux.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 fn facts_path(args: &ChaosArgs) -> Option<PathBuf> {
     args.facts.clone().or_else(|| {
         args.report.as_ref().map(|r| {
@@ -288,6 +299,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         .admin_token
         .clone()
         .unwrap_or_else(crate::shop::generate_token);
+    let load_before = load_average();
     say(&format!(
         "chaos: starting fleet, two shops and the edge in {}",
         dir.display()
@@ -449,6 +461,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         rate,
         phase_s: phase_len.as_secs_f64(),
         dir: dir.display().to_string(),
+        load_average: load_before.into_iter().chain(load_average()).collect(),
     };
     let chart_data = ChartData {
         seconds: c
@@ -489,6 +502,12 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     }
     if let Some(p) = &args.chart {
         chart::draw(p, &chart_data)?;
+    }
+    if facts.load_average.len() == 2 {
+        say(&format!(
+            "chaos: load average {} before, {} after (latencies depend on it)",
+            facts.load_average[0], facts.load_average[1]
+        ));
     }
     say(&format!("chaos: data and logs in {}", dir.display()));
     match report.verdict() {

@@ -239,6 +239,9 @@ pub struct Facts {
     pub phase_s: f64,
     /// Where the processes' data and logs are.
     pub dir: String,
+    /// The machine's load average (`/proc/loadavg`: 1, 5, 15 minutes) before and after the
+    /// run, when known: latency figures on a shared machine depend on it.
+    pub load_average: Vec<String>,
 }
 
 /// Largest latency recorded, in microseconds (10 minutes).
