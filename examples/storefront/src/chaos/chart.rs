@@ -197,7 +197,15 @@ where
         chart
             .draw_series(std::iter::once(Text::new(
                 label.clone(),
-                (*x + 0.15, y_top * at),
+                (
+                    *x + 0.15,
+                    if names {
+                        y_top * at
+                    } else {
+                        // Log scale: place the label at a share of the decades shown.
+                        y_bottom * (y_top / y_bottom).powf(at + 0.4)
+                    },
+                ),
                 ("sans-serif", 11).into_font().color(&RED),
             )))
             .map_err(err)?;
