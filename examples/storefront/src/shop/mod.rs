@@ -177,12 +177,7 @@ impl Shop {
             .deadline(config.recommendations_budget)
             .build()
             .map_err(ShopError::Config)?;
-        let stale = StaleIfErrorLayer::builder()
-            .max_bytes(config.stale_cache_bytes)
-            .build()
-            .map_err(ShopError::Config)?;
-        let fallback = FallbackLayer::with_page(apology::page().map_err(ShopError::Config)?)
-            .retry_after(Duration::from_secs(5));
+        let layers = PageLayers::new(config).map_err(ShopError::Config)?;
         let state = AppState {
             inner: Arc::new(ShopInner {
                 catalog,
@@ -193,11 +188,11 @@ impl Shop {
                 metrics: prometheus(),
                 recs_degrade,
                 checkout_budget: config.page_deadline / 2,
-                fallback: fallback.stats().clone(),
-                stale: stale.clone(),
+                fallback: layers.fallback.stats().clone(),
+                stale: layers.stale.clone(),
             }),
         };
-        let router = router(state, admin, config.page_deadline, fallback, stale);
+        let router = router(state, admin, &layers);
         Ok(Shop {
             router,
             outbox,
@@ -223,17 +218,50 @@ impl Shop {
     }
 }
 
-/// The routes and the layers around them. Outermost first: the apology (`FallbackLayer`),
-/// stale copies (`StaleIfError`), panics to 500s (`CatchPanicLayer`), the page deadline
-/// (`TimeoutLayer`), then the handlers. A stale copy is preferred to the apology, and a panic
-/// or a late page becomes a failure the outer layers handle.
-fn router(
-    state: AppState,
-    admin: AdminState,
-    page_deadline: Duration,
-    fallback: FallbackLayer,
-    stale: StaleIfErrorLayer,
-) -> Router {
+/// The layers around the pages. Outermost first: the apology (`FallbackLayer`), stale copies
+/// (`StaleIfError`), panics to 500s (`CatchPanicLayer`), the page deadline (`TimeoutLayer`),
+/// then the handlers. A stale copy is preferred to the apology, and a panic or a late page
+/// becomes a failure the outer layers handle.
+#[derive(Debug, Clone)]
+pub struct PageLayers {
+    /// The apology (line 4).
+    pub fallback: FallbackLayer,
+    /// Stale copies of cacheable pages (shares its cache across clones).
+    pub stale: StaleIfErrorLayer,
+    /// The per-page deadline.
+    pub deadline: Duration,
+}
+
+impl PageLayers {
+    /// The layers for `config` (stale cache size, page deadline) with the shop's apology page.
+    pub fn new(config: &ShopConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            fallback: FallbackLayer::with_page(apology::page()?)
+                .retry_after(Duration::from_secs(5)),
+            stale: StaleIfErrorLayer::builder()
+                .max_bytes(config.stale_cache_bytes)
+                .build()?,
+            deadline: config.page_deadline,
+        })
+    }
+
+    /// `routes` wrapped in the layers.
+    pub fn apply(&self, routes: Router) -> Router {
+        routes.layer(
+            ServiceBuilder::new()
+                .layer(self.fallback.clone())
+                .layer(self.stale.clone())
+                .layer(tower_http::catch_panic::CatchPanicLayer::new())
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    self.deadline,
+                )),
+        )
+    }
+}
+
+/// The routes, the page layers, and the operations and admin routes beside them.
+fn router(state: AppState, admin: AdminState, layers: &PageLayers) -> Router {
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/products", get(pages::products))
@@ -248,17 +276,8 @@ fn router(
         )
         .route("/orders/{id}", get(pages::order))
         .fallback(pages::not_found)
-        .with_state(state.clone())
-        .layer(
-            ServiceBuilder::new()
-                .layer(fallback)
-                .layer(stale)
-                .layer(tower_http::catch_panic::CatchPanicLayer::new())
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    page_deadline,
-                )),
-        );
+        .with_state(state.clone());
+    let pages = layers.apply(pages);
     Router::new()
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(metrics_route))
