@@ -319,3 +319,52 @@ async fn dropping_the_edge_stops_its_workers() {
     }
     assert!(refused, "the edge still accepts connections after drop");
 }
+
+#[test]
+fn cli_reads_edge_toml_and_names_bad_keys() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "storefront-edge-toml-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("edge.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstreams = [\"http://{}\"]\nworkers = 1\ncheck_interval = \"250ms\"\n",
+            upstream.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("edge")
+        .arg("--config")
+        .arg(&good)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let addr: SocketAddr = first.trim().parse().expect("first line is the address");
+    assert_ne!(addr.port(), 0);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "upstreams = [\"http://127.0.0.1:1\"]\nfall = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("edge")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fall"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
