@@ -248,6 +248,20 @@ fn read_confirmed(
     Ok((keys, extra.max(0) as u64))
 }
 
+/// How many idempotency keys appear in both shops' outboxes.
+fn in_both(outboxes: &[PathBuf; 2]) -> Result<u64, rusqlite::Error> {
+    let keys = |p: &Path| -> Result<std::collections::HashSet<String>, rusqlite::Error> {
+        let conn =
+            rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut stmt = conn.prepare("SELECT idempotency_key FROM orders")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    };
+    let a = keys(&outboxes[0])?;
+    let b = keys(&outboxes[1])?;
+    Ok(a.intersection(&b).count() as u64)
+}
+
 /// The 1, 5 and 15 minute load averages, on Linux.
 fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -448,6 +462,11 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     }
     o.duplicated = dup_extra;
     drop(topo);
+    let outboxes = [dir.join("shop-a/outbox.db"), dir.join("shop-b/outbox.db")];
+    of.in_both_outboxes = tokio::task::spawn_blocking(move || in_both(&outboxes))
+        .await
+        .ok()
+        .and_then(Result::ok);
 
     let c = lock(&collector);
     let report = Report {

@@ -222,6 +222,10 @@ pub struct OrderFacts {
     pub lost_keys: Vec<String>,
     /// Seconds spent after the last phase waiting for pending orders to be confirmed.
     pub settle_s: f64,
+    /// Orders recorded in *both* shops' outboxes: a shop had recorded it when it was killed
+    /// and the edge retried the request on the other one (`None` when the outboxes could not
+    /// be read).
+    pub in_both_outboxes: Option<u64>,
 }
 
 /// The side file (`--facts FILE`, by default next to the report).
