@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! gateway --listen 127.0.0.1:0 --upstream 127.0.0.1:8081 --upstream 127.0.0.1:8082 ...
-//!         [--stack rampart|lean] [--workers N] [--runtime percore|multi]
+//!         [--stack rampart|lean] [--workers N] [--runtime percore|percore-shared|multi]
 //!         [--check-interval-ms 1000] [--fall 2] [--rise 2] [--retry-after 5]
 //! ```
 //!
@@ -27,7 +27,7 @@ use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_s
 use rampart_bench::gateway::upstream::Upstream;
 
 const USAGE: &str = "usage: gateway --listen ADDR --upstream ADDR... [--stack lean|rampart] \
-[--workers N] [--runtime percore|multi] [--check-interval-ms MS] [--fall N] [--rise N] [--retry-after SECS]";
+[--workers N] [--runtime percore|percore-shared|multi] [--check-interval-ms MS] [--fall N] [--rise N] [--retry-after SECS]";
 
 struct Settings {
     stack: String,

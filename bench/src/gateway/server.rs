@@ -44,6 +44,10 @@ pub trait Handler: Clone + Send + 'static {
 pub enum Runtime {
     /// One current-thread runtime per worker thread, `SO_REUSEPORT` listeners.
     PerCore,
+    /// One current-thread runtime per worker thread, all accepting from one shared listening
+    /// socket (nginx's default shape: the kernel hands a new connection to a waiting worker,
+    /// so a busy worker accepts less).
+    PerCoreShared,
     /// One multi-thread runtime, one listener.
     MultiThread,
 }
@@ -53,8 +57,11 @@ impl std::str::FromStr for Runtime {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "percore" | "per-core" => Ok(Self::PerCore),
+            "percore-shared" | "shared" => Ok(Self::PerCoreShared),
             "multi" | "multi-thread" => Ok(Self::MultiThread),
-            other => Err(format!("unknown runtime {other:?} (percore, multi)")),
+            other => Err(format!(
+                "unknown runtime {other:?} (percore, percore-shared, multi)"
+            )),
         }
     }
 }
@@ -145,6 +152,34 @@ where
                 Ok(())
             })
         }
+        Runtime::PerCoreShared => {
+            let std_listener = std::net::TcpListener::bind(listen)?;
+            std_listener.set_nonblocking(true)?;
+            let addr = std_listener.local_addr()?;
+            let make_handler = std::sync::Arc::new(make_handler);
+            let mut threads = Vec::new();
+            for i in 0..workers {
+                let make_handler = make_handler.clone();
+                let l = std_listener.try_clone()?;
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("gateway-{i}"))
+                        .spawn(move || -> io::Result<()> {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()?;
+                            rt.block_on(async move {
+                                let listener = TcpListener::from_std(l)?;
+                                accept_loop(listener, make_handler(i)).await;
+                                Ok(())
+                            })
+                        })?,
+                );
+            }
+            drop(std_listener);
+            on_bound(addr);
+            join_all(threads)
+        }
         Runtime::PerCore => {
             // Worker 0 binds first (it picks the port when `listen` has port 0), then the others
             // bind the same address; each reports its bind result before anyone is announced.
@@ -182,13 +217,17 @@ where
                     .map_err(|_| io::Error::other("a worker thread ended before binding"))??;
             }
             on_bound(addr);
-            for t in threads {
-                match t.join() {
-                    Ok(r) => r?,
-                    Err(_) => return Err(io::Error::other("a worker thread panicked")),
-                }
-            }
-            Ok(())
+            join_all(threads)
         }
     }
+}
+
+fn join_all(threads: Vec<std::thread::JoinHandle<io::Result<()>>>) -> io::Result<()> {
+    for t in threads {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::other("a worker thread panicked")),
+        }
+    }
+    Ok(())
 }
