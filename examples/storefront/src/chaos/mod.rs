@@ -403,8 +403,15 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         tokio::time::sleep_until(start + total).await;
         Ok::<_, String>((kill, events))
     };
-    let timeline = timeline.await;
-    // Whatever happened, let the load finish (it stops at the end of the last phase).
+    // Ctrl-C stops the run; the children are killed when `topo` is dropped on return.
+    let timeline = tokio::select! {
+        t = timeline => t,
+        _ = tokio::signal::ctrl_c() => {
+            load_task.abort();
+            Err("interrupted".to_owned())
+        }
+    };
+    // Otherwise let the load finish (it stops at the end of the last phase).
     let _ = load_task.await;
     let _ = sink.await;
     done.store(true, Ordering::Relaxed);
