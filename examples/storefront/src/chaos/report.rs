@@ -408,3 +408,76 @@ fn round1(x: f64) -> f64 {
 pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(name: &str, errors: u64) -> PhaseReport {
+        PhaseReport {
+            name: name.into(),
+            requests: 10,
+            ok: 10 - errors,
+            degraded: 0,
+            apology: 0,
+            errors,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            max_ms: 3.0,
+        }
+    }
+
+    #[test]
+    fn verdict_names_every_failure() {
+        let mut r = Report {
+            phases: vec![phase("baseline", 0), phase("everything-down", 2)],
+            orders: OrdersReport {
+                submitted: 5,
+                acknowledged: 5,
+                confirmed: 4,
+                lost: 1,
+                duplicated: 0,
+            },
+        };
+        assert!(!r.passed());
+        let v = r.verdict().unwrap();
+        assert!(v.contains("2 errors in phase everything-down"), "{v}");
+        assert!(v.contains("1 orders lost"), "{v}");
+        r.phases[1].errors = 0;
+        r.orders.lost = 0;
+        r.orders.duplicated = 3;
+        assert_eq!(r.verdict().unwrap(), "3 orders duplicated");
+        r.orders.duplicated = 0;
+        assert!(r.passed() && r.verdict().is_none());
+        assert!(r.table().contains("everything-down"));
+        assert!(r.markdown().starts_with("| phase |"));
+    }
+
+    #[test]
+    fn tally_counts_classes_and_latency() {
+        let mut t = Tally::default();
+        for (class, ms) in [
+            (Class::Ok, 1),
+            (Class::Degraded, 2),
+            (Class::Apology, 3),
+            (Class::Error, 100),
+        ] {
+            t.add(&Sample {
+                phase: 0,
+                intended: Duration::ZERO,
+                latency: Duration::from_millis(ms),
+                class,
+                facts: Default::default(),
+                error: None,
+                order_key: None,
+                acknowledged: false,
+            });
+        }
+        assert_eq!(
+            (t.requests, t.ok, t.degraded, t.apology, t.errors),
+            (4, 1, 1, 1, 1)
+        );
+        assert!((t.max_ms() - 100.0).abs() < 0.2, "{}", t.max_ms());
+        assert!(t.percentile_ms(0.5) <= 2.01);
+    }
+}
