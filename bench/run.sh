@@ -387,7 +387,7 @@ fi
 
 if [ "$MICRO" = 1 ]; then
   mkdir -p "$TMP/micro"
-  for spec in rampart-breaker:overhead rampart-balance:pick rampart-gslb:select rampart-fallback:apology; do
+  for spec in rampart-breaker:overhead rampart-balance:pick rampart-gslb:select rampart-fallback:apology rampart-health:outlier storefront:page_layers; do
     pkg=${spec%%:*}; bench=${spec##*:}
     dir=$(cargo metadata --no-deps --format-version 1 2>/dev/null |
       grep -o "\"manifest_path\":\"[^\"]*/$pkg/Cargo.toml\"" | head -n1 | sed 's/.*:"//; s/Cargo.toml"//')
