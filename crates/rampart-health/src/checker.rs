@@ -831,6 +831,66 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn jitter_stretches_the_unhealthy_interval_within_bounds() {
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let recorded = times.clone();
+        let probe = probe_fn(move || {
+            recorded.lock().unwrap().push(Instant::now());
+            async { Err(ProbeError::new(ProbeErrorKind::Status, "status 500")) }
+        });
+        // Unhealthy from the first answer: every wait is unhealthy_interval (2 s) + jitter.
+        let _handle = Checker::spawn(
+            "j",
+            probe,
+            config()
+                .unhealthy_interval(secs(2))
+                .jitter(0.5)
+                .build()
+                .unwrap(),
+        );
+        tokio::time::sleep(secs(300)).await;
+        let times = times.lock().unwrap().clone();
+        assert!(times.len() >= 90, "only {} probes", times.len());
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        for gap in &gaps {
+            assert!(
+                *gap >= secs(2) && *gap <= secs(3),
+                "gap {gap:?} outside [2 s, 3 s]"
+            );
+        }
+        assert!(gaps.iter().any(|g| *g != gaps[0]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_last_handle_cancels_an_attempt_in_flight() {
+        // The probe's attempt takes 500 ms (within the 1 s timeout); the handle is dropped in
+        // the middle of the first one.
+        let started = Arc::new(AtomicU32::new(0));
+        let finished = Arc::new(AtomicU32::new(0));
+        let (s, f) = (started.clone(), finished.clone());
+        let probe = probe_fn(move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            let f = f.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        let handle = Checker::spawn("inflight", probe, config().build().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        drop(handle);
+        tokio::time::sleep(secs(60)).await;
+        // The attempt never completed, no other started, and the probe (with its captures)
+        // is gone: neither the checker task nor the attempt's own task outlived the handle.
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(finished.load(Ordering::SeqCst), 0);
+        assert_eq!(Arc::strong_count(&started), 1);
+        assert_eq!(Arc::strong_count(&finished), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_jitter_means_an_exact_schedule() {
         let times = Arc::new(Mutex::new(Vec::new()));
         let recorded = times.clone();

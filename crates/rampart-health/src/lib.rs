@@ -57,7 +57,8 @@ pub use outlier::{
     OutlierEvent, OutlierTracker,
 };
 pub use probe::{
-    FnProbe, HttpProbe, HttpProbeBuilder, Probe, ProbeError, ProbeErrorKind, TcpProbe, probe_fn,
+    FnProbe, HttpProbe, HttpProbeBuilder, Probe, ProbeError, ProbeErrorKind, TcpProbe,
+    TcpProbeBuilder, probe_fn,
 };
 pub use report::{HealthReport, HealthReporter, ReportHealth};
 pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};

@@ -23,7 +23,9 @@
 //!   failing stays out longer each time.
 //! - **Decay**: the ejection count drops by one for every full `interval` the endpoint spends
 //!   not ejected (Envoy decrements its ejection multiplier once per interval while the host
-//!   stays healthy), so an endpoint that recovered for good is eventually forgiven.
+//!   stays healthy), so an endpoint that recovered for good is eventually forgiven. The decay
+//!   is settled at every evaluation and before every ejection, so an ejection's time never
+//!   depends on when the last evaluation happened to run.
 //! - **Strict `max_ejection_percent`** (default 10 %): an ejection happens only if afterwards
 //!   `ejected × 100 ≤ max_ejection_percent × endpoints`. An ejection that would push the ejected
 //!   share above the cap does not happen (the endpoint's streak stays over the threshold, so
@@ -541,28 +543,14 @@ impl Shared {
         self.expire_due(registry, now);
 
         // Decay: one step per full interval spent not ejected.
-        let interval = self.config.interval.as_nanos() as u64;
         for ep in &registry.endpoints {
-            if ep.ejected.load(Ordering::Acquire) {
-                continue;
-            }
-            let count = ep.count.load(Ordering::Relaxed);
-            let from = ep.decay_from_nanos.load(Ordering::Relaxed);
-            if count == 0 {
-                ep.decay_from_nanos.store(now_nanos, Ordering::Relaxed);
-                continue;
-            }
-            let steps = now_nanos.saturating_sub(from) / interval;
-            if steps > 0 {
-                let dropped = steps.min(u64::from(count)) as u32;
-                ep.count.store(count - dropped, Ordering::Relaxed);
-                ep.decay_from_nanos
-                    .store(from + steps * interval, Ordering::Relaxed);
-                tracing::trace!(endpoint = %ep.name, count = count - dropped, "ejection count decayed");
+            if !ep.ejected.load(Ordering::Acquire) {
+                self.decay(ep, now_nanos);
             }
         }
 
         // Failure percentage over the counts of the window that just closed.
+        let interval = self.config.interval.as_nanos() as u64;
         if now_nanos < self.next_evaluation.load(Ordering::Relaxed) {
             return;
         }
@@ -592,6 +580,28 @@ impl Shared {
                 );
                 self.try_eject(registry, ep, now, EjectionReason::FailurePercentage);
             }
+        }
+    }
+
+    /// Applies the decay a not-ejected `ep` is owed at `now_nanos`: one step of its ejection
+    /// count per full `interval` since its not-ejected stretch began. Called under the
+    /// registry mutex (from evaluations, and before every ejection so that the backoff is
+    /// based on an up-to-date count however long ago the last evaluation ran).
+    fn decay(&self, ep: &EndpointState, now_nanos: u64) {
+        let interval = self.config.interval.as_nanos() as u64;
+        let count = ep.count.load(Ordering::Relaxed);
+        let from = ep.decay_from_nanos.load(Ordering::Relaxed);
+        if count == 0 {
+            ep.decay_from_nanos.store(now_nanos, Ordering::Relaxed);
+            return;
+        }
+        let steps = now_nanos.saturating_sub(from) / interval;
+        if steps > 0 {
+            let dropped = steps.min(u64::from(count)) as u32;
+            ep.count.store(count - dropped, Ordering::Relaxed);
+            ep.decay_from_nanos
+                .store(from + steps * interval, Ordering::Relaxed);
+            tracing::trace!(endpoint = %ep.name, count = count - dropped, "ejection count decayed");
         }
     }
 
@@ -655,6 +665,8 @@ impl Shared {
         now: Instant,
         reason: EjectionReason,
     ) {
+        // `ep` is not ejected here: settle the decay it is owed before backing off.
+        self.decay(ep, self.nanos(now));
         let count = ep.count.load(Ordering::Relaxed).saturating_add(1);
         let duration = self.config.ejection_time(count);
         let until = now + duration;
@@ -805,7 +817,9 @@ impl OutlierTracker {
     }
 
     /// The ejection count: how many ejections the current ejection time is based on (it
-    /// decays by one per `interval` spent not ejected, applied at evaluations).
+    /// decays by one per `interval` spent not ejected, applied at evaluations and before each
+    /// ejection, so between those this reading may be higher than the count the next
+    /// ejection will use).
     pub fn ejection_count(&self) -> u32 {
         self.state.count.load(Ordering::Relaxed)
     }
@@ -1029,6 +1043,63 @@ mod tests {
         // No explicit evaluate: the failure runs the overdue evaluation first.
         a.record(Outcome::Failure);
         assert_eq!(a.ejection_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_settles_the_decay_owed_since_the_last_evaluation() {
+        let d = OutlierDetector::new(config().build().unwrap()); // interval 10 s, base 30 s
+        let a = d.track("a");
+        fail(&a, 5); // t = 0, count 1, back at 30 s
+        tokio::time::advance(secs(39)).await;
+        d.evaluate(); // 9 s after the return: no decay yet; the next evaluation is due at 49 s
+        assert!(!a.is_ejected());
+        assert_eq!(a.ejection_count(), 1);
+
+        // At 45 s the endpoint has been back 15 s (one full interval), but no evaluation ran
+        // since 39 s. Its next ejection must still use the decayed count: 1 × 30 s, not 2 × 30 s.
+        tokio::time::advance(secs(6)).await;
+        let start = Instant::now();
+        fail(&a, 5);
+        assert_eq!(a.ejection_count(), 1);
+        assert_eq!(a.ejected_until(), Some(start + secs(30)));
+
+        // The same holds for a manual ejection.
+        tokio::time::advance(secs(30 + 25)).await; // back for 25 s: two full intervals
+        assert!(!a.is_ejected());
+        let start = Instant::now();
+        assert!(a.eject());
+        assert_eq!(a.ejection_count(), 1);
+        assert_eq!(a.ejected_until(), Some(start + secs(30)));
+    }
+
+    #[test]
+    fn the_success_path_takes_no_lock() {
+        // Hold the detector's mutex on this thread; another thread records successes and
+        // ignored outcomes and asks `is_ejected`. If any of these locked, it would block until
+        // the safety net below expires (not a timing assertion: it only turns a hang into a
+        // failure).
+        let d = OutlierDetector::new(config().failure_percentage(50.0, 10).build().unwrap());
+        let a = Arc::new(d.track("a"));
+        fail(&a, 2); // a streak, so that the success path also resets it
+        let guard = d.shared.lock();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let tracker = Arc::clone(&a);
+        let worker = std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                tracker.record(Outcome::Success);
+                tracker.record(Outcome::Ignored);
+                assert!(!tracker.is_ejected());
+            }
+            let _ = done_tx.send(tracker.consecutive_failures());
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(10));
+        drop(guard);
+        worker.join().unwrap();
+        assert_eq!(
+            done,
+            Ok(0),
+            "the success path waited for the detector's lock"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -556,11 +556,18 @@ impl HttpProbeBuilder {
 /// A TCP connect probe: passes when a connection to the address is established within the
 /// timeout (default 1 s). The connection is closed at once.
 ///
+/// [`TcpProbe::new`] uses the default timeout; [`TcpProbe::builder`] sets another one and
+/// validates it.
+///
 /// ```
 /// use std::time::Duration;
 /// use rampart_health::TcpProbe;
-/// let probe = TcpProbe::new("127.0.0.1:5432".parse().unwrap()).timeout(Duration::from_millis(200));
+/// let probe = TcpProbe::builder("127.0.0.1:5432".parse().unwrap())
+///     .timeout(Duration::from_millis(200))
+///     .build()
+///     .unwrap();
 /// assert_eq!(probe.addr().port(), 5432);
+/// assert_eq!(probe.timeout(), Duration::from_millis(200));
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TcpProbe {
@@ -568,8 +575,15 @@ pub struct TcpProbe {
     timeout: Duration,
 }
 
+/// Builds a [`TcpProbe`]; see [`TcpProbe::builder`].
+#[derive(Clone, Copy, Debug)]
+pub struct TcpProbeBuilder {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
 impl TcpProbe {
-    /// A probe of `addr` with a 1 s timeout.
+    /// A probe of `addr` with the default 1 s timeout.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
@@ -577,15 +591,57 @@ impl TcpProbe {
         }
     }
 
-    /// Sets the connect timeout (a zero timeout fails every attempt).
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
+    /// Starts a builder for probes of `addr`.
+    pub fn builder(addr: SocketAddr) -> TcpProbeBuilder {
+        TcpProbeBuilder {
+            addr,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+        }
     }
 
     /// The probed address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The connect timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl TcpProbeBuilder {
+    /// Bounds the connect (default 1 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Validates the settings and builds the probe.
+    ///
+    /// Rejects a zero `timeout` with a [`ConfigError`] naming the field and the value.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rampart_health::TcpProbe;
+    /// let err = TcpProbe::builder("127.0.0.1:1".parse().unwrap())
+    ///     .timeout(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid `timeout` = 0ns: must be greater than zero");
+    /// ```
+    pub fn build(self) -> Result<TcpProbe, ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "timeout",
+                self.timeout,
+                "must be greater than zero",
+            ));
+        }
+        Ok(TcpProbe {
+            addr: self.addr,
+            timeout: self.timeout,
+        })
     }
 }
 
@@ -678,37 +734,75 @@ mod tests {
     #[test]
     #[allow(clippy::reversed_empty_ranges)]
     fn builder_rejects_bad_values() {
-        let cases: Vec<(HttpProbeBuilder, &str)> = vec![
-            (HttpProbe::builder("https://x:1".parse().unwrap()), "base"),
-            (HttpProbe::builder("/relative".parse().unwrap()), "base"),
-            (HttpProbe::builder(base()).path("healthz"), "path"),
-            (HttpProbe::builder(base()).path("/a b"), "path"),
+        let cases: Vec<(HttpProbeBuilder, &str, &str)> = vec![
+            (
+                HttpProbe::builder("https://x:1".parse().unwrap()),
+                "base",
+                "\"https://x:1/\"",
+            ),
+            (
+                HttpProbe::builder("/relative".parse().unwrap()),
+                "base",
+                "\"/relative\"",
+            ),
+            (
+                HttpProbe::builder(base()).path("healthz"),
+                "path",
+                "\"healthz\"",
+            ),
+            (HttpProbe::builder(base()).path("/a b"), "path", "\"/a b\""),
             (
                 HttpProbe::builder(base()).expect_status(299..=200),
                 "expect_status",
+                "299..=200",
             ),
             (
                 HttpProbe::builder(base()).expect_status(0..=200),
                 "expect_status",
+                "0..=200",
             ),
             (
                 HttpProbe::builder(base()).expect_status(200..=1000),
                 "expect_status",
+                "200..=1000",
             ),
             (
                 HttpProbe::builder(base()).timeout(Duration::ZERO),
                 "timeout",
+                "0ns",
             ),
-            (HttpProbe::builder(base()).host("bad\nhost"), "host"),
+            (
+                HttpProbe::builder(base()).host("bad\nhost"),
+                "host",
+                "\"bad\\nhost\"",
+            ),
             (
                 HttpProbe::builder(base()).max_body_bytes(0),
                 "max_body_bytes",
+                "0",
             ),
         ];
-        for (builder, field) in cases {
+        for (builder, field, value) in cases {
             let err = builder.build().unwrap_err();
-            assert_eq!(err.field(), field, "{err}");
+            assert_eq!((err.field(), err.value()), (field, value), "{err}");
+            assert!(err.to_string().contains(value), "{err}");
         }
+    }
+
+    #[test]
+    fn tcp_builder_rejects_a_zero_timeout() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let err = TcpProbe::builder(addr)
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!((err.field(), err.value()), ("timeout", "0ns"));
+        let probe = TcpProbe::builder(addr)
+            .timeout(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        assert_eq!(probe.timeout(), Duration::from_millis(1));
+        assert_eq!(TcpProbe::new(addr).timeout(), Duration::from_secs(1));
     }
 
     #[test]

@@ -43,18 +43,20 @@ impl HealthReport {
         Self { healthy, total }
     }
 
-    /// The healthy share in `0.0..=1.0`; an empty pool has share `0.0`.
+    /// The healthy share in `0.0..=1.0`; an empty pool has share `0.0`. A report written
+    /// field by field with `healthy > total` counts as fully healthy, never above `1.0`.
     ///
     /// ```
     /// use rampart_health::HealthReport;
     /// assert_eq!(HealthReport::new(1, 4).healthy_share(), 0.25);
     /// assert_eq!(HealthReport::new(0, 0).healthy_share(), 0.0);
+    /// assert_eq!(HealthReport { healthy: 5, total: 3 }.healthy_share(), 1.0);
     /// ```
     pub fn healthy_share(&self) -> f64 {
         if self.total == 0 {
             0.0
         } else {
-            self.healthy as f64 / self.total as f64
+            self.healthy.min(self.total) as f64 / self.total as f64
         }
     }
 

@@ -154,7 +154,10 @@ async fn tcp_checker_sees_a_listener_come_and_go() {
     let addr = listener.local_addr().unwrap();
     let handle = Checker::spawn(
         "tcp",
-        TcpProbe::new(addr).timeout(Duration::from_millis(60)),
+        TcpProbe::builder(addr)
+            .timeout(Duration::from_millis(60))
+            .build()
+            .unwrap(),
         fast_config(2, 2),
     );
     let mut watch = handle.watch();

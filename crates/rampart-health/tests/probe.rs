@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{any, get};
 use rampart_health::{HttpProbe, Probe, ProbeError, ProbeErrorKind, TcpProbe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -36,6 +36,10 @@ async fn axum_server(status: Arc<AtomicU16>) -> SocketAddr {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/big", get(|| async { vec![b'x'; 100 * 1024] }))
+        .route(
+            "/method",
+            any(|method: axum::http::Method| async move { format!("method={method}") }),
+        )
         .route(
             "/host",
             get(|headers: axum::http::HeaderMap| async move {
@@ -135,6 +139,39 @@ async fn http_probe_checks_body_substring_and_status_range() {
         .build()
         .unwrap();
     run(&lenient).await.unwrap();
+}
+
+#[tokio::test]
+async fn http_probe_sends_the_configured_method() {
+    let addr = axum_server(Arc::new(AtomicU16::new(200))).await;
+    let default = HttpProbe::builder(uri(addr))
+        .path("/method")
+        .body_contains("method=GET")
+        .build()
+        .unwrap();
+    run(&default).await.unwrap();
+    let post = HttpProbe::builder(uri(addr))
+        .method(http::Method::POST)
+        .path("/method")
+        .body_contains("method=POST")
+        .build()
+        .unwrap();
+    run(&post).await.unwrap();
+    // The body check really looks at what came back.
+    let wrong = HttpProbe::builder(uri(addr))
+        .method(http::Method::PUT)
+        .path("/method")
+        .body_contains("method=POST")
+        .build()
+        .unwrap();
+    assert_eq!(run(&wrong).await.unwrap_err().kind(), ProbeErrorKind::Body);
+    // HEAD: no body to read, the status decides.
+    let head = HttpProbe::builder(uri(addr))
+        .method(http::Method::HEAD)
+        .path("/method")
+        .build()
+        .unwrap();
+    run(&head).await.unwrap();
 }
 
 #[tokio::test]
@@ -271,7 +308,10 @@ async fn tcp_probe_passes_on_a_listener_and_fails_on_a_closed_port() {
     let open = TcpProbe::new(listener.local_addr().unwrap());
     run(&open).await.unwrap();
 
-    let closed = TcpProbe::new(closed_port().await).timeout(Duration::from_secs(5));
+    let closed = TcpProbe::builder(closed_port().await)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let err = run(&closed).await.unwrap_err();
     assert_eq!(err.kind(), ProbeErrorKind::Connect, "{err}");
 }
