@@ -1,7 +1,8 @@
 //! The proof of the whole design: `storefront chaos --quick` (edge → two shops → fleet as
 //! child processes, open-loop load, the timeline of outages and a SIGKILL) ends with zero
 //! errors in every phase, no lost and no duplicated order, every apology carrying
-//! `Retry-After` and every stale page carrying `Age`.
+//! `Retry-After` and every stale page carrying `Age`, partial pages recognised by their
+//! header, and a SIGKILL that provably caught shop A mid-checkout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -120,6 +121,21 @@ fn quick_chaos_run_has_no_errors_and_loses_no_order() {
     }
     assert!(stale > 0, "stale copies were served: {facts}");
     assert!(apologies > 0, "apologies were served: {facts}");
+    // Partial search pages were recognised by the shop's `x-rampart-degraded` header.
+    let partial: u64 = facts["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["partial_pages"].as_u64().unwrap())
+        .sum();
+    assert!(partial > 0, "partial pages were recognised: {facts}");
+    // The SIGKILL hit shop A mid-checkout: it held recorded, unanswered orders whose
+    // customers were waiting (checked on the frozen process), and each of them was still
+    // confirmed exactly once.
+    let kill = &facts["kill"];
+    let caught = kill["caught_orders"].as_u64().unwrap();
+    assert!(caught >= 1, "the kill was mid-checkout: {kill}");
+    assert_eq!(kill["caught_confirmed_once"].as_u64().unwrap(), caught, "{kill}");
     assert!(facts["kill"]["killed_at_s"].as_f64().unwrap() > 0.0);
     assert!(facts["kill"]["restarted_at_s"].as_f64().unwrap() > 0.0);
 

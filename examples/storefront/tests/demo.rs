@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use storefront::Demo;
@@ -35,6 +35,7 @@ async fn every_page_renders() {
         let r = http.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
         assert!(r.body.contains(text), "{path} lacks {text:?}: {}", r.body);
+        assert!(r.header("x-rampart-degraded").is_none(), "{path} marked degraded");
     }
     // Product pages: plain links to each other, cacheable, never a cookie.
     let r = http.get("/products/42").await;
@@ -121,6 +122,7 @@ async fn one_catalog_replica_down_no_request_fails() {
             "{path} was served stale"
         );
         assert!(!r.body.contains("Search is unavailable"), "{path} degraded");
+        assert!(r.header("x-rampart-degraded").is_none(), "{path} marked degraded");
     }
     // The downed replica really refuses connections, and the active checks see it.
     let addr = demo.fleet().upstreams()[&ServiceName::Catalog][&Region::UsEast][0];
@@ -211,11 +213,14 @@ async fn catalog_down_everywhere_stale_pages_then_apology() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Product #12"), "{}", r.body);
     assert!(r.body.contains("Proceed to checkout"));
+    assert_eq!(r.header("x-rampart-degraded"), Some("cart-partial"));
 
     // Search fails to a friendly partial page, not the apology.
     let r = http.get("/search?q=oak").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("Search is unavailable for a moment"));
+    // Marked for clients (and the chaos runner) without reading the body.
+    assert_eq!(r.header("x-rampart-degraded"), Some("search-partial"));
 
     // Recovery: fresh pages again.
     http.reset_faults().await;
@@ -326,6 +331,7 @@ async fn checkout_down_order_is_acknowledged_then_confirmed_once() {
     let first = http.post_form("/checkout", Some(&cookie), &form).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
     assert!(first.body.contains("Order received, confirmation pending"));
+    assert_eq!(first.header("x-rampart-degraded"), Some("order-pending"));
     let location = first.header("location").unwrap().to_owned();
 
     // The same key again (a double click): the same order.
@@ -371,15 +377,15 @@ async fn a_hanging_checkout_still_acknowledges_the_order_in_time() {
     let (cookie, key) = cart_with(&http, 21, 1).await;
     http.fault("checkout", "*", "*", "hang").await;
     let form = format!("idempotency_key={key}&customer=Lin&email=lin%40example.com");
-    let started = Instant::now();
-    let r = http.post_form("/checkout", Some(&cookie), &form).await;
-    // Half the 2.5 s page deadline, plus a generous margin: a bound, not a benchmark.
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
+    // The checkout budget is half the 2.5 s page deadline. The client gives up after 8 s (a
+    // generous safety margin over that, enforced by the client, not a measured duration): an
+    // answer at all means the shop did not wait on the hanging service.
+    let r = http
+        .post_form_within("/checkout", Some(&cookie), &form, Duration::from_secs(8))
+        .await
+        .expect("the order is acknowledged before the client's 8 s timeout");
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.header("x-rampart-degraded"), Some("order-pending"));
     let location = r.header("location").unwrap().to_owned();
     http.reset_faults().await;
     eventually(
@@ -493,22 +499,31 @@ async fn hanging_catalog_never_holds_a_page_for_long() {
     let (_demo, http) = start("hang").await;
     assert_eq!(http.get("/products/1").await.status, StatusCode::OK);
     http.fault("catalog", "*", "*", "hang").await;
-    // The page deadline is 2.5 s in this configuration; "a few seconds" is the promise, and the
-    // bound below is a generous safety margin over it, not a benchmark.
-    for path in ["/products/2", "/products/1", "/", "/search?q=oak"] {
-        let started = Instant::now();
-        let r = http.get(path).await;
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_secs(8),
-            "{path} took {took:?} with a hanging catalog"
-        );
+    // The page deadline is 2.5 s in this configuration (each attempt 1 s); "a few seconds" is
+    // the promise. The client gives up after 8 s: a generous safety margin over the deadline,
+    // enforced by the client rather than measured, so a page that waited on the hanging
+    // catalog would fail here as "no answer" instead of passing slowly.
+    for path in ["/products/2", "/products/1", "/", "/search?q=oak", "/cart"] {
+        let r = http
+            .get_within(path, Duration::from_secs(8))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer before the client's 8 s timeout"));
         assert!(
             r.status == StatusCode::OK || r.status == StatusCode::SERVICE_UNAVAILABLE,
             "{path}: {}",
             r.status
         );
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.header("retry-after").is_some(), "{path}: apology without Retry-After");
+        }
     }
+    // Search answered with its partial page, marked as such.
+    let r = http
+        .get_within("/search?q=lamp", Duration::from_secs(8))
+        .await
+        .expect("search answers before the client's timeout");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-rampart-degraded"), Some("search-partial"));
     // The seen page is stale, the unseen one the apology.
     let r = http.get("/products/1").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -598,11 +613,17 @@ async fn slow_and_flaky_replicas_do_what_they_say() {
         }
     };
     set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "slow", "latency": "400ms"}"#).await;
-    let started = Instant::now();
+    // The injected latency is a sleep of 400 ms: a client that gives up after 100 ms never
+    // sees the answer, one that waits longer does.
+    assert!(
+        replica
+            .get_within("/products/1", Duration::from_millis(100))
+            .await
+            .is_none(),
+        "a slow replica answered within 100 ms"
+    );
     let r = replica.get("/products/1").await;
     assert_eq!(r.status, StatusCode::OK);
-    // A lower bound only: the injected latency is a sleep, so it cannot be shorter.
-    assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(r.header("x-served-by"), Some("catalog/eu-west/1"));
 
     set(r#"{"service": "catalog", "region": "eu-west", "replica": 1, "fault": "flaky", "error_rate": 1.0}"#).await;

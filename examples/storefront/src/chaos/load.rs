@@ -9,13 +9,14 @@
 //!
 //! Every response is classified ([`classify`]):
 //! - **ok**: 200 fresh, or a checkout confirmed at once (303);
-//! - **degraded**: a stale copy (`x-rampart-stale`, or `Age`), a partial search page, an
-//!   order received with confirmation pending (202);
+//! - **degraded**: a stale copy (`x-rampart-stale`, or `Age`), a page the shop marked
+//!   degraded with `x-rampart-degraded` (the partial search page: `search-partial`), an order
+//!   received with confirmation pending (202);
 //! - **apology**: 503 with `Retry-After`;
 //! - **error**: anything else — other statuses, a 503 without `Retry-After`, resets, timeouts.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::edge::EDGE_APOLOGY_HEADER;
+use crate::shop::DEGRADED_HEADER;
 use rampart::fallback::STALE_HEADER;
 
 /// How a response counts.
@@ -72,7 +74,7 @@ pub struct ResponseFacts {
     pub stale: bool,
     /// It carried `Age`.
     pub age: bool,
-    /// A partial page (search unavailable).
+    /// A partial page: the shop marked it with `x-rampart-degraded` (search unavailable).
     pub partial: bool,
     /// An order received, confirmation pending (202).
     pub pending: bool,
@@ -80,10 +82,9 @@ pub struct ResponseFacts {
     pub confirmed: bool,
 }
 
-/// The text of the shop's partial search page (it has no header that marks it).
-pub const PARTIAL_SEARCH_TEXT: &str = "Search is unavailable for a moment";
-
-/// Classifies one answer (see [`crate::chaos`]); the string names the error kind.
+/// Classifies one answer (see [`crate::chaos`]) by its status and headers; the string names
+/// the error kind. The body is not read: a partial page is known by the shop's
+/// [`DEGRADED_HEADER`], a stale copy by `x-rampart-stale` or `Age`.
 ///
 /// ```
 /// use http::{HeaderMap, StatusCode};
@@ -94,12 +95,16 @@ pub const PARTIAL_SEARCH_TEXT: &str = "Search is unavailable for a moment";
 /// assert_eq!(classify(Kind::Product, StatusCode::SERVICE_UNAVAILABLE, &h, b"").0, Class::Apology);
 /// assert_eq!(classify(Kind::Product, StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"").0, Class::Error);
 /// assert_eq!(classify(Kind::Checkout, StatusCode::ACCEPTED, &HeaderMap::new(), b"").0, Class::Degraded);
+/// let mut partial = HeaderMap::new();
+/// partial.insert("x-rampart-degraded", "search-partial".parse().unwrap());
+/// assert_eq!(classify(Kind::Search, StatusCode::OK, &partial, b"").0, Class::Degraded);
+/// assert_eq!(classify(Kind::Search, StatusCode::OK, &HeaderMap::new(), b"").0, Class::Ok);
 /// ```
 pub fn classify(
     kind: Kind,
     status: StatusCode,
     headers: &HeaderMap,
-    body: &[u8],
+    _body: &[u8],
 ) -> (Class, ResponseFacts, Option<String>) {
     let mut f = ResponseFacts {
         status_503: status == StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +135,7 @@ pub fn classify(
         (Kind::Checkout, _) => Class::Error,
         (_, StatusCode::OK) => {
             f.stale = headers.contains_key(STALE_HEADER) || f.age;
-            f.partial = kind == Kind::Search && contains(body, PARTIAL_SEARCH_TEXT.as_bytes());
+            f.partial = headers.contains_key(DEGRADED_HEADER);
             if f.stale || f.partial {
                 Class::Degraded
             } else {
@@ -141,10 +146,6 @@ pub fn classify(
     };
     let err = (class == Class::Error).then(|| format!("status {}", status.as_u16()));
     (class, f, err)
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// One measured request.
@@ -237,6 +238,34 @@ fn fallback_request(base: &str) -> Request<Full<Bytes>> {
     r
 }
 
+/// The idempotency keys of the checkouts sent and not answered yet.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+impl InFlight {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: &str) {
+        self.set().insert(key.to_owned());
+    }
+
+    fn remove(&self, key: &str) {
+        self.set().remove(key);
+    }
+
+    /// How many checkouts are in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.set().len()
+    }
+
+    /// Whether the checkout with `key` is still unanswered.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.set().contains(key)
+    }
+}
+
 /// The load's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadPlan {
@@ -257,11 +286,12 @@ pub(crate) struct LoadPlan {
 }
 
 /// Runs the load until the last phase ends and every request has finished; every sample
-/// goes to `tx`. `checkouts_in_flight` counts checkouts sent and not yet answered.
+/// goes to `tx`. `checkouts_in_flight` holds the keys of the checkouts sent and not yet
+/// answered.
 pub(crate) async fn run(
     plan: LoadPlan,
     tx: mpsc::UnboundedSender<Sample>,
-    checkouts_in_flight: Arc<AtomicU64>,
+    checkouts_in_flight: InFlight,
 ) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -289,8 +319,8 @@ pub(crate) async fn run(
         let inflight = checkouts_in_flight.clone();
         let timeout = plan.timeout;
         tasks.spawn(async move {
-            if key.is_some() {
-                inflight.fetch_add(1, Ordering::SeqCst);
+            if let Some(k) = &key {
+                inflight.insert(k);
             }
             let answer = tokio::time::timeout(timeout, async {
                 let resp = client.request(req).await.map_err(|e| {
@@ -309,8 +339,8 @@ pub(crate) async fn run(
                 Ok::<_, String>((parts, body))
             })
             .await;
-            if key.is_some() {
-                inflight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(k) = &key {
+                inflight.remove(k);
             }
             let latency = intended.elapsed();
             let (class, facts, error) = match answer {
@@ -374,10 +404,21 @@ mod tests {
             c(
                 Kind::Search,
                 ok,
-                &headers(&[]),
-                PARTIAL_SEARCH_TEXT.as_bytes()
+                &headers(&[("x-rampart-degraded", "search-partial")]),
+                b""
             ),
             Class::Degraded
+        );
+        // The marker, not the text: a complete page that happens to contain the partial
+        // page's words is still ok.
+        assert_eq!(
+            c(
+                Kind::Search,
+                ok,
+                &headers(&[]),
+                b"Search is unavailable for a moment"
+            ),
+            Class::Ok
         );
         assert_eq!(
             c(Kind::Checkout, StatusCode::SEE_OTHER, &headers(&[]), b""),

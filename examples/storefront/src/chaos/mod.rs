@@ -13,12 +13,14 @@
 //! | `primary-region-down` | every service in us-east: `down` |
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
-//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed while a checkout is in flight (from 30 % of the phase on) and restarted 20 % of a phase later |
+//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later |
 //! | `recovery` | none |
 //!
-//! Every response is classified as ok, degraded, apology or error ([`classify`]). At the
-//! end the runner waits for pending orders to be confirmed, then reads the checkout service's
-//! database to count confirmed, lost and duplicated orders. It prints a table (and a progress
+//! Every response is classified as ok, degraded, apology or error ([`classify`], by status
+//! and headers: the shop marks its partial pages with `x-rampart-degraded`). At the end the
+//! runner waits for pending orders to be confirmed, then reads the checkout service's
+//! database (read-only SQL on the file the fleet wrote) to count confirmed, lost and
+//! duplicated orders. It prints a table (and a progress
 //! bar while running on a terminal), writes the JSON [`Report`] (`--report`), the [`Facts`]
 //! side file (`--facts`, by default next to the report) and an SVG chart (`--chart`), and
 //! fails (non-zero exit) when any phase has errors or any order is lost or duplicated.
@@ -39,7 +41,7 @@ mod topology;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,7 +49,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use load::{Class, Kind, PARTIAL_SEARCH_TEXT, ResponseFacts, classify};
+pub use load::{Class, Kind, ResponseFacts, classify};
 pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
 
 use chart::{ChartData, SecondPoint};
@@ -248,8 +250,8 @@ fn read_confirmed(
     Ok((keys, extra.max(0) as u64))
 }
 
-/// How many idempotency keys appear in both shops' outboxes.
-fn in_both(outboxes: &[PathBuf; 2]) -> Result<u64, rusqlite::Error> {
+/// How many idempotency keys appear in both shops' outboxes, and how many of `caught` do.
+fn in_both(outboxes: &[PathBuf; 2], caught: &[String]) -> Result<(u64, u64), rusqlite::Error> {
     let keys = |p: &Path| -> Result<std::collections::HashSet<String>, rusqlite::Error> {
         let conn =
             rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -259,7 +261,91 @@ fn in_both(outboxes: &[PathBuf; 2]) -> Result<u64, rusqlite::Error> {
     };
     let a = keys(&outboxes[0])?;
     let b = keys(&outboxes[1])?;
-    Ok(a.intersection(&b).count() as u64)
+    let caught_in_b = caught.iter().filter(|k| b.contains(*k)).count() as u64;
+    Ok((a.intersection(&b).count() as u64, caught_in_b))
+}
+
+/// The orders in a shop's outbox that the shop has recorded and certainly not answered yet,
+/// read at `now_ms`: still `pending`, no forwarding attempt finished (`attempts = 0`; the
+/// shop writes the outcome of an attempt, confirmed or failed, before it answers), and
+/// recorded after `recorded_after_ms` (so the handler's checkout budget, the only other way
+/// it answers, has not run out).
+fn unanswered_orders(
+    db: &Path,
+    recorded_after_ms: i64,
+) -> Result<Vec<String>, rusqlite::Error> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_millis(200))?;
+    let mut stmt = conn.prepare(
+        "SELECT idempotency_key FROM orders
+         WHERE state = 'pending' AND attempts = 0 AND created_ms > ?1",
+    )?;
+    let rows = stmt.query_map([recorded_after_ms], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Shop A's checkouts that it recorded and has not answered, and whose customer is still
+/// waiting (the load's in-flight keys).
+async fn caught_checkouts(topo: &Topology, inflight: &load::InFlight) -> Vec<String> {
+    let Some(db) = topo.shop_outbox(0) else {
+        return Vec::new();
+    };
+    let recorded_after = crate::unix_now_ms() - checkout_budget_ms() + 250;
+    let found = tokio::task::spawn_blocking(move || unanswered_orders(&db, recorded_after))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    found.into_iter().filter(|k| inflight.contains(k)).collect()
+}
+
+/// How long a shop's `POST /checkout` waits for checkout before answering "pending" (half
+/// the page deadline; the chaos shops keep the default).
+fn checkout_budget_ms() -> i64 {
+    (crate::config::ShopConfig::default().page_deadline / 2).as_millis() as i64
+}
+
+/// Kills shop A with SIGKILL in the middle of a checkout, from 30 % of the phase on.
+///
+/// What is guaranteed when [`KillFacts::caught_orders`] is non-zero: at the SIGKILL, shop A
+/// had written each of those orders durably to its outbox, had not answered its customer and
+/// could not any more. The runner checks this on a frozen process: when its load has
+/// checkouts in flight and shop A's outbox (read without disturbing it) shows a candidate, it
+/// stops shop A with SIGSTOP, waits until every thread is stopped, reads the outbox again
+/// (pending, no finished forwarding attempt, recorded within the checkout budget) and
+/// intersects it with the checkouts its customers are still waiting for; if that is not
+/// empty, the frozen shop is SIGKILLed, otherwise resumed with SIGCONT and the search goes
+/// on. At 70 % of the phase it kills anyway and reports `caught_orders: 0`.
+async fn kill_mid_checkout(
+    topo: &mut Topology,
+    inflight: &load::InFlight,
+    phase_start: Instant,
+    phase_len: Duration,
+    kill: &mut KillFacts,
+) -> Result<(), String> {
+    tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
+    let latest = phase_start + phase_len.mul_f64(0.7);
+    while Instant::now() < latest {
+        if inflight.len() > 0 && !caught_checkouts(topo, inflight).await.is_empty() {
+            kill.freezes += 1;
+            if topo.freeze_shop(0).await? {
+                let caught = caught_checkouts(topo, inflight).await;
+                if !caught.is_empty() {
+                    kill.checkouts_in_flight = inflight.len() as u64;
+                    kill.caught_orders = caught.len() as u64;
+                    kill.caught_keys = caught;
+                    topo.kill_shop(0);
+                    return Ok(());
+                }
+                topo.thaw_shop(0)?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill.checkouts_in_flight = inflight.len() as u64;
+    topo.kill_shop(0);
+    Ok(())
 }
 
 /// The 1, 5 and 15 minute load averages, on Linux.
@@ -337,7 +423,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     });
     let start = Instant::now() + Duration::from_millis(200);
     let total = phase_len * PHASES.len() as u32;
-    let inflight = Arc::new(AtomicU64::new(0));
+    let inflight = load::InFlight::default();
     let plan = load::LoadPlan {
         base: topo.edge_url(),
         rate,
@@ -381,16 +467,8 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
                 topo.fault(fault_body(f)).await?;
             }
             if spec.kill {
-                // Kill shop A mid-checkout: as soon as a checkout is in flight after 30 % of
-                // the phase (at the latest at 60 %), then restart it 20 % of a phase later.
                 let phase_start = start + phase_len * k as u32;
-                tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
-                let latest = phase_start + phase_len.mul_f64(0.6);
-                while inflight.load(Ordering::SeqCst) == 0 && Instant::now() < latest {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                kill.checkouts_in_flight = inflight.load(Ordering::SeqCst);
-                topo.kill_shop(0);
+                kill_mid_checkout(&mut topo, &inflight, phase_start, phase_len, &mut kill).await?;
                 kill.killed_at_s = start.elapsed().as_secs_f64();
                 events.push((kill.killed_at_s, "SIGKILL shop A".to_owned()));
                 tokio::time::sleep(phase_len.mul_f64(0.2)).await;
@@ -416,7 +494,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let _ = sink.await;
     done.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    let (kill, events) = timeline?;
+    let (mut kill, events) = timeline?;
     let _ = topo.reset().await;
 
     // Orders: wait for the pending ones to be confirmed, then count.
@@ -470,10 +548,18 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     o.duplicated = dup_extra;
     drop(topo);
     let outboxes = [dir.join("shop-a/outbox.db"), dir.join("shop-b/outbox.db")];
-    of.in_both_outboxes = tokio::task::spawn_blocking(move || in_both(&outboxes))
+    let caught = kill.caught_keys.clone();
+    let both = tokio::task::spawn_blocking(move || in_both(&outboxes, &caught))
         .await
         .ok()
         .and_then(Result::ok);
+    of.in_both_outboxes = both.map(|b| b.0);
+    kill.caught_retried_on_other_shop = both.map(|b| b.1);
+    kill.caught_confirmed_once = kill
+        .caught_keys
+        .iter()
+        .filter(|k| confirmed.get(k.as_str()) == Some(&1))
+        .count() as u64;
 
     let c = lock(&collector);
     let report = Report {

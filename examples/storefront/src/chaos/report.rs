@@ -204,8 +204,21 @@ pub struct PhaseFacts {
 pub struct KillFacts {
     /// Seconds from the start of the load when shop instance A was killed.
     pub killed_at_s: f64,
-    /// Checkouts in flight (sent, not answered) when it was killed.
+    /// Checkouts in flight (sent, not answered; to either shop) when it was killed.
     pub checkouts_in_flight: u64,
+    /// Orders shop A had recorded in its outbox and not answered when it was killed, its
+    /// customers still waiting (checked on the frozen process, see the module docs): the
+    /// kill was mid-checkout when this is non-zero.
+    pub caught_orders: u64,
+    /// Their idempotency keys.
+    pub caught_keys: Vec<String>,
+    /// How many times shop A was frozen (SIGSTOP) to look for such a moment.
+    pub freezes: u32,
+    /// Of the caught orders, how many the other shop also recorded (the edge retried them
+    /// there); `None` when the outboxes could not be read.
+    pub caught_retried_on_other_shop: Option<u64>,
+    /// Of the caught orders, how many checkout confirmed exactly once.
+    pub caught_confirmed_once: u64,
     /// Seconds from the start of the load when it was restarted.
     pub restarted_at_s: f64,
     /// Seconds from the restart until it answered `/healthz`.

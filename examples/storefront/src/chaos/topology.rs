@@ -85,6 +85,11 @@ impl Proc {
         }
     }
 
+    /// The process id, while it runs.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Fails when the process has exited, quoting the end of its log.
     fn check_alive(&mut self) -> Result<(), String> {
         let Some(c) = self.child.as_mut() else {
@@ -135,6 +140,7 @@ pub(crate) struct Topology {
     edge: Proc,
     edge_addr: SocketAddr,
     shops: Vec<(Proc, SocketAddr)>,
+    shop_dirs: Vec<PathBuf>,
     _fleet: Proc,
 }
 
@@ -196,7 +202,9 @@ impl Topology {
         std::fs::write(&shop_toml, format!("{fleet_text}\n[shop]\n{shop_settings}"))
             .map_err(|e| format!("cannot write {}: {e}", shop_toml.display()))?;
         let mut shops = Vec::new();
+        let mut shop_dirs = Vec::new();
         for name in ["shop-a", "shop-b"] {
+            shop_dirs.push(dir.join(name));
             let addr = free_addr()?;
             let mut p = Proc::spawn(
                 name,
@@ -252,6 +260,7 @@ impl Topology {
             edge,
             edge_addr,
             shops,
+            shop_dirs,
             _fleet: fleet,
         })
     }
@@ -300,7 +309,44 @@ impl Topology {
         }
     }
 
-    /// SIGKILLs shop instance `i`.
+    /// The order outbox of shop instance `i`.
+    pub(crate) fn shop_outbox(&self, i: usize) -> Option<PathBuf> {
+        self.shop_dirs.get(i).map(|d| d.join("outbox.db"))
+    }
+
+    /// Freezes shop instance `i` with SIGSTOP and waits until every one of its threads is
+    /// stopped (`/proc/<pid>/task/*/stat` in state `T`): from then on it can neither answer
+    /// a request nor change its outbox. `Ok(false)` when it did not stop within a second
+    /// (it is resumed then).
+    pub(crate) async fn freeze_shop(&self, i: usize) -> Result<bool, String> {
+        let pid = self.shop_pid(i)?;
+        signal(pid, "STOP")?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            if all_threads_stopped(pid) {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                signal(pid, "CONT")?;
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Resumes shop instance `i` after [`Topology::freeze_shop`].
+    pub(crate) fn thaw_shop(&self, i: usize) -> Result<(), String> {
+        signal(self.shop_pid(i)?, "CONT")
+    }
+
+    fn shop_pid(&self, i: usize) -> Result<u32, String> {
+        self.shops
+            .get(i)
+            .and_then(|(p, _)| p.pid())
+            .ok_or_else(|| format!("shop {i} is not running"))
+    }
+
+    /// SIGKILLs shop instance `i` (frozen or not).
     pub(crate) fn kill_shop(&mut self, i: usize) {
         if let Some((p, _)) = self.shops.get_mut(i) {
             p.kill();
@@ -328,6 +374,45 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Sends `SIG<name>` with kill(1) (the crate forbids `unsafe`, so no direct `kill(2)`).
+fn signal(pid: u32, name: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("kill -{name} {pid}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{name} {pid}: {status}"))
+    }
+}
+
+/// Every thread of `pid` is stopped by a signal (`T` in `/proc/<pid>/task/<tid>/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) S ...`: the state follows the last `)`.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        if state != Some('T') {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 fn args(a: &[&str]) -> Vec<OsString> {

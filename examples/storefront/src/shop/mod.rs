@@ -22,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rampart::fallback::{Degrade, FallbackLayer, FallbackStats, StaleIfErrorLayer};
@@ -44,6 +44,17 @@ use crate::AbortOnDrop;
 use crate::catalog::Product;
 use crate::config::ShopConfig;
 use crate::fleet::{ServiceName, Upstreams};
+
+/// The header on a page the shop served degraded but working, naming how:
+/// `search-partial` (search is unavailable: the friendly partial page), `cart-partial` (the
+/// cart without the catalog's names and prices) or `order-pending` (the 202 "order received,
+/// confirmation pending"). Complete pages never carry it; stale copies are marked by
+/// [`rampart::fallback::STALE_HEADER`] and `Age` instead.
+///
+/// ```
+/// assert_eq!(storefront::shop::DEGRADED_HEADER.as_str(), "x-rampart-degraded");
+/// ```
+pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-rampart-degraded");
 
 /// Shared state of every handler.
 #[derive(Clone)]

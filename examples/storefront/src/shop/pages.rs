@@ -19,8 +19,8 @@ use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 
-use super::AppState;
 use super::cart::Cart;
+use super::{AppState, DEGRADED_HEADER};
 use super::outbox::{Forwarded, OrderState, OutboxOrder};
 use super::upstream::UpstreamError;
 use super::views::{
@@ -162,6 +162,7 @@ pub(crate) struct SearchQuery {
 
 pub(crate) async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
     let query: String = q.q.trim().chars().take(100).collect();
+    let mut degraded = false;
     let page = if query.is_empty() {
         SearchPage {
             query,
@@ -179,6 +180,7 @@ pub(crate) async fn search(State(st): State<AppState>, Query(q): Query<SearchQue
             Err(e) => {
                 tracing::warn!(error = %e, "search degraded");
                 metrics::counter!("storefront_degraded_total", "feature" => "search").increment(1);
+                degraded = true;
                 SearchPage {
                     query,
                     results: Vec::new(),
@@ -187,11 +189,22 @@ pub(crate) async fn search(State(st): State<AppState>, Query(q): Query<SearchQue
             }
         }
     };
-    (
+    let mut resp = (
         [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         html(&page),
     )
-        .into_response()
+        .into_response();
+    if degraded {
+        mark_degraded(&mut resp, "search-partial");
+    }
+    resp
+}
+
+/// Marks a page served degraded (partial, or an order still pending), so that clients and the
+/// chaos runner can tell it from a complete one without reading the body.
+fn mark_degraded(resp: &mut Response, what: &'static str) {
+    resp.headers_mut()
+        .insert(DEGRADED_HEADER, HeaderValue::from_static(what));
 }
 
 fn percent_encode(s: &str) -> String {
@@ -252,6 +265,9 @@ pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Resp
     })
     .into_response();
     no_store(&mut resp);
+    if details_missing {
+        mark_degraded(&mut resp, "cart-partial");
+    }
     resp
 }
 
@@ -323,7 +339,11 @@ fn order_response(order: OutboxOrder, clear_cart: bool) -> Response {
     let location = format!("/orders/{}", order.id);
     let mut resp = match order.state {
         OrderState::Confirmed => StatusCode::SEE_OTHER.into_response(),
-        OrderState::Pending => (StatusCode::ACCEPTED, order_page(order)).into_response(),
+        OrderState::Pending => {
+            let mut r = (StatusCode::ACCEPTED, order_page(order)).into_response();
+            mark_degraded(&mut r, "order-pending");
+            r
+        }
         OrderState::Rejected => {
             (StatusCode::UNPROCESSABLE_ENTITY, order_page(order)).into_response()
         }

@@ -113,6 +113,26 @@ impl Http {
         }
     }
 
+    /// `GET path`, with the client giving up after `limit`: `None` when no complete answer
+    /// came within it. A bound the client enforces, so a test can state "answers within a few
+    /// seconds" without measuring a duration itself.
+    pub async fn get_within(&self, path: &str, limit: Duration) -> Option<Resp> {
+        tokio::time::timeout(limit, self.get(path)).await.ok()
+    }
+
+    /// `POST` a form, the client giving up after `limit` (see [`Http::get_within`]).
+    pub async fn post_form_within(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &str,
+        limit: Duration,
+    ) -> Option<Resp> {
+        tokio::time::timeout(limit, self.post_form(path, cookie, form))
+            .await
+            .ok()
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.send(Method::GET, path, &[], None).await
     }
