@@ -277,7 +277,7 @@ impl<S> SitesBuilder<S> {
             if total <= 0.0 {
                 return Err(ConfigError::new(
                     "site.weight",
-                    0.0,
+                    format!("total 0 at priority {p}"),
                     "every priority needs a positive total weight",
                 ));
             }
@@ -320,6 +320,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(dup.field(), "site.name");
+        assert_eq!(dup.value(), "\"a\"");
         assert!(dup.to_string().contains("duplicate"), "{dup}");
 
         let dup_fallback = Sites::builder()
@@ -335,6 +336,8 @@ mod tests {
                 .build()
                 .unwrap_err();
             assert_eq!(e.field(), "site.weight");
+            assert_eq!(e.value(), format!("{w:?}"));
+            assert!(e.to_string().contains("site.weight"), "{e}");
         }
 
         let zero = Sites::builder()
@@ -342,6 +345,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(zero.field(), "site.weight");
+        assert_eq!(zero.value(), "\"total 0 at priority 0\"");
 
         let geo = Sites::builder()
             .site(Site::new("a", ()))

@@ -395,3 +395,47 @@ async fn site_checker_moves_traffic_and_lives_with_the_selector() {
         "checker still running after the selector was dropped"
     );
 }
+
+/// `get_mut` and `into_inner` give the site services back only while nothing else shares
+/// them: not while a clone exists, nor while a response future that may retry holds on.
+#[tokio::test(start_paused = true)]
+async fn get_mut_and_into_inner_need_exclusive_access() {
+    use rampart_gslb::replay::CloneReplay;
+
+    let (a, sorry) = (Mock::new("a"), Mock::new("sorry"));
+    let sites = Sites::builder()
+        .site(Site::new("a", a))
+        .fallback(Site::new("sorry", sorry))
+        .build()
+        .unwrap();
+    let config = GslbConfig::<u32>::builder()
+        .replay(CloneReplay)
+        .build()
+        .unwrap();
+    let mut gslb = Gslb::new(config, sites);
+    let handle = gslb.handle();
+
+    gslb.get_mut().unwrap()[0].delay(1_000);
+    let clone = gslb.clone();
+    assert!(gslb.get_mut().is_none(), "a clone shares the services");
+    drop(clone);
+
+    // A response future (with retries on) keeps the shared state alive.
+    let in_flight = gslb.call(1);
+    let Err(gslb) = gslb.into_inner() else {
+        panic!("into_inner while a response future holds the services");
+    };
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        in_flight.await.unwrap(),
+        "a",
+        "the delay set through get_mut applied"
+    );
+
+    let (services, fallback) = gslb.into_inner().unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].calls(), 1);
+    assert_eq!(fallback.unwrap().name, "sorry");
+    // The handle still answers with the last state it saw.
+    assert_eq!(handle.snapshot().active_priority, Some(0));
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{FAIL, Mock, NEVER_REACHED, NOT_READY, SiteDown};
+use common::{FAIL, Mock, NEVER_REACHED, NOT_READY, REFUSED, RESET, SiteDown};
 use http_body_util::Full;
 use rampart_gslb::replay::{CloneReplay, HttpReplay};
 use rampart_gslb::{Gslb, GslbConfig, Site, Sites};
@@ -145,4 +145,25 @@ async fn poll_ready_failures_move_to_the_next_site() {
     let err = gslb.ready().await.unwrap().call(1).await.unwrap_err();
     assert!(is_never_reached(&*err));
     assert_eq!((p0.calls(), p1.calls()), (0, 0));
+}
+
+/// A refused connection is a never-reached failure even when the site is a plain client
+/// that does not mark it (`io::ErrorKind::ConnectionRefused` anywhere in the chain); a reset
+/// connection may have delivered the request and is not retried.
+#[tokio::test(start_paused = true)]
+async fn refused_connections_are_retried_but_resets_are_not() {
+    let config = GslbConfig::<u32>::builder()
+        .replay(CloneReplay)
+        .build()
+        .unwrap();
+    let (mut gslb, [p0, p1, _]) = three(config);
+    p0.set(REFUSED);
+    assert_eq!(gslb.ready().await.unwrap().call(1).await.unwrap(), "p1");
+    assert_eq!((p0.calls(), p1.calls()), (1, 1));
+
+    p0.set(RESET);
+    let err = gslb.ready().await.unwrap().call(2).await.unwrap_err();
+    let io = find_in_chain::<std::io::Error>(&*err).expect("the reset is returned");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!((p0.calls(), p1.calls()), (2, 1), "a reset is not retried");
 }

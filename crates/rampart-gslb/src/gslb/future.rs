@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use rampart_health::{BoxError, is_never_reached};
+use std::error::Error;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -132,7 +133,7 @@ where
                             let error: BoxError = e.into();
                             // Not ready means not sent: the request is still ours to move.
                             let request = request.take();
-                            match (request, is_never_reached(&*error)) {
+                            match (request, never_reached(&*error)) {
                                 (Some(req), true) => {
                                     if let Some(service) = next_attempt(&mut this) {
                                         this.state.set(State::Ready {
@@ -166,7 +167,7 @@ where
                         Err(e) => {
                             let error: BoxError = e.into();
                             if this.replay.is_some()
-                                && is_never_reached(&*error)
+                                && never_reached(&*error)
                                 && let Some(service) = next_attempt(&mut this)
                             {
                                 let req = this.replay.take();
@@ -202,6 +203,34 @@ where
             }
         }
     }
+}
+
+/// Whether `error` shows the request never reached a backend: a [`NeverReached`] marker
+/// anywhere in its chain (a balancer's "no healthy endpoint", a client's refused connection,
+/// an open breaker), or a bare [`std::io::Error`] of kind `ConnectionRefused` (a site that is
+/// a plain client and does not mark its errors). Other transport errors (reset, timeout) may
+/// have reached a backend and are not retried.
+///
+/// [`NeverReached`]: rampart_health::NeverReached
+pub(crate) fn never_reached(error: &(dyn Error + 'static)) -> bool {
+    if is_never_reached(error) {
+        return true;
+    }
+    let mut current = Some(error);
+    let mut depth = 0;
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        depth += 1;
+        if depth > 64 {
+            return false;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Chooses the next site for a retry (only with a replay strategy, bounded by the configured

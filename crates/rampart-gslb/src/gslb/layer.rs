@@ -376,15 +376,53 @@ impl<Req> GslbConfigBuilder<Req> {
 
 /// A [`Layer`] that turns a validated [`Sites`] set into a [`Gslb`] with these settings.
 ///
+/// # Why `Layer<Sites<S>>` and not `Layer<S>`
+///
+/// A selector does not wrap *one* inner service: it chooses between several, so the thing it
+/// layers over is the whole set of sites. That makes it the innermost layer of a stack (the
+/// one given to [`ServiceBuilder::service`](https://docs.rs/tower/latest/tower/struct.ServiceBuilder.html#method.service)),
+/// with per-request layers (timeouts, a fallback that turns errors into an apology page)
+/// outside it and per-site layers (breakers, balancers) inside each site. It cannot be given
+/// to axum's `Router::layer`, which wraps every route's single service; mount the finished
+/// stack instead, with `Router::fallback_service` or `Router::route_service`.
+///
+/// # With axum
+///
+/// axum wants an `Infallible` service, and a `Gslb`'s error is a `BoxError` (for instance
+/// [`NoHealthySite`](crate::NoHealthySite)): put a layer that turns errors into responses
+/// outside it, such as rampart-fallback's apology layer or axum's `HandleErrorLayer`. The
+/// sites take axum's request type (`http::Request<axum::body::Body>`); they can be axum
+/// `Router`s themselves, or balancers over HTTP clients. axum's streaming body cannot be
+/// copied, so [`HttpReplay`](crate::replay::HttpReplay) does not apply: buffer the body first
+/// (rampart-balance's `ReplayBodyLayer`) and replay with a closure, or leave retries to each
+/// site's balancer. The workspace test `tests/tests/gslb_axum.rs` serves such a stack:
+///
+/// ```text
+/// let api = ServiceBuilder::new()
+///     .layer(HandleErrorLayer::new(|e: BoxError| async move { (StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }))
+///     .layer(GslbLayer::new(config))
+///     .service(sites);                                 // Sites<Router>, Sites<Balance<..>>, ..
+/// let app = Router::new().route("/healthz", get(|| async { "ok" })).fallback_service(api);
+/// ```
+///
+/// # Example
+///
 /// ```
 /// use rampart_gslb::{GslbConfig, GslbLayer, Site, Sites};
-/// use tower_layer::Layer;
+/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let svc = tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) });
-/// let layer = GslbLayer::new(GslbConfig::<()>::default());
-/// let gslb = layer.layer(Sites::builder().site(Site::new("only", svc)).build().unwrap());
-/// assert_eq!(gslb.handle().snapshot().sites.len(), 1);
+/// let region = |name: &'static str| service_fn(move |_: ()| async move { Ok::<_, std::io::Error>(name) });
+/// let sites = Sites::builder()
+///     .site(Site::new("eu", region("eu")))
+///     .site(Site::new("us", region("us")).priority(1))
+///     .build()
+///     .unwrap();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(GslbLayer::new(GslbConfig::<()>::default()))
+///     .service(sites);
+/// assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "eu");
+/// assert_eq!(svc.handle().snapshot().sites.len(), 2);
 /// # }
 /// ```
 pub struct GslbLayer<Req> {
@@ -410,6 +448,11 @@ impl<Req> GslbLayer<Req> {
     pub fn new(config: GslbConfig<Req>) -> Self {
         Self { config }
     }
+
+    /// The settings every selector made by this layer gets.
+    pub fn config(&self) -> &GslbConfig<Req> {
+        &self.config
+    }
 }
 
 impl<S, Req: 'static> Layer<Sites<S>> for GslbLayer<Req> {
@@ -417,5 +460,75 @@ impl<S, Req: 'static> Layer<Sites<S>> for GslbLayer<Req> {
 
     fn layer(&self, sites: Sites<S>) -> Self::Service {
         Gslb::new(self.config.clone(), sites)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The issue's defaults: overprovisioning factor 1.4, failback hold 30 s, weighted
+    /// steering, fail fast when all sites are down.
+    #[test]
+    fn defaults_are_envoys_factor_and_a_30_s_hold() {
+        let c = GslbConfig::<()>::builder().build().unwrap();
+        assert_eq!(c.overprovisioning_factor(), 1.4);
+        assert_eq!(c.failback_hold(), Duration::from_secs(30));
+        assert!(matches!(c.steering(), Steering::Weighted));
+        assert!(!c.all_down_as_healthy());
+        assert_eq!(c.retries(), 1);
+        assert!(!c.replay_enabled, "no replay unless configured");
+    }
+
+    /// `build()` names the field and the value it rejects.
+    #[test]
+    fn build_rejects_bad_values_naming_field_and_value() {
+        for factor in [0.99, 0.0, -1.4, f64::NAN, f64::INFINITY, 1e9] {
+            let e = GslbConfig::<()>::builder()
+                .overprovisioning_factor(factor)
+                .build()
+                .unwrap_err();
+            assert_eq!(e.field(), "overprovisioning_factor");
+            assert_eq!(e.value(), format!("{factor:?}"));
+            let msg = e.to_string();
+            assert!(
+                msg.contains("overprovisioning_factor") && msg.contains(&format!("{factor:?}")),
+                "{msg}"
+            );
+        }
+        assert!(
+            GslbConfig::<()>::builder()
+                .overprovisioning_factor(1.0)
+                .build()
+                .is_ok()
+        );
+
+        let e = GslbConfig::<()>::builder().name("").build().unwrap_err();
+        assert_eq!(e.field(), "name");
+        let e = GslbConfig::<()>::builder().retries(9).build().unwrap_err();
+        assert_eq!((e.field(), e.value()), ("retries", "9"));
+        for (config, field) in [
+            (LatencyConfig::default().alpha(0.0), "latency.alpha"),
+            (LatencyConfig::default().alpha(f64::NAN), "latency.alpha"),
+            (
+                LatencyConfig::default().hysteresis(f64::NAN),
+                "latency.hysteresis",
+            ),
+            (LatencyConfig::default().explore(1.5), "latency.explore"),
+        ] {
+            let e = GslbConfig::<()>::builder()
+                .lowest_latency(config)
+                .build()
+                .unwrap_err();
+            assert_eq!(e.field(), field);
+        }
+    }
+
+    #[test]
+    fn layer_is_clone_and_debug_and_keeps_its_config() {
+        let layer = GslbLayer::new(GslbConfig::<()>::builder().name("edge").build().unwrap());
+        let copy = layer.clone();
+        assert_eq!(copy.config().name(), "edge");
+        assert!(format!("{copy:?}").contains("edge"));
     }
 }

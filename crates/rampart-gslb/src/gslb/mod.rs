@@ -302,12 +302,59 @@ impl<S, Req: 'static> Gslb<S, Req> {
 
     /// The inner services, in site order (the fallback site's is [`fallback_ref`]).
     ///
-    /// There is no `get_mut` or `into_inner`: the services are shared with in-flight response
-    /// futures, which retry on other sites.
-    ///
     /// [`fallback_ref`]: Self::fallback_ref
     pub fn get_ref(&self) -> &[S] {
         &self.shared.services
+    }
+
+    /// The inner services, mutably, in site order, if this is the only clone of the selector
+    /// and no response future holds on to it (like [`Arc::get_mut`]).
+    ///
+    /// A `Gslb` owns many services, shared by all its clones and by in-flight response futures
+    /// (which may retry on another site), so exclusive access is only possible while nothing
+    /// else refers to them; otherwise this returns `None`. Each request is sent to a clone of
+    /// the chosen site's service, so changes made here apply to requests made afterwards.
+    pub fn get_mut(&mut self) -> Option<&mut [S]> {
+        Arc::get_mut(&mut self.shared).map(|shared| &mut *shared.services)
+    }
+
+    /// Takes the selector apart: the inner services in site order, and the fallback site's
+    /// service, if this is the only clone and no response future holds on to it. Otherwise
+    /// the selector is handed back unchanged as the error.
+    ///
+    /// The background task stops and the values kept alive for the sites (such as their
+    /// checkers) are dropped; handles still answer, with the last health they saw.
+    ///
+    /// ```
+    /// use rampart_gslb::{Gslb, GslbConfig, Site, Sites};
+    ///
+    /// let sites = Sites::builder()
+    ///     .site(Site::new("eu", "eu service"))
+    ///     .fallback(Site::new("sorry", "apology"))
+    ///     .build()
+    ///     .unwrap();
+    /// let gslb = Gslb::new(GslbConfig::<()>::default(), sites);
+    /// let clone = gslb.clone();
+    /// let gslb = gslb.into_inner().unwrap_err(); // a clone still shares the services
+    /// drop(clone);
+    /// let (services, fallback) = gslb.into_inner().unwrap();
+    /// assert_eq!(services, ["eu service"]);
+    /// assert_eq!(fallback, Some("apology"));
+    /// ```
+    pub fn into_inner(self) -> Result<(Vec<S>, Option<S>), Self> {
+        let Self {
+            shared,
+            table_rx,
+            table,
+        } = self;
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => Ok((shared.services.into_vec(), shared.fallback)),
+            Err(shared) => Err(Self {
+                shared,
+                table_rx,
+                table,
+            }),
+        }
     }
 
     /// The fallback site's service, if configured.

@@ -20,6 +20,25 @@ pub const NEVER_REACHED: u8 = 1;
 pub const FAIL: u8 = 2;
 /// `poll_ready` fails with a `NeverReached` error (the request is never handed over).
 pub const NOT_READY: u8 = 3;
+/// Fails with a bare `io::Error` of kind `ConnectionRefused`, wrapped in an unrelated error
+/// (a plain client that does not mark its errors `NeverReached`).
+pub const REFUSED: u8 = 4;
+/// Fails with a bare `io::Error` of kind `ConnectionReset` (the request may have arrived).
+pub const RESET: u8 = 5;
+
+/// A client error wrapping a transport error, like hyper-util's `Error`.
+#[derive(Debug)]
+pub struct ClientError(pub std::io::Error);
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("client error")
+    }
+}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 
 /// A site service answering its own name, with a switchable behaviour and a delay.
 #[derive(Clone)]
@@ -86,6 +105,12 @@ impl<R> Service<R> for Mock {
             match mode {
                 OK => Ok(name),
                 NEVER_REACHED => Err(Box::new(NeverReached::new()) as BoxError),
+                REFUSED => Err(
+                    Box::new(ClientError(std::io::ErrorKind::ConnectionRefused.into())) as BoxError,
+                ),
+                RESET => Err(
+                    Box::new(ClientError(std::io::ErrorKind::ConnectionReset.into())) as BoxError,
+                ),
                 _ => Err(Box::new(SiteDown) as BoxError),
             }
         })
