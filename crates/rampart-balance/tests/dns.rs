@@ -39,17 +39,22 @@ impl Service<()> for At {
     }
 }
 
-fn a(name: &Name, ip: [u8; 4]) -> Record {
-    Record::from_rdata(name.clone(), 0, RData::A(A(Ipv4Addr::from(ip))))
+fn a(name: &Name, ip: [u8; 4], ttl: u32) -> Record {
+    Record::from_rdata(name.clone(), ttl, RData::A(A(Ipv4Addr::from(ip))))
 }
 
-/// Replaces the A records of `name`.
+/// Replaces the A records of `name` (TTL 0).
 async fn set_records(zone: &Zone, name: &Name, ips: &[[u8; 4]], serial: u32) {
+    set_records_ttl(zone, name, ips, serial, 0).await;
+}
+
+/// Replaces the A records of `name`, with `ttl`.
+async fn set_records_ttl(zone: &Zone, name: &Name, ips: &[[u8; 4]], serial: u32, ttl: u32) {
     zone.records_mut()
         .await
         .remove(&RrKey::new(LowerName::new(name), RecordType::A));
     for ip in ips {
-        assert!(zone.upsert(a(name, *ip), serial).await);
+        assert!(zone.upsert(a(name, *ip, ttl), serial).await);
     }
 }
 
@@ -157,6 +162,86 @@ async fn dns_records_changing_mid_test_become_inserts_and_removes() {
     assert_eq!(
         balance.snapshot().endpoint("127.0.0.11:8080").unwrap().id,
         kept
+    );
+}
+
+/// Follows `api.svc.test.` on a fresh server whose records carry `ttl`, with the given
+/// floor and ceiling; changes the records once they are seen; returns whether the change
+/// showed up within `limit`.
+async fn change_seen(ttl: u32, floor: Duration, ceiling: Duration, limit: Duration) -> bool {
+    let origin = Name::from_str("svc.test.").unwrap();
+    let api = Name::from_str("api.svc.test.").unwrap();
+    let (dns, zone, _server) = start_dns(&origin).await;
+    set_records_ttl(&zone, &api, &[[127, 0, 0, 21]], 2, ttl).await;
+    let discover = DnsDiscover::builder()
+        .name("api.svc.test.", 80)
+        .name_server(dns)
+        .unwrap()
+        .ttl_floor(floor)
+        .ttl_ceiling(ceiling)
+        .build(At)
+        .unwrap();
+    let balance: Balance<At, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .discover(discover)
+        .build()
+        .unwrap();
+    let first: BTreeSet<String> = ["127.0.0.21:80".to_string()].into();
+    let second: BTreeSet<String> = ["127.0.0.22:80".to_string()].into();
+    assert!(eventually(Duration::from_secs(5), || addrs(&balance) == first).await);
+    set_records_ttl(&zone, &api, &[[127, 0, 0, 22]], 3, ttl).await;
+    eventually(limit, || addrs(&balance) == second).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_names_are_re_resolved_on_their_ttl() {
+    // TTL 1 s under a 1 h ceiling: the change shows up after about a second.
+    assert!(
+        change_seen(
+            1,
+            Duration::from_millis(50),
+            Duration::from_secs(3600),
+            Duration::from_secs(10)
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_ceiling_caps_a_long_ttl() {
+    // TTL 1 h under a 200 ms ceiling: the change shows up long before the TTL.
+    assert!(
+        change_seen(
+            3600,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    // And the other way round: the same TTL with a 1 h ceiling is not re-resolved in 1.5 s.
+    assert!(
+        !change_seen(
+            3600,
+            Duration::from_millis(50),
+            Duration::from_secs(3600),
+            Duration::from_millis(1500)
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_floor_holds_back_a_zero_ttl() {
+    // TTL 0 would mean asking again at once; a 1 h floor holds the next lookup back.
+    assert!(
+        !change_seen(
+            0,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+            Duration::from_millis(1500)
+        )
+        .await
     );
 }
 

@@ -40,6 +40,8 @@ struct Backend {
     addr: SocketAddr,
     state: BackendState,
     task: JoinHandle<()>,
+    /// Connections accepted.
+    conns: Arc<AtomicUsize>,
 }
 
 async fn app_handler(State(s): State<BackendState>, uri: Uri) -> (StatusCode, String) {
@@ -74,12 +76,15 @@ impl Backend {
             .with_state(state.clone());
         // Connections live in a JoinSet owned by the server task: aborting the task closes
         // the listener and every connection, like a killed process.
+        let conns = Arc::new(AtomicUsize::new(0));
+        let accepted = conns.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let svc = hyper_util::service::TowerToHyperService::new(app.clone());
                 conns.spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -89,7 +94,12 @@ impl Backend {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Self { addr, state, task }
+        Self {
+            addr,
+            state,
+            task,
+            conns,
+        }
     }
 
     fn uri(&self) -> Uri {
@@ -462,4 +472,255 @@ async fn the_uri_is_rewritten_and_the_endpoint_recorded() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "a /api/items?page=2");
     assert_eq!(served.unwrap().endpoint(), name);
+}
+
+/// A port with nothing listening: connecting is refused.
+async fn refused_uri() -> Uri {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_kept_when_the_retry_is_refused() {
+    // One backend answers 503; the only other endpoint refuses connections. An idempotent GET
+    // (or a keyed POST) that got the 503 first is retried on the refusing endpoint, whose
+    // error cannot be a better answer: the caller gets the 503, not the connection error.
+    let busy = Backend::start("busy").await;
+    busy.set(UNAVAILABLE);
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+        .connect_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_millis(500));
+    let balance = Balance::builder()
+        .http_endpoints([busy.uri(), refused_uri().await], &template)
+        .unwrap()
+        .picker(rampart_balance::Picker::RoundRobin)
+        .build()
+        .unwrap();
+    let mut client = ReplayBodyLayer::new().layer(balance);
+    // Round robin: every other request starts on the busy backend, the others on the refusing
+    // one (and are retried on the busy one).
+    for i in 0..4 {
+        let (status, body, served) = send(&mut client, get_req(&format!("/g/{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: expected the 503, got error {e}"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(served.unwrap().endpoint(), busy.name());
+    }
+    for i in 0..2 {
+        let keyed = http::Request::post("/orders")
+            .header("idempotency-key", format!("k-{i}"))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (status, _, _) = send(&mut client, keyed)
+            .await
+            .unwrap_or_else(|e| panic!("keyed post {i}: expected the 503, got error {e}"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(busy.hits(), 6, "each request reached the busy backend once");
+}
+
+/// A backend that reads each request and closes the connection without answering (a reset
+/// before any response byte); counts the requests it swallowed.
+async fn resetting_backend() -> (Uri, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let swallowed = Arc::new(AtomicUsize::new(0));
+    let count = swallowed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut buf = [0u8; 4096];
+            if matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(stream);
+        }
+    });
+    (format!("http://{addr}").parse().unwrap(), swallowed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_before_the_response_is_retried_only_for_idempotent_or_keyed_requests() {
+    // A reset before any response byte may come after the backend processed the request, so
+    // only requests that are safe to repeat go again: idempotent methods and requests with an
+    // Idempotency-Key. A plain POST gets the transport error.
+    let good = Backend::start("good").await;
+    let (reset_uri, swallowed) = resetting_backend().await;
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+        .connect_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(2));
+    let balance = Balance::builder()
+        .http_endpoints([reset_uri, good.uri()], &template)
+        .unwrap()
+        .picker(rampart_balance::Picker::RoundRobin)
+        .build()
+        .unwrap();
+    let mut client = ReplayBodyLayer::new().layer(balance);
+    // Round robin: of two requests, one starts on the resetting backend.
+    for i in 0..2 {
+        let (status, _, served) = send(&mut client, get_req(&format!("/r/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(served.unwrap().endpoint(), good.name());
+    }
+    for i in 0..2 {
+        let keyed = http::Request::post("/orders")
+            .header("idempotency-key", format!("r-{i}"))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (status, _, _) = send(&mut client, keyed).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(swallowed.load(Ordering::SeqCst), 2);
+    let mut errors = 0;
+    for _ in 0..2 {
+        let plain = http::Request::post("/orders")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        match send(&mut client, plain).await {
+            Ok((status, _, _)) => assert_eq!(status, StatusCode::OK),
+            Err(e) => {
+                assert!(!is_never_reached(&*e), "the request did leave: {e}");
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(
+        errors, 1,
+        "the plain POST that met the reset is not repeated"
+    );
+    assert_eq!(swallowed.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_bodies_up_to_64_kib_are_replayed() {
+    let busy = Backend::start("busy").await;
+    busy.set(UNAVAILABLE);
+    let good = Backend::start("good").await;
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap());
+    let balance = Balance::builder()
+        .http_endpoints([busy.uri(), good.uri()], &template)
+        .unwrap()
+        .picker(rampart_balance::Picker::RoundRobin)
+        .build()
+        .unwrap();
+    // The default limit.
+    let mut client = ReplayBodyLayer::new().layer(balance);
+    let keyed = |len: usize| {
+        http::Request::post("/upload")
+            .header("idempotency-key", "u")
+            .body(Full::new(Bytes::from(vec![b'x'; len])))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let (status, _, _) = send(&mut client, keyed(64 * 1024)).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "64 KiB is replayed");
+    }
+    let mut unavailable = 0;
+    for _ in 0..2 {
+        let (status, _, _) = send(&mut client, keyed(64 * 1024 + 1)).await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable += 1;
+        }
+    }
+    assert_eq!(
+        unavailable, 1,
+        "a larger body streams once and is not replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_an_endpoint_are_pooled() {
+    let backend = Backend::start("a").await;
+    let balance = Balance::builder()
+        .http_endpoints(
+            [backend.uri()],
+            &HttpEndpoint::builder("http://127.0.0.1".parse().unwrap()),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut client = ReplayBodyLayer::new().layer(balance);
+    for i in 0..20 {
+        let (status, _, _) = send(&mut client, get_req(&format!("/p/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        tokio::task::yield_now().await;
+    }
+    let conns = backend.conns.load(Ordering::SeqCst);
+    assert!(
+        conns <= 3,
+        "20 sequential requests opened {conns} connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_timeout_bounds_the_wait_for_the_response_head() {
+    let backend = Backend::start("slow").await;
+    backend.set(HANG);
+    let mut endpoint: HttpEndpoint<Body> = HttpEndpoint::builder(backend.uri())
+        .request_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        endpoint.ready().await.unwrap().call(get_req("/")),
+    )
+    .await
+    .expect("the request timeout fires")
+    .unwrap_err();
+    let timeout = err
+        .downcast_ref::<rampart_balance::RequestTimeout>()
+        .expect("a RequestTimeout");
+    assert_eq!(timeout.after(), Duration::from_millis(200));
+    assert!(!is_never_reached(&*err), "the request was sent");
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_timeout_bounds_a_connect_that_gets_no_answer() {
+    // A listener that never accepts, with its accept queue filled: further SYNs are dropped
+    // and a connect hangs until its timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(e)) => panic!("connect failed: {e}"),
+            Err(_) => break, // the queue is full
+        }
+        assert!(held.len() < 64, "the accept queue never filled");
+    }
+    let mut endpoint: HttpEndpoint<Body> =
+        HttpEndpoint::builder(format!("http://{addr}").parse().unwrap())
+            .connect_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        endpoint.ready().await.unwrap().call(get_req("/")),
+    )
+    .await
+    .expect("the connect timeout fires")
+    .unwrap_err();
+    assert!(
+        is_never_reached(&*err),
+        "a connect timeout never reached: {err}"
+    );
+    drop(listener);
 }

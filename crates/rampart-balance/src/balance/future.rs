@@ -1,5 +1,11 @@
 //! The balancer's response future: one attempt at a time, retried elsewhere when the policy
 //! and the budget allow.
+//!
+//! A response that the policy wanted retried (a 503 to an idempotent request, say) is kept
+//! while the retry runs: a later response replaces it, but a later error does not. When the
+//! retry cannot produce an answer (it never reaches its endpoint, fails after sending, or no
+//! further attempt is possible), the caller gets the last real response rather than a
+//! transport error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,12 +34,15 @@ pin_project! {
 }
 
 /// Everything an attempt and its retries need, outside the pinned state.
-struct Attempt<S, P, Req> {
+struct Attempt<S, P, Req, Res> {
     shared: Arc<Shared<S, P>>,
     inflight: Option<InFlight<S>>,
     svc: Option<S>,
     req: Option<Req>,
     copy: Option<Req>,
+    /// The last response that was retried (already marked with its endpoint): returned if no
+    /// later attempt produces a response.
+    last: Option<Res>,
     start: u64,
     retries_left: u32,
     tried: Tried,
@@ -49,7 +58,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        attempt: Option<Attempt<S, P, Req>>,
+        attempt: Option<Attempt<S, P, Req, S::Response>>,
         error: Option<BoxError>,
     }
 }
@@ -96,6 +105,7 @@ where
                 svc: Some(svc),
                 req: Some(req),
                 copy,
+                last: None,
                 start: 0,
                 retries_left: retries,
                 tried: Tried::default(),
@@ -107,7 +117,7 @@ where
     }
 }
 
-impl<S, P, Req> Attempt<S, P, Req>
+impl<S, P, Req> Attempt<S, P, Req, S::Response>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
@@ -180,6 +190,18 @@ where
         self.inflight.as_ref().map(InFlight::endpoint)
     }
 
+    /// Gives up after an error: the last real response if an earlier attempt had one,
+    /// else the error.
+    fn give_up(&mut self, err: BoxError) -> Result<S::Response, BoxError> {
+        match self.last.take() {
+            Some(response) => {
+                tracing::debug!(error = %err, "retry failed; returning the earlier response");
+                Ok(response)
+            }
+            None => Err(err),
+        }
+    }
+
     fn record(&self, outcome: Outcome) {
         if let Some(ep) = self.endpoint() {
             self.shared.record(ep, outcome, self.start);
@@ -233,8 +255,10 @@ where
                             if retry && attempt.retry() {
                                 continue;
                             }
+                            let result = attempt.give_up(err);
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(err));
+                            *this.attempt = None;
+                            return Poll::Ready(result);
                         }
                     }
                 }
@@ -248,15 +272,15 @@ where
                                 .copy
                                 .as_ref()
                                 .is_some_and(|r| policy.retry_response(r, &response));
+                            if let Some(ep) = attempt.endpoint() {
+                                policy.on_response(&mut response, &ep.served_by);
+                            }
                             if retry && attempt.retry() {
+                                // Kept (replacing an older one) in case the retry cannot do
+                                // better.
+                                attempt.last = Some(response);
                                 this.state.set(State::Ready);
                                 continue;
-                            }
-                            if let Some(ep) = attempt.endpoint() {
-                                attempt
-                                    .shared
-                                    .policy
-                                    .on_response(&mut response, &ep.served_by);
                             }
                             this.state.set(State::Done);
                             *this.attempt = None;
@@ -274,9 +298,10 @@ where
                                 this.state.set(State::Ready);
                                 continue;
                             }
+                            let result = attempt.give_up(err);
                             this.state.set(State::Done);
                             *this.attempt = None;
-                            return Poll::Ready(Err(err));
+                            return Poll::Ready(result);
                         }
                     }
                 }

@@ -367,6 +367,9 @@ where
                 let before = ep.set_health(h);
                 if before != h {
                     tracing::info!(endpoint = %ep.name, from = %before, to = %h, "endpoint health changed");
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "health")
+                        .increment(1);
                     let mut reg = shared.registry();
                     shared.rebuild(&mut reg);
                 }
@@ -402,6 +405,12 @@ impl<S, P> Shared<S, P> {
             found = true;
             if e.ep.draining.swap(draining, Ordering::AcqRel) != draining {
                 tracing::info!(endpoint = %name, draining, "endpoint drain changed");
+                #[cfg(feature = "metrics")]
+                metrics::counter!(
+                    "rampart_balance_endpoint_changes_total",
+                    "change" => if draining { "drained" } else { "undrained" }
+                )
+                .increment(1);
             }
         }
         if found {
@@ -461,6 +470,9 @@ impl<S, P> Shared<S, P> {
                     if f >= 1.0 {
                         e.ramp_start = None;
                         tracing::debug!(endpoint = %e.ep.name, "slow start finished");
+                        #[cfg(feature = "metrics")]
+                        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "slow_start_finished")
+                            .increment(1);
                     }
                 }
             }
@@ -475,6 +487,18 @@ impl<S, P> Shared<S, P> {
                     changed = true;
                     if !ejected {
                         tracing::info!(endpoint = %e.ep.name, "endpoint returned from ejection");
+                        #[cfg(feature = "metrics")]
+                        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "unejected")
+                            .increment(1);
+                    } else {
+                        // Ejected by the detector's periodic evaluation (failure percentage).
+                        tracing::warn!(
+                            endpoint = %e.ep.name,
+                            count = t.ejection_count(),
+                            "endpoint ejected (passive outlier detection)"
+                        );
+                        #[cfg(feature = "metrics")]
+                        metrics::counter!("rampart_balance_ejections_total").increment(1);
                     }
                 }
             }
@@ -535,6 +559,12 @@ impl<S, P> Shared<S, P> {
                         e.ep.reset_ewma(mean.as_nanos() as f64);
                     }
                 }
+                #[cfg(feature = "metrics")]
+                metrics::counter!(
+                    "rampart_balance_endpoint_changes_total",
+                    "change" => if r { "routable" } else { "unroutable" }
+                )
+                .increment(1);
                 tracing::info!(
                     endpoint = %e.ep.name,
                     routable = r,

@@ -789,3 +789,458 @@ async fn consistent_hash_on_mocks_pins_each_key_to_one_endpoint() {
     let distinct: std::collections::HashSet<_> = owner.values().collect();
     assert!(distinct.len() >= 2, "keys spread over endpoints: {owner:?}");
 }
+
+type HttpReq = http::Request<String>;
+type HttpRes = http::Response<&'static str>;
+
+fn status_of(res: &HttpRes) -> u16 {
+    res.status().as_u16()
+}
+
+/// A 503 answer (idempotent request) is retried on the other endpoint; when that attempt
+/// cannot do better (it never reaches its endpoint, or fails after sending), the caller gets
+/// the 503 it already had, marked as served by the endpoint that gave it, not the later error.
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_cannot_do_better_returns_the_response_it_already_had() {
+    let later_errors: [fn() -> BoxError; 2] = [
+        || Box::new(NeverReached::new().with_source(std::io::Error::other("refused"))),
+        || "connection reset".into(),
+    ];
+    for later in later_errors {
+        for keyed_post in [false, true] {
+            let (a, ha) = mock::pair::<HttpReq, HttpRes>();
+            let (b, hb) = mock::pair::<HttpReq, HttpRes>();
+            let mut handles = [ha, hb];
+            let mut balance = Balance::builder()
+                .picker(Picker::RoundRobin)
+                .endpoint("a", a)
+                .endpoint("b", b)
+                .build()
+                .unwrap();
+            let req = if keyed_post {
+                http::Request::post("/orders")
+                    .header("idempotency-key", "k")
+                    .body(String::from("{}"))
+                    .unwrap()
+            } else {
+                http::Request::get("/").body(String::new()).unwrap()
+            };
+            let mut f = task::spawn(balance.call(req));
+            assert_pending!(f.poll());
+            let mut first = None;
+            for (i, h) in handles.iter_mut().enumerate() {
+                if let Poll::Ready(Some((_, send))) = h.poll_request() {
+                    send.send_response(http::Response::builder().status(503).body("busy").unwrap());
+                    first = Some(i);
+                }
+            }
+            let first = first.expect("one endpoint got the request");
+            assert_pending!(f.poll(), "retried on the other endpoint");
+            let Poll::Ready(Some((_, send))) = handles[1 - first].poll_request() else {
+                panic!("the retry went to the other endpoint");
+            };
+            send.send_error(later());
+            let res = match f.poll() {
+                Poll::Ready(Ok(res)) => res,
+                other => panic!("expected the 503 back, got {other:?}"),
+            };
+            assert_eq!(status_of(&res), 503);
+            assert_eq!(*res.body(), "busy");
+            let served = res.extensions().get::<crate::ServedBy>().unwrap();
+            assert_eq!(served.endpoint(), ["a", "b"][first]);
+        }
+    }
+}
+
+/// A later response replaces an earlier one: the retry's 200 is the answer.
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_does_better_returns_its_own_response() {
+    let (a, ha) = mock::pair::<HttpReq, HttpRes>();
+    let (b, hb) = mock::pair::<HttpReq, HttpRes>();
+    let mut handles = [ha, hb];
+    let mut balance = Balance::builder()
+        .picker(Picker::RoundRobin)
+        .endpoint("a", a)
+        .endpoint("b", b)
+        .build()
+        .unwrap();
+    let mut f = task::spawn(balance.call(http::Request::get("/").body(String::new()).unwrap()));
+    assert_pending!(f.poll());
+    let mut first = None;
+    for (i, h) in handles.iter_mut().enumerate() {
+        if let Poll::Ready(Some((_, send))) = h.poll_request() {
+            send.send_response(http::Response::builder().status(502).body("bad").unwrap());
+            first = Some(i);
+        }
+    }
+    let first = first.unwrap();
+    assert_pending!(f.poll());
+    let Poll::Ready(Some((_, send))) = handles[1 - first].poll_request() else {
+        panic!("no retry");
+    };
+    send.send_response(http::Response::builder().status(200).body("ok").unwrap());
+    let res = assert_ready_ok!(f.poll());
+    assert_eq!((status_of(&res), *res.body()), (200, "ok"));
+    let served = res.extensions().get::<crate::ServedBy>().unwrap();
+    assert_eq!(served.endpoint(), ["a", "b"][1 - first]);
+}
+
+/// The settings the issue gives as defaults, observed rather than configured.
+fn health_pool(n: usize) -> (Balance<Echo, ServicePolicy>, Vec<HealthPublisher>) {
+    let mut b = Balance::builder().policy(ServicePolicy::new());
+    let mut pubs = Vec::new();
+    for name in names(n) {
+        let p = HealthPublisher::with_initial(Health::Healthy);
+        let name: Arc<str> = name.into();
+        b = b.endpoint_with_health(name.clone(), Echo(name), p.subscribe());
+        pubs.push(p);
+    }
+    (b.build().unwrap(), pubs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_panic_threshold_is_half_the_pool() {
+    let (balance, pubs) = health_pool(4);
+    pubs[0].set(Health::Unhealthy);
+    pubs[1].set(Health::Unhealthy);
+    settle().await;
+    let snap = balance.snapshot();
+    assert_eq!(snap.routable, 2);
+    assert!(!snap.panic, "2 of 4 is not below 50 %");
+    pubs[2].set(Health::Unhealthy);
+    settle().await;
+    assert!(balance.snapshot().panic, "1 of 4 is below 50 %");
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_request_gets_two_extra_attempts() {
+    let (svcs, mut handles) = mocks(5);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .endpoints(names(5).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut f = task::spawn(balance.call("x"));
+    let mut seen = Vec::new();
+    let result = loop {
+        match f.poll() {
+            Poll::Pending => {
+                let (i, send) = who_got_hold(&mut handles);
+                seen.push(i);
+                send.send_error(NeverReached::new());
+            }
+            Poll::Ready(r) => break r,
+        }
+    };
+    assert_eq!(seen.len(), 3, "1 attempt + 2 retries: {seen:?}");
+    let distinct: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 3, "each attempt on a different endpoint");
+    assert!(is_never_reached(&*result.unwrap_err()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_endpoint_service_is_retried_elsewhere() {
+    // An endpoint whose service has closed (its `poll_ready` fails): the request never left,
+    // so it goes to another endpoint and is not lost.
+    let (svcs, handles) = mocks(2);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::RoundRobin)
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut handles = handles.into_iter();
+    drop(handles.next()); // e0's service is gone
+    let mut alive = handles.next().unwrap();
+    for _ in 0..4 {
+        let mut f = task::spawn(balance.call("x"));
+        assert_pending!(f.poll());
+        let Poll::Ready(Some((req, send))) = alive.poll_request() else {
+            panic!("the live endpoint got the request");
+        };
+        assert_eq!(req, "x");
+        send.send_response("ok");
+        assert_eq!(assert_ready_ok!(f.poll()), "ok");
+    }
+    assert!(balance.snapshot().endpoint("e0").unwrap().failures >= 1);
+}
+
+fn ramping<S: Send + Sync + 'static, P: Send + Sync + 'static>(
+    balance: &Balance<S, P>,
+    name: &str,
+) -> (bool, f64) {
+    let snap = balance.snapshot();
+    let e = snap.endpoint(name).unwrap();
+    (e.slow_start, e.effective_weight)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_endpoint_ramps_up() {
+    let (balance, pubs) = health_pool(3);
+    assert_eq!(ramping(&balance, "e0"), (false, 1.0));
+    pubs[0].set(Health::Unhealthy);
+    settle().await;
+    assert!(!balance.snapshot().endpoint("e0").unwrap().routable);
+    pubs[0].set(Health::Healthy);
+    settle().await;
+    let (slow, weight) = ramping(&balance, "e0");
+    assert!(slow && (weight - 0.1).abs() < 1e-9, "{slow} {weight}");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(ramping(&balance, "e0"), (false, 1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undrained_endpoint_ramps_up() {
+    let balance = echo_balance(2, Picker::PeakEwma);
+    assert!(balance.drain("e0"));
+    assert!(balance.handle().undrain("e0"));
+    let (slow, weight) = ramping(&balance, "e0");
+    assert!(slow && (weight - 0.1).abs() < 1e-9, "{slow} {weight}");
+}
+
+/// An endpoint whose answers are failures while `failing` is set.
+#[derive(Clone)]
+struct Flaky {
+    name: Arc<str>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Service<u64> for Flaky {
+    type Response = Arc<str>;
+    type Error = BoxError;
+    type Future = Ready<Result<Arc<str>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: u64) -> Self::Future {
+        if self.failing.load(Ordering::SeqCst) {
+            ready(Err("broken".into()))
+        } else {
+            ready(Ok(self.name.clone()))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_endpoint_returns_after_the_ejection_time_and_ramps_up() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flaky = Flaky {
+        name: "bad".into(),
+        failing: failing.clone(),
+    };
+    let good = Flaky {
+        name: "good".into(),
+        failing: Arc::default(),
+    };
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new().replay(false))
+        .picker(Picker::RoundRobin)
+        .outlier_detection(
+            rampart_health::OutlierConfig::builder()
+                .consecutive_failures(3)
+                .base_ejection_time(Duration::from_secs(2))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
+        .endpoint("bad", flaky)
+        .endpoint("good", good)
+        .build()
+        .unwrap();
+    let mut failures = 0;
+    for k in 0..20 {
+        if balance.ready().await.unwrap().call(k).await.is_err() {
+            failures += 1;
+        }
+        if balance.snapshot().endpoint("bad").unwrap().ejected {
+            break;
+        }
+    }
+    assert_eq!(
+        failures, 3,
+        "ejected after the configured 3 consecutive failures"
+    );
+    let snap = balance.snapshot();
+    let bad = snap.endpoint("bad").unwrap();
+    assert!(
+        bad.ejected && !bad.routable && bad.ejection_count == 1,
+        "{bad:?}"
+    );
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let snap = balance.snapshot();
+    let bad = snap.endpoint("bad").unwrap();
+    assert!(!bad.ejected && bad.routable, "{bad:?}");
+    assert!(bad.slow_start && bad.effective_weight < 0.5, "{bad:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn passive_detection_follows_the_policys_classifier() {
+    // A classifier that calls e0's (successful) answers failures ejects e0; one that ignores
+    // every result ejects nothing.
+    type C =
+        rampart_health::FnClassify<fn(Result<&Arc<str>, &BoxError>) -> rampart_health::Outcome>;
+    let e0_fails: C = rampart_health::FnClassify::new(|r| match r {
+        Ok(name) if &**name == "e0" => rampart_health::Outcome::Failure,
+        _ => rampart_health::Outcome::Success,
+    });
+    let ignore_all: C = rampart_health::FnClassify::new(|_| rampart_health::Outcome::Ignored);
+    for (classify, expect_ejected) in [(e0_fails, true), (ignore_all, false)] {
+        let mut b = Balance::builder()
+            .policy(ServicePolicy::new().with_classifier(classify))
+            .picker(Picker::RoundRobin)
+            .outlier_detection(
+                rampart_health::OutlierConfig::builder()
+                    .consecutive_failures(3)
+                    .max_ejection_percent(50.0)
+                    .build()
+                    .unwrap(),
+            );
+        for name in names(2) {
+            let name: Arc<str> = name.into();
+            b = b.endpoint(name.clone(), Echo(name));
+        }
+        let mut balance = b.build().unwrap();
+        for k in 0..10 {
+            balance.ready().await.unwrap().call(k).await.unwrap();
+        }
+        assert_eq!(
+            balance.snapshot().endpoint("e0").unwrap().ejected,
+            expect_ejected
+        );
+    }
+}
+
+/// Collects the message of every `tracing` event (a minimal subscriber, so the crate needs no
+/// extra dependency).
+#[derive(Clone, Default)]
+struct Events(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Events {
+    fn count(&self, message: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| *m == message)
+            .count()
+    }
+}
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut m = String::new();
+        event.record(&mut Message(&mut m));
+        self.0.lock().unwrap().push(m);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_change_emits_a_tracing_event() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pubs = Vec::new();
+    let mut b = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::RoundRobin)
+        .outlier_detection(
+            rampart_health::OutlierConfig::builder()
+                .consecutive_failures(1)
+                .base_ejection_time(Duration::from_secs(1))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        );
+    for (i, name) in names(3).into_iter().enumerate() {
+        let p = HealthPublisher::with_initial(Health::Healthy);
+        let svc = Flaky {
+            name: name.clone().into(),
+            failing: if i == 0 {
+                failing.clone()
+            } else {
+                Arc::default()
+            },
+        };
+        b = b.endpoint_with_health(name, svc, p.subscribe());
+        pubs.push(p);
+    }
+    let mut balance = b.build().unwrap();
+    assert_eq!(events.count("endpoint added"), 3);
+
+    // Ejection and its return (then slow start to the end).
+    failing.store(true, Ordering::SeqCst);
+    for k in 0..3 {
+        let _ = balance.ready().await.unwrap().call(k).await;
+    }
+    assert_eq!(
+        events.count("endpoint ejected (passive outlier detection)"),
+        1
+    );
+    assert!(events.count("endpoint routability changed") >= 1);
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(events.count("endpoint returned from ejection"), 1);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(events.count("slow start finished"), 1);
+
+    // Drain, health, panic mode and its end.
+    assert!(balance.drain("e1"));
+    assert_eq!(events.count("endpoint drain changed"), 1);
+    pubs[2].set(Health::Unhealthy);
+    settle().await;
+    assert_eq!(events.count("endpoint health changed"), 1);
+    assert_eq!(events.count("panic mode: spreading over all endpoints"), 1);
+    assert!(balance.handle().undrain("e1"));
+    assert_eq!(events.count("panic mode over"), 1);
+
+    // Removal.
+    let id = balance.snapshot().endpoint("e2").unwrap().id;
+    assert!(balance.remove(id));
+    assert_eq!(events.count("endpoint removed"), 1);
+
+    // A retry elsewhere, and a request with nowhere to go.
+    let (svcs, handles) = mocks(2);
+    let mut retrying = Balance::builder()
+        .policy(ServicePolicy::new())
+        .picker(Picker::RoundRobin)
+        .endpoints(names(2).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut handles = handles.into_iter();
+    drop(handles.next());
+    let mut alive = handles.next().unwrap();
+    for _ in 0..2 {
+        let mut f = task::spawn(retrying.call("x"));
+        assert_pending!(f.poll());
+        if let Poll::Ready(Some((_, send))) = alive.poll_request() {
+            send.send_response("ok");
+        }
+        assert_ready_ok!(f.poll());
+    }
+    assert_eq!(events.count("retrying on another endpoint"), 1);
+    let mut empty: Balance<Echo, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .build()
+        .unwrap();
+    assert!(empty.ready().await.unwrap().call(0).await.is_err());
+    assert_eq!(events.count("no healthy endpoints"), 1);
+}

@@ -253,6 +253,29 @@ async fn resolve_round<F>(st: &mut State<F>) -> Duration {
         st.pending.push_back(Change::Insert(*new, ()));
     }
     st.known = found;
+    next_lookup_in(min_ttl, st.floor, st.ceiling)
+}
+
+/// The wait before the next lookup: the smallest answer TTL clamped to `[floor, ceiling]`;
+/// no records (no TTL) waits the floor.
+fn next_lookup_in(min_ttl: Option<u32>, floor: Duration, ceiling: Duration) -> Duration {
     let ttl = Duration::from_secs(u64::from(min_ttl.unwrap_or(0)));
-    ttl.clamp(st.floor, st.ceiling)
+    ttl.clamp(floor, ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ttl_is_clamped_to_the_floor_and_the_ceiling() {
+        let (floor, ceiling) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(next_lookup_in(Some(0), floor, ceiling), floor);
+        assert_eq!(next_lookup_in(None, floor, ceiling), floor);
+        assert_eq!(
+            next_lookup_in(Some(30), floor, ceiling),
+            Duration::from_secs(30)
+        );
+        assert_eq!(next_lookup_in(Some(86_400), floor, ceiling), ceiling);
+    }
 }
