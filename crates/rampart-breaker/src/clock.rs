@@ -18,8 +18,10 @@
 //!
 //! We considered `quanta`'s `Instant::recent()` (a cached clock a few ns cheap): it needs an
 //! upkeep thread per process and does not follow tokio's paused clock, which would make every
-//! time-based test depend on real sleeps. The saving only matters for the time-window and
-//! slow-call configurations, whose costs the README reports separately.
+//! time-based test depend on real sleeps. A cached clock of our own would have to be
+//! refreshed from tokio's clock to stay `pause()`-compatible (by a task or on calls), which
+//! costs the very read it saves. The saving only matters for the time-window and slow-call
+//! configurations, whose costs the README reports separately.
 //!
 //! Time is kept as whole milliseconds since the breaker was created, so it fits in the packed
 //! atomic words of the state machine. Deadlines are rounded up, so a breaker never leaves the

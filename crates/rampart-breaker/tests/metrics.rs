@@ -82,15 +82,19 @@ fn calls_rejections_transitions_and_state_are_counted() {
                 .name("m")
                 .sliding_window(SlidingWindow::count(4))
                 .minimum_calls(2)
+                .slow_call_duration(std::time::Duration::from_millis(10))
                 .build()
                 .unwrap(),
         );
-        b.try_acquire().unwrap().record(Outcome::Success);
+        b.try_acquire()
+            .unwrap()
+            .record_with_duration(Outcome::Success, std::time::Duration::from_millis(10));
         b.try_acquire().unwrap().record(Outcome::Ignored);
         b.try_acquire().unwrap().record(Outcome::Failure);
         assert!(b.state().is_open());
         assert!(b.try_acquire().is_err());
         assert!(b.try_acquire().is_err());
+        b.force_open();
     });
     assert_eq!(
         capture.get("rampart_breaker_calls_total{breaker=m,outcome=success}"),
@@ -110,8 +114,16 @@ fn calls_rejections_transitions_and_state_are_counted() {
         1
     );
     assert_eq!(
+        capture.get("rampart_breaker_slow_calls_total{breaker=m}"),
+        1
+    );
+    assert_eq!(
+        capture.get("rampart_breaker_transitions_total{breaker=m,from=open,to=forced_open}"),
+        1
+    );
+    assert_eq!(
         capture.get("rampart_breaker_state{breaker=m}"),
-        1,
-        "1 = open"
+        3,
+        "3 = forced open"
     );
 }

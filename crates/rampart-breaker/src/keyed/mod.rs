@@ -1,8 +1,8 @@
 //! [`KeyedBreaker`]: one breaker per key (per host, per route), with bounded memory; and
 //! [`KeyedCircuitBreaker`], the middleware that picks the breaker from each request.
 //!
-//! The breakers live in a [`moka`] cache: at most `max_keys` of them, and a key idle for
-//! `idle_timeout` is evicted (its breaker forgets its window; an evicted *open* breaker would
+//! The breakers live in a [`moka`] cache: at most `max_keys` of them (the least recently used
+//! key is evicted first), and a key idle for `idle_timeout` is evicted (its breaker forgets its window; an evicted *open* breaker would
 //! simply start closed again, which is why the idle timeout should exceed the longest open
 //! duration). moka runs its maintenance on the callers' threads: no background task.
 //!
@@ -30,6 +30,10 @@ use tower_service::Service;
 pub use layer::KeyedCircuitBreakerLayer;
 
 use crate::{BreakerHandle, Policy, ResponseFuture};
+
+/// The longest idle timeout a [`KeyedBreaker`] accepts (moka's limit of 1000 years); longer
+/// ones are capped to it.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 
 /// One breaker per key, created on first use from a shared [`Policy`], bounded in number and
 /// evicted when idle. A cheap clone sharing the same breakers.
@@ -62,12 +66,31 @@ where
 {
     /// Breakers built from `policy` (each named `"{policy name}[{key}]"`), at most `max_keys`
     /// of them, each evicted after `idle_timeout` without a call.
+    ///
+    /// Never panics: `max_keys` is raised to at least 1 (a cache of no breakers would hand
+    /// every call a fresh, closed breaker that could never trip), and `idle_timeout` is capped
+    /// at [`MAX_IDLE_TIMEOUT`] (moka's limit; in effect "never").
     pub fn new(policy: Policy, max_keys: u64, idle_timeout: Duration) -> Self {
         let cache = moka::sync::Cache::builder()
-            .max_capacity(max_keys)
-            .time_to_idle(idle_timeout)
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse a new key while the cache is
+            // full of frequently used ones, and a refused key's breaker would be rebuilt
+            // (closed, empty) on every call, so it could never trip. The key in use is kept.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .max_capacity(max_keys.max(1))
+            .time_to_idle(idle_timeout.min(MAX_IDLE_TIMEOUT))
             .build();
         Self { cache, policy }
+    }
+
+    /// The cap on the number of breakers, as configured in the cache.
+    pub fn max_keys(&self) -> Option<u64> {
+        self.cache.policy().max_capacity()
+    }
+
+    /// How long a key may go without a call before its breaker is evicted, as configured in
+    /// the cache (an idle timeout: every call through [`breaker`](Self::breaker) restarts it).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.cache.policy().time_to_idle()
     }
 
     /// The breaker for `key`, created if needed.
