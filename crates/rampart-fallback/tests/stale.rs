@@ -111,6 +111,10 @@ impl Backend {
                 b = b.status(204);
                 Body::empty()
             }
+            "/vary-star" => {
+                b = b.header("vary", "*");
+                Body::from(format!("vary-star v{v}"))
+            }
             "/missing" => {
                 b = b.status(404);
                 Body::from("not here")
@@ -263,9 +267,16 @@ async fn no_store_private_and_set_cookie_are_never_kept() {
 #[tokio::test(start_paused = true)]
 async fn vary_selects_the_variant() {
     let backend = Backend::default();
-    let app = app(&backend, layer(Duration::from_secs(300)));
+    let stale = layer(Duration::from_secs(300));
+    let app = app(&backend, stale.clone());
+    // The first response naming `Accept-Language` in `Vary` teaches the cache to capture that
+    // header; it is not stored itself (its request's value was not kept).
+    get(&app, "/vary", &[("accept-language", "en")]).await;
+    assert_eq!(stale.snapshot().stored, 0);
+    assert_eq!(stale.snapshot().not_stored, 1);
     get(&app, "/vary", &[("accept-language", "de")]).await;
     get(&app, "/vary", &[("accept-language", "fr")]).await;
+    assert_eq!(stale.snapshot().stored, 2);
     backend.set(ERROR);
     let (_, _, body) = get(&app, "/vary", &[("accept-language", "de")]).await;
     assert_eq!(&body[..], b"vary de v0");
@@ -424,5 +435,156 @@ async fn an_empty_204_is_kept_and_replayed_without_content_length() {
     assert_eq!(status, 204);
     assert!(body.is_empty());
     assert!(!headers.contains_key("content-length"));
+    assert_eq!(headers[STALE_HEADER], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_star_is_never_kept() {
+    let backend = Backend::default();
+    let stale = layer(Duration::from_secs(300));
+    let app = app(&backend, stale.clone());
+    for _ in 0..3 {
+        let (status, _, _) = get(&app, "/vary-star", &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(stale.snapshot().stored, 0);
+    assert_eq!(stale.snapshot().not_stored, 3);
+    backend.set(ERROR);
+    let (status, headers, _) = get(&app, "/vary-star", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!headers.contains_key(STALE_HEADER));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recent_copy_is_refreshed_only_after_refresh_after() {
+    let backend = Backend::default();
+    let stale = StaleIfErrorLayer::builder()
+        .refresh_after(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let app = app(&backend, stale.clone());
+    get(&app, "/plain", &[]).await;
+    backend.version.store(1, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The copy is 1 s old: this success streams through without replacing it.
+    let (_, _, body) = get(&app, "/plain", &[]).await;
+    assert_eq!(&body[..], b"plain v1");
+    assert_eq!(stale.snapshot().stored, 1);
+    assert_eq!(stale.snapshot().recent, 1);
+    backend.set(ERROR);
+    let (_, headers, body) = get(&app, "/plain", &[]).await;
+    assert_eq!(&body[..], b"plain v0", "the copy stored first");
+    assert_eq!(headers["age"], "1");
+
+    backend.set(OK);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // Now 2 s old: replaced.
+    get(&app, "/plain", &[]).await;
+    assert_eq!(stale.snapshot().stored, 2);
+    backend.set(ERROR);
+    let (_, headers, body) = get(&app, "/plain", &[]).await;
+    assert_eq!(&body[..], b"plain v1");
+    assert_eq!(headers["age"], "0");
+}
+
+/// A body fed through a channel: each chunk is available only once the test sends it.
+struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A route whose body the test streams by hand, with the given `Cache-Control`.
+fn streaming_app(
+    stale: StaleIfErrorLayer,
+    cache_control: &'static str,
+) -> (
+    Router,
+    Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Bytes>>>>,
+) {
+    let slot: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Bytes>>>> = Arc::default();
+    let rx = Arc::clone(&slot);
+    let svc = service_fn(move |_req: Request<Body>| {
+        let r = match rx.lock().unwrap().take() {
+            Some(rx) => Ok(Response::builder()
+                .header("cache-control", cache_control)
+                .body(Body::new(Channel(rx)))
+                .unwrap()),
+            None => Err::<_, BoxError>("upstream gone".into()),
+        };
+        async move { r }
+    });
+    let app = Router::new().route_service(
+        "/stream",
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new())
+            .layer(stale)
+            .service(svc),
+    );
+    (app, slot)
+}
+
+/// Sends two chunks; the first must reach the client while the body is still open.
+async fn first_chunk_before_the_end(
+    app: &Router,
+    slot: &std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Bytes>>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    *slot.lock().unwrap() = Some(rx);
+    // Time is paused: a wait that could only end by the body ending fails at once through
+    // these timeouts instead of hanging.
+    let limit = Duration::from_secs(5);
+    let resp = tokio::time::timeout(
+        limit,
+        app.clone()
+            .oneshot(Request::get("/stream").body(Body::empty()).unwrap()),
+    )
+    .await
+    .expect("the response head comes before the body")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    tx.send(Bytes::from_static(b"first ")).await.unwrap();
+    let frame = tokio::time::timeout(limit, body.frame())
+        .await
+        .expect("the first chunk is not held back until the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        frame.data_ref().map(|b| &b[..]),
+        Some(&b"first "[..]),
+        "the first chunk arrives while the body is still open"
+    );
+    tx.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"second");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_stream_through_unbuffered() {
+    // Not cacheable: streamed straight through, nothing kept.
+    let stale = layer(Duration::from_secs(300));
+    let (app, slot) = streaming_app(stale.clone(), "no-store");
+    first_chunk_before_the_end(&app, &slot).await;
+    assert_eq!(stale.snapshot().stored, 0);
+    let (status, _, _) = get(&app, "/stream", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Cacheable: still streamed chunk by chunk (a copy is kept on the side), stored at the end.
+    let stale = layer(Duration::from_secs(300));
+    let (app, slot) = streaming_app(stale.clone(), "max-age=60");
+    first_chunk_before_the_end(&app, &slot).await;
+    assert_eq!(stale.snapshot().stored, 1);
+    let (status, headers, body) = get(&app, "/stream", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"first second");
     assert_eq!(headers[STALE_HEADER], "1");
 }

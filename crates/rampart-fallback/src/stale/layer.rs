@@ -102,6 +102,7 @@ pub struct StaleIfErrorBuilder {
     max_entry_bytes: usize,
     default_window: Duration,
     max_window: Duration,
+    refresh_after: Duration,
 }
 
 impl Default for StaleIfErrorBuilder {
@@ -111,6 +112,7 @@ impl Default for StaleIfErrorBuilder {
             max_entry_bytes: 1 << 20,
             default_window: Duration::from_secs(300),
             max_window: Duration::from_secs(86_400),
+            refresh_after: Duration::from_secs(1),
         }
     }
 }
@@ -142,12 +144,25 @@ impl StaleIfErrorBuilder {
         self
     }
 
+    /// How old a stored copy must be before a newer successful response replaces it
+    /// (default 1 s; zero replaces it on every success).
+    ///
+    /// While the stored copy of a request is younger than this, a successful response streams
+    /// through without being recorded again: a popular page costs one store per interval
+    /// instead of one per request. The copy served on error may then be up to this much older
+    /// than the last success (its `Age` says so).
+    pub fn refresh_after(mut self, interval: Duration) -> Self {
+        self.refresh_after = interval;
+        self
+    }
+
     fn config(&self) -> Config {
         Config {
             max_bytes: self.max_bytes,
             max_entry_bytes: self.max_entry_bytes,
             default_window: self.default_window,
             max_window: self.max_window,
+            refresh_after: self.refresh_after,
         }
     }
 

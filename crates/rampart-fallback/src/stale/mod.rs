@@ -124,7 +124,7 @@ pub(crate) struct Stored {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
-    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    vary: policy::VarySelection,
     /// When the response head arrived.
     stored_at: Instant,
     /// RFC 9111 §4.2.3 corrected initial age (upstream `Age` + response delay).
@@ -159,10 +159,12 @@ pub(crate) struct Config {
     pub(crate) max_entry_bytes: usize,
     pub(crate) default_window: Duration,
     pub(crate) max_window: Duration,
+    pub(crate) refresh_after: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
+    recent: AtomicU64,
     stored: AtomicU64,
     not_stored: AtomicU64,
     too_large: AtomicU64,
@@ -174,6 +176,7 @@ struct Counters {
 /// The cache and counters shared by a layer, its services, their futures and bodies.
 pub(crate) struct StaleShared {
     cache: moka::sync::Cache<Key, Arc<Variants>>,
+    vary_names: policy::VaryNames,
     config: Config,
     counters: Counters,
 }
@@ -205,6 +208,7 @@ impl StaleShared {
             .build();
         Self {
             cache,
+            vary_names: policy::VaryNames::default(),
             config,
             counters: Counters::default(),
         }
@@ -219,7 +223,7 @@ impl StaleShared {
         let Some(stored) = variants
             .items
             .iter()
-            .find(|s| policy::vary_matches(&s.vary, &req.headers))
+            .find(|s| policy::vary_matches(&s.vary, &req.vary))
         else {
             self.counters.missed.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -251,6 +255,24 @@ impl StaleShared {
         headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
         *resp.headers_mut() = headers;
         Some(resp)
+    }
+
+    /// `true` when the copy this response would replace was stored less than
+    /// `refresh_after` ago (the response then streams through without being recorded).
+    fn has_recent_copy(&self, key: &Key, vary: &policy::VarySelection, now: Instant) -> bool {
+        let refresh = self.config.refresh_after;
+        if refresh.is_zero() {
+            return false;
+        }
+        let recent = self.cache.get(key).is_some_and(|v| {
+            v.items
+                .iter()
+                .any(|s| s.vary == *vary && now.saturating_duration_since(s.stored_at) < refresh)
+        });
+        if recent {
+            self.counters.recent.fetch_add(1, Ordering::Relaxed);
+        }
+        recent
     }
 
     /// Stores a complete response.
@@ -303,6 +325,7 @@ impl StaleShared {
             entries: self.cache.entry_count(),
             bytes: self.cache.weighted_size(),
             max_bytes: self.config.max_bytes,
+            recent: c.recent.load(Ordering::Relaxed),
             stored: c.stored.load(Ordering::Relaxed),
             not_stored: c.not_stored.load(Ordering::Relaxed),
             too_large: c.too_large.load(Ordering::Relaxed),
@@ -323,6 +346,9 @@ pub struct StaleSnapshot {
     pub bytes: u64,
     /// The configured bound on `bytes`.
     pub max_bytes: u64,
+    /// Successful responses streamed through without being recorded because the stored copy
+    /// was younger than `refresh_after`.
+    pub recent: u64,
     /// Responses stored (or replaced).
     pub stored: u64,
     /// Cacheable-looking `GET` responses refused by policy (`no-store`, `private`, ...).
@@ -338,10 +364,13 @@ pub struct StaleSnapshot {
 }
 
 /// What a `GET` keeps of its request: enough to key, match `Vary`, and age the response.
+/// No copy of the header map: only the values of the headers some stored response named in
+/// `Vary` (usually none), and two facts.
 #[derive(Debug)]
 pub(crate) struct RequestInfo {
     key: Key,
-    headers: HeaderMap,
+    vary: policy::Captured,
+    facts: policy::RequestFacts,
     sent_at: Instant,
     /// A HEAD: may be answered from a stored GET (without its body), never stored.
     head: bool,
@@ -423,7 +452,8 @@ where
         let info = (head || req.method() == Method::GET).then(|| RequestInfo {
             // A HEAD looks up the GET's copy (RFC 9110 §9.3.2).
             key: Key::new(&Method::GET, req.uri(), req.headers()),
-            headers: req.headers().clone(),
+            vary: self.shared.cache.vary_names.capture(req.headers()),
+            facts: policy::RequestFacts::of(req.headers()),
             sent_at: Instant::now(),
             head,
         });
@@ -442,12 +472,16 @@ where
 {
     let cfg = &shared.config;
     let plan = match policy::plan(
-        &info.headers,
+        info.facts,
+        &info.vary,
+        &shared.vary_names,
         resp.status(),
         resp.headers(),
-        cfg.default_window,
-        cfg.max_window,
-        cfg.max_entry_bytes,
+        policy::Limits {
+            default_window: cfg.default_window,
+            max_window: cfg.max_window,
+            max_entry_bytes: cfg.max_entry_bytes,
+        },
     ) {
         Ok(plan) => plan,
         Err(policy::NotStored::Status) => return resp.map(StaleBody::passthrough),
@@ -457,6 +491,9 @@ where
         }
     };
     let now = Instant::now();
+    if shared.has_recent_copy(&info.key, &plan.vary, now) {
+        return resp.map(StaleBody::passthrough);
+    }
     let upstream_age = resp
         .headers()
         .get(AGE)
@@ -474,7 +511,7 @@ where
     let vary_bytes: usize = plan
         .vary
         .iter()
-        .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, HeaderValue::len))
+        .map(|(_, v)| 16 + v.as_ref().map_or(0, HeaderValue::len))
         .sum();
     let pending = Pending {
         shared: Arc::clone(shared),
@@ -498,7 +535,7 @@ pub(crate) struct Pending {
     key: Key,
     status: StatusCode,
     headers: HeaderMap,
-    vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    vary: policy::VarySelection,
     stored_at: Instant,
     initial_age: Duration,
     usable_for: Duration,

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, SET_COOKIE, VARY};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, EXPIRES, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// The `Cache-Control` directives the stale cache reads (RFC 9111 §5.2, RFC 5861 §4).
@@ -33,24 +36,37 @@ impl CacheControl {
             };
             for directive in value.split(',') {
                 let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
+                    Some((n, a)) => (n.trim_ascii(), Some(unquote(a.trim_ascii()))),
+                    None => (directive.trim_ascii(), None),
                 };
                 let secs = || arg.map(|a| a.parse::<u64>().unwrap_or(0));
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => cc.no_store = true,
-                    "no-cache" => cc.no_cache = true,
-                    "private" => cc.private = true,
-                    "public" => cc.public = true,
-                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
-                    "max-age" => cc.max_age = secs().or(cc.max_age),
-                    "s-maxage" => cc.s_maxage = secs().or(cc.s_maxage),
-                    "stale-if-error" => cc.stale_if_error = secs().or(cc.stale_if_error),
-                    _ => {}
+                // Compared without allocating (directive names are case-insensitive).
+                let is = |d: &str| name.eq_ignore_ascii_case(d);
+                if is("no-store") {
+                    cc.no_store = true;
+                } else if is("no-cache") {
+                    cc.no_cache = true;
+                } else if is("private") {
+                    cc.private = true;
+                } else if is("public") {
+                    cc.public = true;
+                } else if is("must-revalidate") || is("proxy-revalidate") {
+                    cc.must_revalidate = true;
+                } else if is("max-age") {
+                    cc.max_age = secs().or(cc.max_age);
+                } else if is("s-maxage") {
+                    cc.s_maxage = secs().or(cc.s_maxage);
+                } else if is("stale-if-error") {
+                    cc.stale_if_error = secs().or(cc.stale_if_error);
                 }
             }
         }
         cc
+    }
+
+    /// `true` when the request's `Cache-Control` says `no-store` (no parsing when it has none).
+    pub(crate) fn request_no_store(headers: &HeaderMap) -> bool {
+        headers.contains_key(CACHE_CONTROL) && Self::parse(headers).no_store
     }
 
     /// The freshness lifetime (RFC 9111 §4.2.1: `s-maxage`, else `max-age`; `Expires` and
@@ -58,6 +74,13 @@ impl CacheControl {
     pub(crate) fn freshness(&self) -> Duration {
         Duration::from_secs(self.s_maxage.or(self.max_age).unwrap_or(0))
     }
+}
+
+/// `"30"` → `30`: strips one pair of surrounding double quotes.
+fn unquote(s: &str) -> &str {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 /// Why a response was not stored.
@@ -68,6 +91,7 @@ pub(crate) enum NotStored {
     Private,
     SetCookie,
     VaryStar,
+    VaryNotCaptured,
     Authorization,
     Revalidate,
     TooLarge,
@@ -81,7 +105,10 @@ impl NotStored {
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
             NotStored::SetCookie => "set-cookie",
-            NotStored::VaryStar => "vary: *",
+            NotStored::VaryStar => "vary: * (or an unreadable vary)",
+            NotStored::VaryNotCaptured => {
+                "vary names a header not captured from this request (the next request is)"
+            }
             NotStored::Authorization => "authorization without public/s-maxage/must-revalidate",
             NotStored::Revalidate => "no-cache/must-revalidate without stale-if-error",
             NotStored::TooLarge => "larger than max_entry_bytes",
@@ -90,36 +117,147 @@ impl NotStored {
     }
 }
 
+/// The most distinct header names `Vary` may name across all stored responses. A response
+/// naming a header beyond these is not stored.
+pub(crate) const MAX_VARY_NAMES: usize = 16;
+
+/// The header names stored responses have named in `Vary`, each with a fixed slot.
+///
+/// Requests copy only the values of these headers (usually none or one, such as
+/// `accept-encoding`) instead of cloning their whole header map. A response whose `Vary` names
+/// a header seen for the first time registers it and is not stored (that request's value was
+/// not kept); the following requests capture it. Slots are only ever appended, and read
+/// without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct VaryNames {
+    slots: [OnceLock<HeaderName>; MAX_VARY_NAMES],
+    len: AtomicUsize,
+    register: Mutex<()>,
+}
+
+/// The values of the registered `Vary` headers in one request, by slot (absent: `None`).
+pub(crate) type Captured = Vec<Option<HeaderValue>>;
+
+impl VaryNames {
+    /// The request's values of every registered name (no allocation while none is).
+    pub(crate) fn capture(&self, headers: &HeaderMap) -> Captured {
+        let n = self.len.load(Ordering::Acquire);
+        if n == 0 {
+            return Vec::new();
+        }
+        self.slots[..n]
+            .iter()
+            .map(|slot| slot.get().and_then(|name| headers.get(name).cloned()))
+            .collect()
+    }
+
+    fn slot_of(&self, name: &HeaderName) -> Option<usize> {
+        let n = self.len.load(Ordering::Acquire);
+        self.slots[..n].iter().position(|s| s.get() == Some(name))
+    }
+
+    /// The slot of `name`, registering it if needed (`None` when every slot is taken).
+    fn slot_or_register(&self, name: &HeaderName) -> Option<usize> {
+        if let Some(i) = self.slot_of(name) {
+            return Some(i);
+        }
+        let _guard = self
+            .register
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = self.slot_of(name) {
+            return Some(i);
+        }
+        let n = self.len.load(Ordering::Acquire);
+        let slot = self.slots.get(n)?;
+        // Only this thread (holding the lock) writes slot `n`, which is still empty.
+        let _ = slot.set(name.clone());
+        self.len.store(n + 1, Ordering::Release);
+        tracing::debug!(target: "rampart_fallback", vary = %name, "stale-if-error now captures this request header");
+        Some(n)
+    }
+}
+
+/// A stored response's `Vary` selection: each named header's slot and the request's value.
+pub(crate) type VarySelection = Vec<(usize, Option<HeaderValue>)>;
+
 /// The decision to store: how long the copy may serve, and which request headers select it.
 #[derive(Debug, Clone)]
 pub(crate) struct StorePlan {
     /// Freshness lifetime + stale-if-error window: the largest current age it may be served at.
     pub(crate) usable_for: Duration,
     /// The request's values of the headers named in `Vary` (RFC 9111 §4.1).
-    pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    pub(crate) vary: VarySelection,
+}
+
+/// What a `GET` told about itself that matters for storing (taken when it was called).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestFacts {
+    /// The request's `Cache-Control` has `no-store`.
+    pub(crate) no_store: bool,
+    /// The request carries `Authorization`.
+    pub(crate) authorization: bool,
+}
+
+impl RequestFacts {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        Self {
+            no_store: CacheControl::request_no_store(headers),
+            authorization: headers.contains_key(AUTHORIZATION),
+        }
+    }
 }
 
 /// Statuses stored: the successful ones RFC 9110 §15.1 calls heuristically cacheable
 /// (206 Partial Content is left out: ranges are not combined).
-pub(crate) fn status_storable(status: StatusCode) -> bool {
+pub(crate) fn status_heuristically_storable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308)
+}
+
+/// Other successful statuses may be stored when the response says so explicitly (RFC 9111
+/// §3: `max-age`, `s-maxage`, `public`, `Expires`, or an explicit `stale-if-error`), for
+/// example a `302` with `max-age`. `206` (ranges are not combined) and `304` (not a complete
+/// response) never are.
+fn status_explicitly_storable(status: StatusCode, cc: &CacheControl, headers: &HeaderMap) -> bool {
+    let code = status.as_u16();
+    (200..400).contains(&code)
+        && code != 206
+        && code != 304
+        && (cc.max_age.is_some()
+            || cc.s_maxage.is_some()
+            || cc.public
+            || cc.stale_if_error.is_some()
+            || headers.contains_key(EXPIRES))
+}
+
+/// Settings `plan` needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) default_window: Duration,
+    pub(crate) max_window: Duration,
+    pub(crate) max_entry_bytes: usize,
 }
 
 /// Decides whether a response to a GET may be stored (RFC 9111 §3, as a shared cache).
 pub(crate) fn plan(
-    request_headers: &HeaderMap,
+    request: RequestFacts,
+    captured: &[Option<HeaderValue>],
+    names: &VaryNames,
     status: StatusCode,
     response_headers: &HeaderMap,
-    default_window: Duration,
-    max_window: Duration,
-    max_entry_bytes: usize,
+    limits: Limits,
 ) -> Result<StorePlan, NotStored> {
-    if !status_storable(status) {
+    let code = status.as_u16();
+    if !(200..400).contains(&code) {
         return Err(NotStored::Status);
     }
-    let req_cc = CacheControl::parse(request_headers);
     let cc = CacheControl::parse(response_headers);
-    if cc.no_store || req_cc.no_store {
+    if !status_heuristically_storable(status)
+        && !status_explicitly_storable(status, &cc, response_headers)
+    {
+        return Err(NotStored::Status);
+    }
+    if cc.no_store || request.no_store {
         return Err(NotStored::NoStore);
     }
     if cc.private {
@@ -128,9 +266,7 @@ pub(crate) fn plan(
     if response_headers.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if request_headers.contains_key(AUTHORIZATION)
-        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
-    {
+    if request.authorization && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return Err(NotStored::Authorization);
     }
     // no-cache, must-revalidate, proxy-revalidate and s-maxage forbid serving stale
@@ -143,32 +279,44 @@ pub(crate) fn plan(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        && len > max_entry_bytes as u64
+        && len > limits.max_entry_bytes as u64
     {
         return Err(NotStored::TooLarge);
     }
     let mut vary = Vec::new();
+    let mut not_captured = false;
     for value in response_headers.get_all(VARY) {
         let Ok(value) = value.to_str() else {
             return Err(NotStored::VaryStar);
         };
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        for name in value
+            .split(',')
+            .map(str::trim_ascii)
+            .filter(|n| !n.is_empty())
+        {
             if name == "*" {
                 return Err(NotStored::VaryStar);
             }
             let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
                 return Err(NotStored::VaryStar);
             };
-            if vary.iter().any(|(n, _)| *n == name) {
-                continue;
+            // Registering even when the response is not stored: the next request captures it.
+            match names.slot_or_register(&name) {
+                Some(slot) if slot < captured.len() => {
+                    if !vary.iter().any(|(s, _)| *s == slot) {
+                        vary.push((slot, captured[slot].clone()));
+                    }
+                }
+                _ => not_captured = true,
             }
-            let v = request_headers.get(&name).cloned();
-            vary.push((name, v));
         }
     }
-    let window = cc
-        .stale_if_error
-        .map_or(default_window, |s| Duration::from_secs(s).min(max_window));
+    if not_captured {
+        return Err(NotStored::VaryNotCaptured);
+    }
+    let window = cc.stale_if_error.map_or(limits.default_window, |s| {
+        Duration::from_secs(s).min(limits.max_window)
+    });
     let usable_for = cc.freshness().saturating_add(window);
     if usable_for.is_zero() {
         return Err(NotStored::NoWindow);
@@ -176,18 +324,35 @@ pub(crate) fn plan(
     Ok(StorePlan { usable_for, vary })
 }
 
-/// Whether `request_headers` select a variant stored with `vary` (RFC 9111 §4.1: the same
-/// values, an absent header matching only an absent header).
+/// Whether a request (its captured `Vary` values) selects a variant stored with `vary`
+/// (RFC 9111 §4.1: the same values, an absent header matching only an absent header). A name
+/// registered after the request was captured never matches.
 pub(crate) fn vary_matches(
-    vary: &[(HeaderName, Option<HeaderValue>)],
-    request_headers: &HeaderMap,
+    vary: &[(usize, Option<HeaderValue>)],
+    captured: &[Option<HeaderValue>],
 ) -> bool {
     vary.iter()
-        .all(|(name, stored)| request_headers.get(name) == stored.as_ref())
+        .all(|(slot, stored)| captured.get(*slot).is_some_and(|v| v == stored))
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and `Age` are not stored.
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and `Age`, which are not stored.
+const NOT_STORED_FIELDS: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::AGE,
+];
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1, including those `Connection` names) and `Age`.
+/// Most responses have none: one pass over the names finds that without hashing.
 pub(crate) fn strip_for_storage(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| NOT_STORED_FIELDS.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -198,16 +363,7 @@ pub(crate) fn strip_for_storage(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "age",
-    ] {
+    for name in &NOT_STORED_FIELDS {
         headers.remove(name);
     }
 }
@@ -224,18 +380,34 @@ mod tests {
         h
     }
 
+    const LIMITS: Limits = Limits {
+        default_window: Duration::from_secs(60),
+        max_window: Duration::from_secs(3600),
+        max_entry_bytes: 1000,
+    };
+
+    fn p_with(
+        names: &VaryNames,
+        status: u16,
+        req: &[(&'static str, &'static str)],
+        resp: &[(&'static str, &'static str)],
+    ) -> Result<StorePlan, NotStored> {
+        let req = hm(req);
+        plan(
+            RequestFacts::of(&req),
+            &names.capture(&req),
+            names,
+            StatusCode::from_u16(status).unwrap(),
+            &hm(resp),
+            LIMITS,
+        )
+    }
+
     fn p(
         req: &[(&'static str, &'static str)],
         resp: &[(&'static str, &'static str)],
     ) -> Result<StorePlan, NotStored> {
-        plan(
-            &hm(req),
-            StatusCode::OK,
-            &hm(resp),
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
-            1000,
-        )
+        p_with(&VaryNames::default(), 200, req, resp)
     }
 
     #[test]
@@ -315,31 +487,114 @@ mod tests {
             p(&[], &[("content-length", "1001")]).unwrap_err(),
             NotStored::TooLarge
         );
-        let e = plan(
-            &hm(&[]),
-            StatusCode::PARTIAL_CONTENT,
-            &hm(&[]),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            10,
+        let names = VaryNames::default();
+        assert_eq!(
+            p_with(&names, 206, &[], &[("cache-control", "max-age=60")]).unwrap_err(),
+            NotStored::Status
         );
-        assert_eq!(e.unwrap_err(), NotStored::Status);
+    }
+
+    #[test]
+    fn statuses() {
+        let names = VaryNames::default();
+        for code in [200, 203, 204, 300, 301, 308] {
+            assert!(p_with(&names, code, &[], &[]).is_ok(), "{code}");
+        }
+        // Explicitly cacheable (RFC 9111 §3): other 2xx/3xx with freshness or `public`.
+        for code in [201, 302, 307] {
+            assert_eq!(
+                p_with(&names, code, &[], &[]).unwrap_err(),
+                NotStored::Status,
+                "{code}"
+            );
+            assert!(
+                p_with(&names, code, &[], &[("cache-control", "max-age=5")]).is_ok(),
+                "{code}"
+            );
+            assert!(
+                p_with(
+                    &names,
+                    code,
+                    &[],
+                    &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]
+                )
+                .is_ok(),
+                "{code}"
+            );
+        }
+        // Never: partial, not modified, errors (even when marked cacheable).
+        for code in [206, 304, 404, 410, 500, 503] {
+            assert_eq!(
+                p_with(
+                    &names,
+                    code,
+                    &[],
+                    &[("cache-control", "public, max-age=60")]
+                )
+                .unwrap_err(),
+                NotStored::Status,
+                "{code}"
+            );
+        }
     }
 
     #[test]
     fn vary_selects_variants() {
-        let plan = p(
-            &[("accept-language", "de")],
-            &[("vary", "Accept-Language, accept-encoding")],
-        )
-        .unwrap();
+        let names = VaryNames::default();
+        let req = [("accept-language", "de")];
+        let resp = [("vary", "Accept-Language, accept-encoding")];
+        // First sight of these names: registered, not stored (their values were not kept).
+        assert_eq!(
+            p_with(&names, 200, &req, &resp).unwrap_err(),
+            NotStored::VaryNotCaptured
+        );
+        let plan = p_with(&names, 200, &req, &resp).unwrap();
         assert_eq!(plan.vary.len(), 2);
-        assert!(vary_matches(&plan.vary, &hm(&[("accept-language", "de")])));
-        assert!(!vary_matches(&plan.vary, &hm(&[("accept-language", "fr")])));
+        let cap = |pairs: &[(&'static str, &'static str)]| names.capture(&hm(pairs));
+        assert!(vary_matches(&plan.vary, &cap(&[("accept-language", "de")])));
         assert!(!vary_matches(
             &plan.vary,
-            &hm(&[("accept-language", "de"), ("accept-encoding", "gzip")])
+            &cap(&[("accept-language", "fr")])
         ));
+        assert!(!vary_matches(
+            &plan.vary,
+            &cap(&[("accept-language", "de"), ("accept-encoding", "gzip")])
+        ));
+        // A request captured before a name was registered never matches a variant using it.
+        assert!(!vary_matches(&plan.vary, &[]));
+        // `Vary: *` is never stored, wherever the star is.
+        assert_eq!(
+            p_with(
+                &names,
+                200,
+                &req,
+                &[("vary", "accept-language"), ("vary", "*")]
+            )
+            .unwrap_err(),
+            NotStored::VaryStar
+        );
+    }
+
+    #[test]
+    fn vary_names_are_bounded() {
+        let names = VaryNames::default();
+        let many: Vec<HeaderName> = (0..MAX_VARY_NAMES + 3)
+            .map(|i| HeaderName::try_from(format!("x-v{i}")).unwrap())
+            .collect();
+        for n in &many {
+            let _ = names.slot_or_register(n);
+        }
+        assert_eq!(names.capture(&HeaderMap::new()).len(), MAX_VARY_NAMES);
+        assert!(names.slot_or_register(&many[MAX_VARY_NAMES]).is_none());
+        assert_eq!(names.slot_or_register(&many[3]), Some(3));
+    }
+
+    #[test]
+    fn request_facts() {
+        let f = RequestFacts::of(&hm(&[("cache-control", "max-age=0, No-Store")]));
+        assert!(f.no_store && !f.authorization);
+        let f = RequestFacts::of(&hm(&[("authorization", "Bearer x")]));
+        assert!(!f.no_store && f.authorization);
     }
 
     #[test]
