@@ -398,10 +398,13 @@ impl<Req> GslbConfigBuilder<Req> {
 /// site's balancer. The workspace test `tests/tests/gslb_axum.rs` serves such a stack:
 ///
 /// ```text
+/// let selector = ServiceBuilder::new().layer(GslbLayer::new(config)).service(sites);
+/// let handle = selector.handle();               // take the operator handle before wrapping
 /// let api = ServiceBuilder::new()
-///     .layer(HandleErrorLayer::new(|e: BoxError| async move { (StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }))
-///     .layer(GslbLayer::new(config))
-///     .service(sites);                                 // Sites<Router>, Sites<Balance<..>>, ..
+///     .layer(HandleErrorLayer::new(|e: BoxError| async move {
+///         (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+///     }))
+///     .service(selector);
 /// let app = Router::new().route("/healthz", get(|| async { "ok" })).fallback_service(api);
 /// ```
 ///
