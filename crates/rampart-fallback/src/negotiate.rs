@@ -83,7 +83,7 @@ impl fmt::Display for Format {
 
 /// Parses a q-value (`0`, `0.5`, `1.000`) into thousandths; malformed values count as `1`.
 fn parse_q(v: &str) -> u16 {
-    let v = v.trim();
+    let v = v.trim_ascii();
     let mut parts = v.splitn(2, '.');
     let whole = parts.next().unwrap_or("1");
     let frac = parts.next().unwrap_or("");
@@ -109,28 +109,42 @@ fn parse_q(v: &str) -> u16 {
 /// `preferred` wins ties and is the answer when the header is absent, unreadable, or accepts
 /// none of the formats.
 pub fn negotiate(accept: Option<&http::HeaderValue>, preferred: Format) -> Format {
-    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = accept else {
+        return preferred;
+    };
+    // The values most clients send, recognised without parsing.
+    match accept.as_bytes() {
+        b"*/*" => return preferred,
+        b"text/html" => return Format::Html,
+        b"application/json" | b"application/problem+json" => return Format::Problem,
+        b"text/plain" => return Format::Text,
+        _ => {}
+    }
+    let Ok(accept) = accept.to_str() else {
         return preferred;
     };
     // Per format: (specificity of the best-matching range, its q in thousandths).
     let mut best: [Option<(u8, u16)>; 3] = [None; 3];
     for range in accept.split(',') {
-        let mut params = range.split(';');
-        let media = params.next().unwrap_or("").trim();
+        let (media, params) = range.split_once(';').unwrap_or((range, ""));
+        let media = media.trim_ascii();
         if media.is_empty() {
             continue;
         }
         let (ty, subtype) = media.split_once('/').unwrap_or((media, ""));
+        let (ty, subtype) = (ty.trim_ascii(), subtype.trim_ascii());
         let mut q = 1000;
-        for p in params {
-            if let Some((k, v)) = p.split_once('=')
-                && k.trim().eq_ignore_ascii_case("q")
-            {
-                q = parse_q(v);
+        if !params.is_empty() {
+            for p in params.split(';') {
+                if let Some((k, v)) = p.split_once('=')
+                    && k.trim_ascii().eq_ignore_ascii_case("q")
+                {
+                    q = parse_q(v);
+                }
             }
         }
         for (i, f) in Format::ALL.iter().enumerate() {
-            if let Some(spec) = f.matches(ty.trim(), subtype.trim()) {
+            if let Some(spec) = f.matches(ty, subtype) {
                 // The most specific matching range decides the format's q (RFC 9110 §12.5.1);
                 // among equally specific ranges the highest q is kept.
                 let better = match best[i] {
@@ -192,6 +206,28 @@ mod tests {
         assert_eq!(n("application/json;q=0.3, */*;q=0.2"), Format::Problem);
         assert_eq!(n("text/html;q=0.001, application/json;q=0"), Format::Html);
         assert_eq!(n("TEXT/PLAIN; Q=1.0"), Format::Text);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_parser() {
+        for accept in [
+            "*/*",
+            "text/html",
+            "application/json",
+            "application/problem+json",
+            "text/plain",
+        ] {
+            // A leading space defeats the exact match and goes through the parser.
+            let padded = HeaderValue::from_str(&format!(" {accept}")).unwrap();
+            let exact = HeaderValue::from_static(accept);
+            for preferred in Format::ALL {
+                assert_eq!(
+                    negotiate(Some(&exact), preferred),
+                    negotiate(Some(&padded), preferred),
+                    "{accept} preferring {preferred:?}"
+                );
+            }
+        }
     }
 
     #[test]

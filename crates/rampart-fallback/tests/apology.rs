@@ -544,3 +544,34 @@ async fn the_cause_is_logged_not_sent() {
     assert!(logged.contains(SECRET), "the cause is in the log: {logged}");
     assert!(logged.contains(PATH), "{logged}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_warning_per_second_the_rest_at_debug() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app(Kind::ConnectionError, FallbackLayer::new());
+    for _ in 0..10 {
+        let (status, _, _) = send(app.clone(), "GET", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    send(app, "GET", None).await;
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("serving the apology"))
+        .collect();
+    assert_eq!(lines.len(), 11, "every apology is logged: {logged}");
+    let warns: Vec<&str> = lines.iter().copied().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warns.len(), 2, "{logged}");
+    assert!(warns[1].contains("more_since_last_warning=9"), "{logged}");
+    assert!(
+        lines.iter().all(|l| l.contains(SECRET)),
+        "each line has the cause: {logged}"
+    );
+}

@@ -94,14 +94,25 @@ where
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok());
                     let after = upstream.or(this.shared.retry_after);
-                    tracing::warn!(
-                        target: "rampart_fallback",
-                        status = status.as_u16(),
-                        method = %captured.method,
-                        path = captured.uri.path(),
-                        retry_after_secs = after,
-                        "inner service answered with a failure status; serving the apology"
-                    );
+                    match this.shared.log_gate.warn() {
+                        Some(suppressed) => tracing::warn!(
+                            target: "rampart_fallback",
+                            status = status.as_u16(),
+                            method = %captured.method,
+                            path = captured.uri.path(),
+                            retry_after_secs = after,
+                            more_since_last_warning = suppressed,
+                            "inner service answered with a failure status; serving the apology"
+                        ),
+                        None => tracing::debug!(
+                            target: "rampart_fallback",
+                            status = status.as_u16(),
+                            method = %captured.method,
+                            path = captured.uri.path(),
+                            retry_after_secs = after,
+                            "inner service answered with a failure status; serving the apology"
+                        ),
+                    }
                     // The failed response (and its body) is dropped here: nothing of it
                     // reaches the client.
                     drop(resp);
@@ -132,15 +143,27 @@ where
                 request_id: None,
             },
         };
-        tracing::warn!(
-            target: "rampart_fallback",
-            error = %ErrorChain(&*error),
-            never_reached,
-            method = %captured.method,
-            path = captured.uri.path(),
-            retry_after_secs = after,
-            "inner service failed; serving the apology"
-        );
+        match this.shared.log_gate.warn() {
+            Some(suppressed) => tracing::warn!(
+                target: "rampart_fallback",
+                error = %ErrorChain(&*error),
+                never_reached,
+                method = %captured.method,
+                path = captured.uri.path(),
+                retry_after_secs = after,
+                more_since_last_warning = suppressed,
+                "inner service failed; serving the apology"
+            ),
+            None => tracing::debug!(
+                target: "rampart_fallback",
+                error = %ErrorChain(&*error),
+                never_reached,
+                method = %captured.method,
+                path = captured.uri.path(),
+                retry_after_secs = after,
+                "inner service failed; serving the apology"
+            ),
+        }
         Poll::Ready(Ok(apologize(
             this.shared,
             captured,

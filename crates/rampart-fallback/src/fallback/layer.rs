@@ -142,6 +142,7 @@ impl<S, H, C: Clone> Layer<S> for FallbackLayer<H, C> {
                 retry_after_value: self.retry_after.map(HeaderValue::from),
                 request_id: self.request_id.clone(),
                 stats: self.stats.clone(),
+                log_gate: super::LogGate::default(),
             }),
         )
     }

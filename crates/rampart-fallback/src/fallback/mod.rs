@@ -93,6 +93,52 @@ pub(crate) struct Shared<H, C> {
     pub(crate) retry_after_value: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderName>,
     pub(crate) stats: FallbackStats,
+    pub(crate) log_gate: LogGate,
+}
+
+/// Limits the `WARN` events about apologies to one per second per layer; the others are
+/// `DEBUG` events. During an outage every request is an apology, and a log line per request
+/// (formatting the error chain, writing it out) would cost more than the apology itself.
+#[derive(Debug)]
+pub(crate) struct LogGate {
+    base: tokio::time::Instant,
+    /// Whole seconds since `base` of the last `WARN`, plus one (0: never).
+    last: AtomicU64,
+    /// Apologies logged at `DEBUG` since the last `WARN`.
+    suppressed: AtomicU64,
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogGate {
+    /// `Some(n)`: log this one at `WARN`, saying `n` apologies were logged at `DEBUG` since
+    /// the last `WARN`. `None`: log it at `DEBUG`. Costs nothing when `WARN` is disabled.
+    pub(crate) fn warn(&self) -> Option<u64> {
+        if !tracing::enabled!(target: "rampart_fallback", tracing::Level::WARN) {
+            return None;
+        }
+        let now = self.base.elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != now
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 /// Serves the apology instead of the inner service's errors and failed responses.
@@ -220,7 +266,11 @@ pub(crate) fn apologize<H: Apologize, C, B>(
     };
     let mut resp = shared.handler.apologize(&request);
     let h = resp.headers_mut();
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The built-in page's prebuilt headers already say it; a lookup is cheaper than a
+    // replacing insert.
+    if h.get(CACHE_CONTROL).is_none_or(|v| v != "no-store") {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Some(secs) = retry_after
         && !h.contains_key(RETRY_AFTER)
     {

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, VARY};
-use http::{HeaderValue, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use rampart_health::ConfigError;
 
 use super::handler::{Apologize, ApologyRequest};
@@ -55,9 +55,10 @@ struct PageInner {
     preferred: Format,
     html: Bytes,
     text: Bytes,
-    /// `Content-Length` values of the fixed bodies, encoded once.
-    html_len: HeaderValue,
-    text_len: HeaderValue,
+    /// The response headers of each format (by [`format_index`]), built once: cloning a
+    /// prebuilt map copies a few words per field and hashes nothing. The problem document's
+    /// map lacks `Content-Length`, which depends on the request path.
+    headers: [HeaderMap; 3],
     problem_prefix: Bytes,
     problem_suffix: Bytes,
 }
@@ -81,18 +82,20 @@ impl Default for ApologyPage {
         match ApologyPage::builder().build() {
             Ok(page) => page,
             // The defaults are valid (tested); this arm only exists to avoid a panic path.
-            Err(_) => ApologyPage {
-                inner: Arc::new(PageInner {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    preferred: Format::Text,
-                    html: Bytes::new(),
-                    text: Bytes::from_static(DEFAULT_DETAIL.as_bytes()),
-                    html_len: HeaderValue::from_static("0"),
-                    text_len: HeaderValue::from(DEFAULT_DETAIL.len()),
-                    problem_prefix: Bytes::new(),
-                    problem_suffix: Bytes::new(),
-                }),
-            },
+            Err(_) => {
+                let text = Bytes::from_static(DEFAULT_DETAIL.as_bytes());
+                ApologyPage {
+                    inner: Arc::new(PageInner {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        preferred: Format::Text,
+                        headers: prebuilt_headers(0, text.len()),
+                        html: Bytes::new(),
+                        text,
+                        problem_prefix: Bytes::new(),
+                        problem_suffix: Bytes::new(),
+                    }),
+                }
+            }
         }
     }
 }
@@ -136,22 +139,47 @@ impl Apologize for ApologyPage {
     fn apologize(&self, request: &ApologyRequest) -> http::Response<ApologyBody> {
         let format = negotiate(request.accept(), self.inner.preferred);
         let body = self.body(format, request.uri().path());
-        let len = match format {
-            Format::Html => self.inner.html_len.clone(),
-            Format::Text => self.inner.text_len.clone(),
-            Format::Problem => HeaderValue::from(body.len()),
-        };
+        let mut headers = self.inner.headers[format_index(format)].clone();
+        if format == Format::Problem {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         let mut resp = http::Response::new(body);
         *resp.status_mut() = self.inner.status;
-        let h = resp.headers_mut();
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
+
+fn format_index(format: Format) -> usize {
+    match format {
+        Format::Html => 0,
+        Format::Problem => 1,
+        Format::Text => 2,
+    }
+}
+
+/// The fixed headers of each format: `Content-Type`, `Content-Length` (not for the problem
+/// document), `Vary: accept` and `Cache-Control: no-store`, with room for the three the layer
+/// adds (`Retry-After`, the request id, and the problem document's `Content-Length`).
+fn prebuilt_headers(html_len: usize, text_len: usize) -> [HeaderMap; 3] {
+    let one = |format: Format, len: Option<usize>| {
+        let mut h = HeaderMap::with_capacity(7);
         h.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),
         );
-        h.insert(CONTENT_LENGTH, len);
+        if let Some(len) = len {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
         h.insert(VARY, HeaderValue::from_static("accept"));
-        resp
-    }
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h
+    };
+    [
+        one(Format::Html, Some(html_len)),
+        one(Format::Problem, None),
+        one(Format::Text, Some(text_len)),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -295,8 +323,7 @@ impl ApologyPageBuilder {
             inner: Arc::new(PageInner {
                 status: self.status,
                 preferred: self.preferred,
-                html_len: HeaderValue::from(html.len()),
-                text_len: HeaderValue::from(text.len()),
+                headers: prebuilt_headers(html.len(), text.len()),
                 html,
                 text,
                 problem_prefix: Bytes::from(prefix),
