@@ -399,6 +399,19 @@ impl CheckerHandle {
     }
 
     /// A receiver of every transition from now on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rampart_health::{Checker, CheckerConfig, Health, ProbeError, ProbeErrorKind, probe_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let probe = probe_fn(|| async { Err(ProbeError::new(ProbeErrorKind::Status, "status 503")) });
+    /// let handle = Checker::spawn("checkout-2", probe, CheckerConfig::default());
+    /// let mut transitions = handle.subscribe();
+    /// let t = transitions.recv().await.unwrap();
+    /// assert_eq!((&*t.name, t.from, t.to), ("checkout-2", Health::Unknown, Health::Unhealthy));
+    /// # }
+    /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<HealthTransition> {
         self.inner.events.subscribe()
     }

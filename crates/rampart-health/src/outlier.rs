@@ -454,6 +454,29 @@ impl OutlierDetector {
     /// expiry and decay follow the clock, and the failure-percentage window stays one
     /// `interval` long however often this runs. Also done lazily from the failure path once an
     /// `interval` has passed.
+    ///
+    /// A maintenance timer that stops when the detector's owner goes away:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rampart_health::{OutlierConfig, OutlierDetector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let detector = OutlierDetector::new(OutlierConfig::default());
+    /// let ticker = tokio::spawn({
+    ///     let detector = detector.clone();
+    ///     async move {
+    ///         let mut tick = tokio::time::interval(Duration::from_secs(1));
+    ///         loop {
+    ///             tick.tick().await;
+    ///             detector.evaluate();
+    ///         }
+    ///     }
+    /// });
+    /// // … when the pool is dropped:
+    /// ticker.abort();
+    /// # }
+    /// ```
     pub fn evaluate(&self) {
         let now = Instant::now();
         let mut registry = self.shared.lock();
@@ -832,6 +855,20 @@ impl OutlierTracker {
     /// Ejects the endpoint now, whatever `max_ejection_percent` says (the ejection counts
     /// toward the cap). Its ejection time follows the usual backoff. Returns `false` if it was
     /// already ejected.
+    ///
+    /// ```
+    /// use rampart_health::{OutlierConfig, OutlierDetector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let detector = OutlierDetector::new(OutlierConfig::default());
+    /// let a = detector.track("a");
+    /// assert!(a.eject()); // an operator takes it out (even past the 10 % cap)…
+    /// assert!(a.is_ejected());
+    /// a.restore(); // …and puts it back before its time is up
+    /// assert!(!a.is_ejected());
+    /// assert_eq!(a.ejection_count(), 1); // the backoff remembers it
+    /// # }
+    /// ```
     pub fn eject(&self) -> bool {
         let now = Instant::now();
         let mut registry = self.shared.lock();
