@@ -1,24 +1,36 @@
 //! Rampart: resilience primitives as tower middleware — the four lines of defense of a web shop.
 //!
-//! This umbrella crate re-exports the Rampart crates behind features (all on by default):
+//! This umbrella crate re-exports the Rampart crates behind features (`full`, the default,
+//! turns on all of them):
 //!
-//! | feature | crate | line of defense |
-//! |---|---|---|
-//! | `health` (always) | [`health`] (`rampart-health`) | shared vocabulary: probes, checker, outlier ejection, classification |
-//! | `breaker` | `rampart-breaker` | circuit breaker |
-//! | `balance` | `rampart-balance` | health-checked load balancer |
-//! | `gslb` | `rampart-gslb` | failover across sites and regions |
-//! | `fallback` | `rampart-fallback` | apology page, stale-if-error, degradation |
+//! | feature | module | crate | line of defense |
+//! |---|---|---|---|
+//! | `health` | `rampart::health` | `rampart-health` | shared vocabulary: probes, checker, outlier ejection, classification |
+//! | `breaker` | `rampart::breaker` | `rampart-breaker` | circuit breaker |
+//! | `balance` | `rampart::balance` | `rampart-balance` | health-checked load balancer |
+//! | `gslb` | `rampart::gslb` | `rampart-gslb` | failover across sites and regions |
+//! | `fallback` | `rampart::fallback` | `rampart-fallback` | apology page, stale-if-error, degradation |
+//! | `full` | all of the above | | |
+//! | `metrics` | | | counters and gauges through the [`metrics`](https://docs.rs/metrics) facade in every enabled crate |
+//!
+//! `breaker`, `balance`, `gslb` and `fallback` each turn on `health`, since their APIs speak
+//! its vocabulary. `metrics` turns on the `metrics` feature of each crate that is enabled and
+//! enables no crate by itself: `default-features = false, features = ["breaker", "metrics"]`
+//! gives the breaker (and the health vocabulary) with their metrics, and nothing else.
 //!
 //! ```
+//! # #[cfg(feature = "health")] {
 //! use rampart::health::{Health, HealthPublisher};
 //! let p = HealthPublisher::new();
 //! p.set(Health::Healthy);
 //! assert_eq!(p.get(), Health::Healthy);
+//! # }
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "health")]
 #[doc(inline)]
 pub use rampart_health as health;
 
@@ -38,7 +50,13 @@ pub use rampart_gslb as gslb;
 #[doc(inline)]
 pub use rampart_fallback as fallback;
 
-/// The workspace README's tour, compiled as a doctest so it cannot rot.
-#[cfg(doctest)]
+/// The workspace README's tour, compiled as a doctest so it cannot rot (it uses the
+/// balancer, the breaker and the fallback, so it is compiled only when they are enabled).
+#[cfg(all(
+    doctest,
+    feature = "balance",
+    feature = "breaker",
+    feature = "fallback"
+))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
