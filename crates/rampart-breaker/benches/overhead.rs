@@ -6,9 +6,9 @@
 //!
 //! Times are on-CPU time of the measuring thread (from `/proc/thread-self/schedstat`, falling
 //! back to wall-clock time where that file does not exist), so that the time slices other
-//! processes take on a shared machine are not counted. With two threads, both run until the
-//! first has made its calls (see [`pair`]), and the report shows a lower bound of the share of
-//! that span during which both were on a CPU at once.
+//! processes take on a shared machine are not counted. With two threads the figure is the
+//! wall time per call of the stretches during which both threads were running at once (see
+//! [`pair`]), and the report shows the share of calls made in such stretches.
 //!
 //! Every variant drives the same loop: `poll_ready` then `call`, polling the futures to
 //! completion with a no-op waker (they are ready at once; a contended tokio mutex in
@@ -129,19 +129,28 @@ fn single<O: FnMut(u64) -> bool>(c: &mut Criterion, name: &str, mut make: impl F
     group.finish();
 }
 
-/// Calls between two looks at the shared stop flag in [`pair`].
+/// Calls per timed chunk in [`pair`].
 const CHUNK: u64 = 64;
+
+/// A timed chunk of calls: start, end, calls.
+type Chunk = (Instant, Instant, u64);
+
+/// A chunk whose wall time exceeds this many times the thread's fastest chunk was preempted
+/// (a time slice lost to another process lasts hundreds of µs to ms; a chunk of 64 calls
+/// takes a few µs, and contention between our two threads slows it by far less than this).
+const PREEMPTED: u32 = 10;
 
 /// Two threads sharing one breaker: `make()` is called once per thread.
 ///
-/// Both threads spin until the other has started, then call in chunks of [`CHUNK`] until one
-/// of them has made `iters` calls, and that one raises a shared flag that stops the other at
-/// its next chunk: so both are live for the whole measured span, and neither runs alone at the
-/// end. The cost is the two threads' on-CPU time over their calls (ns of CPU per call, the
-/// same unit as the single-thread rows, and contention shows as a higher figure). Live is not
-/// running, though: on a loaded machine the scheduler may still run one while the other waits.
-/// So each sample also records a lower bound of the share of the span during which both
-/// threads were on a CPU at once: (cpu₁ + cpu₂ − span) / span.
+/// Both threads spin until the other has started, then call in chunks of [`CHUNK`],
+/// timestamping each chunk, until one of them has made `iters` calls and raises a shared flag
+/// that stops the other. A chunk much slower than the thread's fastest ([`PREEMPTED`]) was
+/// preempted and is dropped. The figure is the **wall time per call of the chunks during which
+/// the other thread was running too** (the intervals of both threads' unpreempted chunks,
+/// intersected): on a loaded machine the scheduler often runs one thread while the other
+/// waits, and calls made alone say nothing about contention. The share of calls made while
+/// both ran is reported beside it. The timestamps (one clock read per 64 calls) are in every
+/// 2-thread row, the bare call's included, so they cancel out of the overheads.
 fn pair<O: FnMut(u64) -> bool + Send + 'static>(
     c: &mut Criterion,
     name: &str,
@@ -158,40 +167,58 @@ fn pair<O: FnMut(u64) -> bool + Send + 'static>(
                     let started = started.clone();
                     let stop = stop.clone();
                     std::thread::spawn(move || {
+                        let mut chunks: Vec<Chunk> =
+                            Vec::with_capacity((iters / CHUNK + 1) as usize);
                         started.fetch_add(1, Ordering::SeqCst);
                         while started.load(Ordering::SeqCst) < 2 {
                             std::hint::spin_loop();
                         }
-                        let begin = Instant::now();
                         let mut done = 0u64;
-                        let cpu = timed(|| {
-                            while done < iters && !stop.load(Ordering::Relaxed) {
-                                for i in done..(done + CHUNK).min(iters) {
-                                    black_box(op(black_box(i)));
-                                }
-                                done = (done + CHUNK).min(iters);
+                        let mut begin = Instant::now();
+                        while done < iters && !stop.load(Ordering::Relaxed) {
+                            let until = (done + CHUNK).min(iters);
+                            for i in done..until {
+                                black_box(op(black_box(i)));
                             }
-                            stop.store(true, Ordering::Relaxed);
-                        });
-                        (cpu, done, begin, Instant::now())
+                            let end = Instant::now();
+                            chunks.push((begin, end, until - done));
+                            done = until;
+                            begin = end;
+                        }
+                        stop.store(true, Ordering::Relaxed);
+                        chunks
                     })
                 })
                 .collect();
-            let runs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-            let cpu: Duration = runs.iter().map(|r| r.0).sum();
-            let calls: u64 = runs.iter().map(|r| r.1).sum();
-            let first_begin = runs.iter().map(|r| r.2).min().unwrap();
-            let last_end = runs.iter().map(|r| r.3).max().unwrap();
-            let span = (last_end - first_begin).as_secs_f64().max(1e-9);
-            let both = ((cpu.as_secs_f64() - span) / span).clamp(0.0, 1.0);
-            BOTH_ON_CPU
+            let runs: Vec<Vec<Chunk>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let running: Vec<Vec<Chunk>> = runs.iter().map(|r| unpreempted(r)).collect();
+            let (mut time, mut calls, mut all) = (Duration::ZERO, 0u64, 0u64);
+            for (me, other) in [(0, 1), (1, 0)] {
+                all += runs[me].iter().map(|c| c.2).sum::<u64>();
+                for &(start, end, n) in &running[me] {
+                    if covered(&running[other], start, end) {
+                        time += end - start;
+                        calls += n;
+                    }
+                }
+            }
+            BOTH_RAN
                 .lock()
                 .unwrap()
                 .entry(name.to_string())
                 .or_default()
-                .push(both);
-            let per_call = cpu.as_nanos() as f64 / calls.max(1) as f64;
-            note_ns(&format!("2t {name}"), per_call);
+                .push(calls as f64 / all.max(1) as f64);
+            let per_call = if calls > 0 {
+                let ns = time.as_nanos() as f64 / calls as f64;
+                note_ns(&format!("2t {name}"), ns);
+                ns
+            } else {
+                // The threads never ran at once (criterion still needs a time): the solo
+                // chunks' figure, left out of the report.
+                let solo: Vec<Chunk> = running.concat();
+                let t: Duration = solo.iter().map(|c| c.1 - c.0).sum();
+                t.as_nanos() as f64 / solo.iter().map(|c| c.2).sum::<u64>().max(1) as f64
+            };
             // Criterion wants the time of `iters` calls.
             Duration::from_secs_f64(per_call * iters as f64 / 1e9)
         });
@@ -199,7 +226,37 @@ fn pair<O: FnMut(u64) -> bool + Send + 'static>(
     group.finish();
 }
 
-static BOTH_ON_CPU: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+/// The chunks not slowed by preemption (see [`PREEMPTED`]), in time order.
+fn unpreempted(chunks: &[Chunk]) -> Vec<Chunk> {
+    // Per call: the last chunk may be short.
+    let per_call = |c: &Chunk| (c.1 - c.0) / c.2.max(1) as u32;
+    let Some(fastest) = chunks.iter().map(per_call).min() else {
+        return Vec::new();
+    };
+    let limit = fastest * PREEMPTED;
+    chunks
+        .iter()
+        .copied()
+        .filter(|c| per_call(c) <= limit)
+        .collect()
+}
+
+/// `true` when `[a, b)` lies within the union of `chunks` (sorted, adjacent or overlapping
+/// where the thread ran without a break), give or take a tenth of its length.
+fn covered(chunks: &[Chunk], a: Instant, b: Instant) -> bool {
+    let need = (b - a).mul_f64(0.9);
+    let first = chunks.partition_point(|c| c.1 <= a);
+    let mut got = Duration::ZERO;
+    for &(c0, c1, _) in &chunks[first..] {
+        if c0 >= b {
+            break;
+        }
+        got += c1.min(b).saturating_duration_since(c0.max(a));
+    }
+    got >= need
+}
+
+static BOTH_RAN: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
 
 /// A factory of call loops through one shared breaker of ours.
 macro_rules! ours {
@@ -307,15 +364,22 @@ fn report() {
                 "2 threads sharing one breaker"
             }
         );
+        if threads == "2t" {
+            println!(
+                "(ns/op: wall time per call while both threads ran, median over the samples \
+                 that had such calls; last column: mean share of calls made while both ran, \
+                 and how many samples had any)"
+            );
+        }
         println!(
-            "{:<30} {:>9} {:>10} {:>12} {:>12} {:>14}",
+            "{:<30} {:>9} {:>10} {:>12} {:>12} {:>20}",
             "variant",
             "ns/op",
             "overhead",
             "vs failsafe",
             "vs tower-res",
             if threads == "2t" {
-                "both on CPU ≥"
+                "calls both ran"
             } else {
                 ""
             }
@@ -334,17 +398,21 @@ fn report() {
             let ns = get(&format!("{threads} {name}"));
             let over = ns - base;
             let overlap = if threads == "2t" {
-                BOTH_ON_CPU
+                BOTH_RAN
                     .lock()
                     .unwrap()
                     .get(name)
-                    .map(|v| format!("{:.0} %", median(v) * 100.0))
+                    .map(|v| {
+                        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+                        let with = v.iter().filter(|x| **x > 0.0).count();
+                        format!("{:.1} % ({with}/{})", mean * 100.0, v.len())
+                    })
                     .unwrap_or_default()
             } else {
                 String::new()
             };
             println!(
-                "{name:<30} {ns:>9.1} {over:>10.1} {:>11.2}x {:>11.2}x {overlap:>14}",
+                "{name:<30} {ns:>9.1} {over:>10.1} {:>11.2}x {:>11.2}x {overlap:>20}",
                 over / fs,
                 over / tr
             );
