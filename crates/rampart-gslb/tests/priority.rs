@@ -439,3 +439,61 @@ async fn get_mut_and_into_inner_need_exclusive_access() {
     // The handle still answers with the last state it saw.
     assert_eq!(handle.snapshot().active_priority, Some(0));
 }
+
+/// A site's inner service that reports its own health (the `ReportHealth` trait of
+/// rampart-health, which a rampart-balance balancer implements): `Site::reported()` follows it.
+#[tokio::test(start_paused = true)]
+async fn site_follows_its_inner_services_report_health() {
+    use rampart_health::ReportHealth;
+    use std::task::{Context, Poll};
+
+    #[derive(Clone)]
+    struct Pool {
+        inner: Mock,
+        reporter: HealthReporter,
+    }
+    impl ReportHealth for Pool {
+        fn health_report(&self) -> tokio::sync::watch::Receiver<HealthReport> {
+            self.reporter.subscribe()
+        }
+    }
+    impl Service<()> for Pool {
+        type Response = &'static str;
+        type Error = rampart_health::BoxError;
+        type Future = <Mock as Service<()>>::Future;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Service::<()>::poll_ready(&mut self.inner, cx)
+        }
+        fn call(&mut self, req: ()) -> Self::Future {
+            self.inner.call(req)
+        }
+    }
+
+    let reporter = HealthReporter::new(HealthReport::new(4, 4));
+    let pool = |name| Pool {
+        inner: Mock::new(name),
+        reporter: reporter.clone(),
+    };
+    let other = Pool {
+        inner: Mock::new("us"),
+        reporter: HealthReporter::new(HealthReport::new(1, 1)),
+    };
+    let sites = Sites::builder()
+        .site(Site::new("eu", pool("eu")).reported())
+        .site(Site::new("us", other).priority(1).reported())
+        .build()
+        .unwrap();
+    let mut gslb = Gslb::new(GslbConfig::<()>::default(), sites);
+    let mut handle = gslb.handle();
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "eu");
+    reporter.publish(HealthReport::new(2, 4)); // 50 % → 70/30
+    let snap = next(&mut handle).await;
+    assert_eq!(
+        snap.site("eu").unwrap().report,
+        Some(HealthReport::new(2, 4))
+    );
+    assert_eq!(snap.level(0).unwrap().load_percent, 70);
+    reporter.publish(HealthReport::new(0, 4));
+    next(&mut handle).await;
+    assert_eq!(gslb.ready().await.unwrap().call(()).await.unwrap(), "us");
+}

@@ -532,6 +532,7 @@ mod tests {
         let layer = GslbLayer::new(GslbConfig::<()>::builder().name("edge").build().unwrap());
         let copy = layer.clone();
         assert_eq!(copy.config().name(), "edge");
+        assert_eq!(layer.config().name(), "edge");
         assert!(format!("{copy:?}").contains("edge"));
     }
 }

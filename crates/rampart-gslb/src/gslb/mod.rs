@@ -121,9 +121,10 @@ impl<S, Req> Shared<S, Req> {
 ///    arithmetic ([`failover`](crate::failover)) from the levels' health.
 /// 4. **Steering** within the level: weighted, geo or lowest latency
 ///    ([`Steering`](crate::Steering)).
-/// 5. **Retry.** If the site fails the request with a [`NeverReached`] error (its balancer
-///    had no healthy endpoint, the connection was refused) and the request can be replayed,
-///    it is sent to the next routable site in failover order, at most `retries` times.
+/// 5. **Retry.** If the site fails the request with a [`NeverReached`] error in the chain
+///    (its balancer had no healthy endpoint, its client's connection was refused) or a bare
+///    `io::Error` of kind `ConnectionRefused`, and the request can be replayed, it is sent to
+///    the next routable site in failover order, at most `retries` times.
 ///
 /// The split is precomputed whenever health changes (see the crate docs); choosing a site
 /// costs one atomic load, one or two random numbers and a binary search, without locks or
@@ -137,6 +138,13 @@ impl<S, Req> Shared<S, Req> {
 /// `Clone`; wrap one that is not in `tower::buffer::Buffer`.
 ///
 /// [`NeverReached`]: rampart_health::NeverReached
+///
+/// # Access to the sites
+///
+/// [`get_ref`](Self::get_ref) and [`site`](Self::site) lend the inner services;
+/// [`get_mut`](Self::get_mut) and [`into_inner`](Self::into_inner) exist but succeed only while
+/// this is the only clone and no response future holds on to the services, because a
+/// selector's services are shared by its clones and its in-flight retries.
 ///
 /// # Example
 ///
