@@ -567,7 +567,11 @@ async fn one_warning_per_second_the_rest_at_debug() {
         .filter(|l| l.contains("serving the apology"))
         .collect();
     assert_eq!(lines.len(), 11, "every apology is logged: {logged}");
-    let warns: Vec<&str> = lines.iter().copied().filter(|l| l.contains("WARN")).collect();
+    let warns: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("WARN"))
+        .collect();
     assert_eq!(warns.len(), 2, "{logged}");
     assert!(warns[1].contains("more_since_last_warning=9"), "{logged}");
     assert!(

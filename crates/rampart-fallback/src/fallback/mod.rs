@@ -276,7 +276,7 @@ pub(crate) fn apologize<H: Apologize, C, B>(
     {
         let value = match &shared.retry_after_value {
             Some(v) if shared.retry_after == Some(secs) => v.clone(),
-            _ => HeaderValue::from(secs),
+            _ => retry_after_value(secs),
         };
         h.insert(RETRY_AFTER, value);
     }
@@ -289,6 +289,26 @@ pub(crate) fn apologize<H: Apologize, C, B>(
         *resp.body_mut() = ApologyBody::empty();
     }
     resp.map(FallbackBody::apology)
+}
+
+/// `Retry-After` values up to two minutes, as static strings (a breaker's hint changes every
+/// second, so encoding it would allocate on every apology).
+static SECONDS: [&str; 121] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63", "64",
+    "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "80",
+    "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96",
+    "97", "98", "99", "100", "101", "102", "103", "104", "105", "106", "107", "108", "109", "110",
+    "111", "112", "113", "114", "115", "116", "117", "118", "119", "120",
+];
+
+fn retry_after_value(secs: u64) -> HeaderValue {
+    match usize::try_from(secs).ok().and_then(|i| SECONDS.get(i)) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(secs),
+    }
 }
 
 /// Response extension that marks an apology (and says why it was served).
@@ -347,9 +367,24 @@ impl FallbackStats {
             Trigger::Status(_) => &self.inner.statuses,
         };
         c.fetch_add(1, Ordering::Relaxed);
+        // Literal labels: the macro then uses a static key (no allocation per call).
         #[cfg(feature = "metrics")]
-        metrics::counter!("rampart_fallback_apologies_total", "trigger" => trigger.as_str())
-            .increment(1);
+        match trigger {
+            Trigger::Error {
+                never_reached: false,
+            } => metrics::counter!("rampart_fallback_apologies_total", "trigger" => "error")
+                .increment(1),
+            Trigger::Error {
+                never_reached: true,
+            } => {
+                metrics::counter!("rampart_fallback_apologies_total", "trigger" => "never_reached")
+                    .increment(1)
+            }
+            Trigger::Status(_) => {
+                metrics::counter!("rampart_fallback_apologies_total", "trigger" => "status")
+                    .increment(1)
+            }
+        }
     }
 
     /// A point-in-time copy of the counters.
@@ -378,5 +413,17 @@ impl FallbackSnapshot {
     /// All apologies.
     pub fn total(&self) -> u64 {
         self.errors + self.never_reached + self.statuses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        for secs in [0u64, 1, 8, 99, 120, 121, 86_400] {
+            assert_eq!(retry_after_value(secs), HeaderValue::from(secs), "{secs}");
+        }
     }
 }
