@@ -61,6 +61,7 @@ async fn flapping_primary_never_gets_traffic_back() {
     let handle = gslb.handle();
     p0.publish(HealthReport::new(0, 4));
     settle().await;
+    let version = handle.snapshot().version;
     // 5 minutes of flapping: up 20 s, down 5 s.
     for _ in 0..12 {
         p0.publish(HealthReport::new(4, 4));
@@ -80,6 +81,11 @@ async fn flapping_primary_never_gets_traffic_back() {
         settle().await;
     }
     assert_eq!(handle.snapshot().active_priority, Some(1));
+    assert_eq!(
+        handle.snapshot().version,
+        version,
+        "the decision did not change once during the flapping"
+    );
     // Once it stays up for the hold, it is back.
     p0.publish(HealthReport::new(4, 4));
     settle().await;
@@ -130,4 +136,25 @@ async fn zero_hold_fails_back_at_once() {
     p0.publish(HealthReport::new(4, 4));
     settle().await;
     assert_eq!(handle.snapshot().active_priority, Some(0));
+}
+
+/// Flapping much faster than the hold (up and down every second for two minutes): not one
+/// change of decision, not one request to the primary.
+#[tokio::test(start_paused = true)]
+async fn fast_flapping_changes_no_decision() {
+    let (mut gslb, p0) = setup(Duration::from_secs(30));
+    let handle = gslb.handle();
+    p0.publish(HealthReport::new(0, 4));
+    settle().await;
+    let version = handle.snapshot().version;
+    for i in 0..120 {
+        p0.publish(HealthReport::new(if i % 2 == 0 { 4 } else { 0 }, 4));
+        settle().await;
+        advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(tally(&mut gslb, 2, || ()).await.get("primary"), None);
+    }
+    let snap = handle.snapshot();
+    assert_eq!(snap.version, version, "a decision changed while flapping");
+    assert_eq!(snap.active_priority, Some(1));
 }
