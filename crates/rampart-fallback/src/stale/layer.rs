@@ -77,6 +77,7 @@ impl<C> StaleIfErrorLayer<C> {
     /// Drops every stored copy.
     pub fn clear(&self) {
         self.cache.cache.invalidate_all();
+        self.cache.recent.clear();
         tracing::info!(target: "rampart_fallback", "stale-if-error cache cleared");
     }
 }

@@ -177,6 +177,7 @@ struct Counters {
 pub(crate) struct StaleShared {
     cache: moka::sync::Cache<Key, Arc<Variants>>,
     vary_names: policy::VaryNames,
+    recent: RecentStores,
     config: Config,
     counters: Counters,
 }
@@ -209,6 +210,7 @@ impl StaleShared {
         Self {
             cache,
             vary_names: policy::VaryNames::default(),
+            recent: RecentStores::new(config.refresh_after),
             config,
             counters: Counters::default(),
         }
@@ -257,26 +259,8 @@ impl StaleShared {
         Some(resp)
     }
 
-    /// `true` when the copy this response would replace was stored less than
-    /// `refresh_after` ago (the response then streams through without being recorded).
-    fn has_recent_copy(&self, key: &Key, vary: &policy::VarySelection, now: Instant) -> bool {
-        let refresh = self.config.refresh_after;
-        if refresh.is_zero() {
-            return false;
-        }
-        let recent = self.cache.get(key).is_some_and(|v| {
-            v.items
-                .iter()
-                .any(|s| s.vary == *vary && now.saturating_duration_since(s.stored_at) < refresh)
-        });
-        if recent {
-            self.counters.recent.fetch_add(1, Ordering::Relaxed);
-        }
-        recent
-    }
-
     /// Stores a complete response.
-    pub(crate) fn store(&self, key: Key, stored: Stored) {
+    pub(crate) fn store(&self, key: Key, stored: Stored, fingerprint: u64) {
         let stored = Arc::new(stored);
         let mut items: Vec<Arc<Stored>> = self
             .cache
@@ -299,8 +283,10 @@ impl StaleShared {
             usable_secs = stored.usable_for.as_secs(),
             "stored a copy for stale-if-error"
         );
+        let stored_at = stored.stored_at;
         items.push(stored);
         self.cache.insert(key, Arc::new(Variants { items }));
+        self.recent.mark(fingerprint, stored_at);
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         {
@@ -333,6 +319,89 @@ impl StaleShared {
             too_old: c.too_old.load(Ordering::Relaxed),
             missed: c.missed.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Slots of [`RecentStores`] (a power of two).
+const RECENT_SLOTS: usize = 1024;
+
+/// When each recently stored request (key and `Vary` values) was stored, so that a success
+/// within `refresh_after` of it streams through without a cache lookup.
+///
+/// A direct-mapped table of `AtomicU64`: the high 32 bits are a tag from the request's
+/// fingerprint (never 0), the low 32 the store time in milliseconds since `base` (wrapping).
+/// Two requests sharing a slot overwrite each other, which only means an extra store; a
+/// wrong "recent" needs a 32-bit tag collision in the same slot, and then only delays a
+/// refresh by at most `refresh_after`. No lock, no allocation per request.
+struct RecentStores {
+    base: Instant,
+    refresh_ms: u32,
+    hasher: std::hash::RandomState,
+    slots: Box<[AtomicU64]>,
+}
+
+impl RecentStores {
+    fn new(refresh_after: Duration) -> Self {
+        let slots = if refresh_after.is_zero() {
+            0
+        } else {
+            RECENT_SLOTS
+        };
+        Self {
+            base: Instant::now(),
+            // Capped well below the 32-bit wrap (about 49 days).
+            refresh_ms: u32::try_from(refresh_after.as_millis())
+                .unwrap_or(u32::MAX)
+                .min(u32::MAX / 2),
+            hasher: std::hash::RandomState::new(),
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn fingerprint(&self, key: &Key, vary: &[Option<HeaderValue>]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((key, vary))
+    }
+
+    fn millis(&self, at: Instant) -> u32 {
+        // Wrapping on purpose: only differences of recent times are compared.
+        at.saturating_duration_since(self.base).as_millis() as u32
+    }
+
+    fn slot(&self, fingerprint: u64) -> Option<(&AtomicU64, u64)> {
+        let tag = (fingerprint >> 32) | 1;
+        let slot = self.slots.get(fingerprint as usize & (RECENT_SLOTS - 1))?;
+        Some((slot, tag))
+    }
+
+    /// `true` when this fingerprint was stored less than `refresh_after` before `now`.
+    fn is_recent(&self, fingerprint: u64, now: Instant) -> bool {
+        let Some((slot, tag)) = self.slot(fingerprint) else {
+            return false;
+        };
+        let v = slot.load(Ordering::Relaxed);
+        v >> 32 == tag && self.millis(now).wrapping_sub(v as u32) < self.refresh_ms
+    }
+
+    fn mark(&self, fingerprint: u64, at: Instant) {
+        if let Some((slot, tag)) = self.slot(fingerprint) {
+            slot.store(tag << 32 | u64::from(self.millis(at)), Ordering::Relaxed);
+        }
+    }
+
+    fn clear(&self) {
+        for s in &*self.slots {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for RecentStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecentStores")
+            .field("refresh_ms", &self.refresh_ms)
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -491,9 +560,16 @@ where
         }
     };
     let now = Instant::now();
-    if shared.has_recent_copy(&info.key, &plan.vary, now) {
-        return resp.map(StaleBody::passthrough);
-    }
+    let fingerprint = if shared.recent.slots.is_empty() {
+        0
+    } else {
+        let fp = shared.recent.fingerprint(&info.key, &info.vary);
+        if shared.recent.is_recent(fp, now) {
+            shared.counters.recent.fetch_add(1, Ordering::Relaxed);
+            return resp.map(StaleBody::passthrough);
+        }
+        fp
+    };
     let upstream_age = resp
         .headers()
         .get(AGE)
@@ -523,6 +599,7 @@ where
         initial_age,
         usable_for: plan.usable_for,
         overhead: header_bytes + vary_bytes + 64,
+        fingerprint,
     };
     let (parts, body) = resp.into_parts();
     let body = StaleBody::recording(body, pending, cfg.max_entry_bytes);
@@ -540,6 +617,7 @@ pub(crate) struct Pending {
     initial_age: Duration,
     usable_for: Duration,
     overhead: usize,
+    fingerprint: u64,
 }
 
 impl Pending {
@@ -563,7 +641,7 @@ impl Pending {
             usable_for: self.usable_for,
             weight,
         };
-        self.shared.store(self.key, stored);
+        self.shared.store(self.key, stored, self.fingerprint);
     }
 
     /// The body grew past the per-entry limit.

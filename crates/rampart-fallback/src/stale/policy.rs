@@ -29,37 +29,31 @@ impl CacheControl {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut cc = CacheControl::default();
         for value in headers.get_all(CACHE_CONTROL) {
-            let Ok(value) = value.to_str() else {
+            let value = value.as_bytes();
+            if !value.is_ascii() {
                 // Unreadable: be conservative.
                 cc.no_store = true;
                 continue;
-            };
-            // A byte loop: these values are short, and `str::split` costs more to set up here
-            // than it saves. Splitting at an ASCII comma keeps UTF-8 boundaries.
-            let mut start = 0;
-            for (i, b) in value.bytes().enumerate() {
-                if b == b',' {
-                    cc.apply(&value[start..i]);
-                    start = i + 1;
-                }
             }
-            cc.apply(&value[start..]);
+            for directive in value.split(|b| *b == b',') {
+                cc.apply(directive);
+            }
         }
         cc
     }
 
-    /// Applies one directive (`name` or `name=value`, surrounding whitespace allowed).
-    /// Names are matched by length first, then without allocating or case.
-    fn apply(&mut self, directive: &str) {
-        let (name, arg) = match directive.bytes().position(|b| b == b'=') {
+    /// Applies one directive (`name` or `name=value`, surrounding whitespace allowed), on
+    /// bytes: names are matched by length first, then without case or allocation.
+    fn apply(&mut self, directive: &[u8]) {
+        let (name, arg) = match directive.iter().position(|b| *b == b'=') {
             Some(i) => (
                 directive[..i].trim_ascii(),
                 Some(unquote(directive[i + 1..].trim_ascii())),
             ),
             None => (directive.trim_ascii(), None),
         };
-        let secs = || arg.map(|a| a.parse::<u64>().unwrap_or(0));
-        let is = |d: &str| name.eq_ignore_ascii_case(d);
+        let secs = || arg.map(delta_seconds);
+        let is = |d: &str| name.eq_ignore_ascii_case(d.as_bytes());
         match name.len() {
             6 if is("public") => self.public = true,
             7 if is("max-age") => self.max_age = secs().or(self.max_age),
@@ -84,10 +78,21 @@ impl CacheControl {
 }
 
 /// `"30"` → `30`: strips one pair of surrounding double quotes.
-fn unquote(s: &str) -> &str {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
+fn unquote(s: &[u8]) -> &[u8] {
+    s.strip_prefix(b"\"")
+        .and_then(|s| s.strip_suffix(b"\""))
         .unwrap_or(s)
+}
+
+/// A delta-seconds value (RFC 9111 §1.2.2): digits, saturating at `u64::MAX`; anything else
+/// is 0 (an invalid value is treated as stale).
+fn delta_seconds(v: &[u8]) -> u64 {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    v.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    })
 }
 
 /// Why a response was not stored.
@@ -437,6 +442,14 @@ mod tests {
         assert_eq!(cc.freshness(), Duration::from_secs(10));
         let cc = CacheControl::parse(&hm(&[("cache-control", "max-age=banana")]));
         assert_eq!(cc.max_age, Some(0));
+        let cc = CacheControl::parse(&hm(&[(
+            "cache-control",
+            "  NO-STORE ,s-maxage=99999999999999999999999,,private=\"set-cookie\"",
+        )]));
+        assert!(cc.no_store && cc.private);
+        assert_eq!(cc.s_maxage, Some(u64::MAX));
+        assert_eq!(delta_seconds(b""), 0);
+        assert_eq!(delta_seconds(b"-1"), 0);
     }
 
     #[test]
