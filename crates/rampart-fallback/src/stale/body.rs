@@ -21,7 +21,7 @@ struct Recorder {
 
 impl Recorder {
     /// Keeps a reference to `chunk`; gives up (and reports) past the limit.
-    fn push(slot: &mut Option<Recorder>, chunk: &Bytes) {
+    fn push(slot: &mut Option<Box<Recorder>>, chunk: &Bytes) {
         let Some(rec) = slot.as_mut() else { return };
         if rec.len + chunk.len() > rec.limit {
             if let Some(rec) = slot.take() {
@@ -36,7 +36,7 @@ impl Recorder {
     }
 
     /// The body ended cleanly: store the copy.
-    fn finish(slot: &mut Option<Recorder>) {
+    fn finish(slot: &mut Option<Box<Recorder>>) {
         let Some(rec) = slot.take() else { return };
         let body = match rec.chunks.len() {
             0 => Bytes::new(),
@@ -70,7 +70,9 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            recorder: Option<Recorder>,
+            // Boxed: a body that is not recording stays small (it is moved with every
+            // response), and only a recording one pays for the allocation.
+            recorder: Option<Box<Recorder>>,
         },
         Stored {
             data: Bytes,
@@ -117,12 +119,12 @@ impl<B> StaleBody<B> {
 
 impl<B: Body<Data = Bytes>> StaleBody<B> {
     pub(crate) fn recording(body: B, pending: Pending, limit: usize) -> Self {
-        let mut recorder = Some(Recorder {
+        let mut recorder = Some(Box::new(Recorder {
             pending,
             chunks: Vec::new(),
             len: 0,
             limit,
-        });
+        }));
         // hyper stops polling a body that says it has ended; an empty body is complete now.
         if body.is_end_stream() {
             Recorder::finish(&mut recorder);

@@ -29,17 +29,22 @@ impl CacheControl {
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut cc = CacheControl::default();
         for value in headers.get_all(CACHE_CONTROL) {
-            let value = value.as_bytes();
-            if !value.is_ascii() {
-                // Unreadable: be conservative.
-                cc.no_store = true;
-                continue;
-            }
-            for directive in value.split(|b| *b == b',') {
-                cc.apply(directive);
-            }
+            cc.add_field(value);
         }
         cc
+    }
+
+    /// Adds the directives of one `Cache-Control` field line.
+    fn add_field(&mut self, value: &HeaderValue) {
+        let value = value.as_bytes();
+        if !value.is_ascii() {
+            // Unreadable: be conservative.
+            self.no_store = true;
+            return;
+        }
+        for directive in value.split(|b| *b == b',') {
+            self.apply(directive);
+        }
     }
 
     /// Applies one directive (`name` or `name=value`, surrounding whitespace allowed), on
@@ -238,7 +243,7 @@ pub(crate) fn status_heuristically_storable(status: StatusCode) -> bool {
 /// §3: `max-age`, `s-maxage`, `public`, `Expires`, or an explicit `stale-if-error`), for
 /// example a `302` with `max-age`. `206` (ranges are not combined) and `304` (not a complete
 /// response) never are.
-fn status_explicitly_storable(status: StatusCode, cc: &CacheControl, headers: &HeaderMap) -> bool {
+fn status_explicitly_storable(status: StatusCode, cc: &CacheControl, expires: bool) -> bool {
     let code = status.as_u16();
     (200..400).contains(&code)
         && code != 206
@@ -247,7 +252,7 @@ fn status_explicitly_storable(status: StatusCode, cc: &CacheControl, headers: &H
             || cc.s_maxage.is_some()
             || cc.public
             || cc.stale_if_error.is_some()
-            || headers.contains_key(EXPIRES))
+            || expires)
 }
 
 /// Settings `plan` needs.
@@ -271,10 +276,24 @@ pub(crate) fn plan(
     if !(200..400).contains(&code) {
         return Err(NotStored::Status);
     }
-    let cc = CacheControl::parse(response_headers);
-    if !status_heuristically_storable(status)
-        && !status_explicitly_storable(status, &cc, response_headers)
-    {
+    // One pass over the response's fields (a handful) instead of a hashed lookup per field.
+    let mut cc = CacheControl::default();
+    let (mut set_cookie, mut expires, mut has_vary) = (false, false, false);
+    let mut content_length = None;
+    for (name, value) in response_headers {
+        if name == CACHE_CONTROL {
+            cc.add_field(value);
+        } else if name == SET_COOKIE {
+            set_cookie = true;
+        } else if name == CONTENT_LENGTH {
+            content_length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+        } else if name == VARY {
+            has_vary = true;
+        } else if name == EXPIRES {
+            expires = true;
+        }
+    }
+    if !status_heuristically_storable(status) && !status_explicitly_storable(status, &cc, expires) {
         return Err(NotStored::Status);
     }
     if cc.no_store || request.no_store {
@@ -283,7 +302,7 @@ pub(crate) fn plan(
     if cc.private {
         return Err(NotStored::Private);
     }
-    if response_headers.contains_key(SET_COOKIE) {
+    if set_cookie {
         return Err(NotStored::SetCookie);
     }
     if request.authorization && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
@@ -295,17 +314,16 @@ pub(crate) fn plan(
     if (cc.no_cache || cc.must_revalidate || cc.s_maxage.is_some()) && cc.stale_if_error.is_none() {
         return Err(NotStored::Revalidate);
     }
-    if let Some(len) = response_headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = content_length
         && len > limits.max_entry_bytes as u64
     {
         return Err(NotStored::TooLarge);
     }
     let mut vary = Vec::new();
     let mut not_captured = false;
-    for value in response_headers.get_all(VARY) {
+    // Looked up only when the pass above saw a `Vary` field.
+    let vary_fields = has_vary.then(|| response_headers.get_all(VARY));
+    for value in vary_fields.into_iter().flatten() {
         let Ok(value) = value.to_str() else {
             return Err(NotStored::VaryStar);
         };
