@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::Empty;
-use rampart_fallback::{ApologyPage, FallbackLayer};
+use rampart_fallback::{ApologyPage, FallbackLayer, StaleIfErrorLayer};
 use rampart_health::{BoxError, NeverReached};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Layer, Service, service_fn};
@@ -93,6 +93,8 @@ fn allocations_per_success<S, B>(mut svc: S) -> usize
 where
     S: tower::Service<Request<()>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
 {
     let requests: Vec<_> = (0..CALLS + 1)
         .map(|_| shared_request("text/html"))
@@ -102,6 +104,14 @@ where
         now(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap();
         let resp = now(svc.call(req)).unwrap();
         assert_eq!(resp.status(), 200);
+        // Read to the end, as a server does (a recorded body is stored when it ends).
+        let mut body = pin!(resp.into_body());
+        while let Poll::Ready(Some(frame)) = body
+            .as_mut()
+            .poll_frame(&mut Context::from_waker(Waker::noop()))
+        {
+            frame.unwrap();
+        }
     };
     run(requests.next().unwrap());
     let region = Region::new(GLOBAL);
@@ -133,6 +143,28 @@ fn apology_allocates_no_page_per_request() {
     let wrapped = allocations_per_success(FallbackLayer::new().layer(ok_service()));
     eprintln!("success path: {bare} allocations bare, {wrapped} through Fallback");
     assert_eq!(bare, wrapped, "Fallback allocates on the success path");
+
+    // The stale-if-error layer on a cacheable GET whose copy is recent (the steady state of a
+    // popular page), and the storefront's stack of both: no allocation either.
+    let stale = || {
+        StaleIfErrorLayer::builder()
+            .refresh_after(std::time::Duration::from_secs(3600))
+            .build()
+            .unwrap()
+    };
+    let with_stale = allocations_per_success(stale().layer(ok_service()));
+    let stack = allocations_per_success(
+        tower::ServiceBuilder::new()
+            .layer(FallbackLayer::new())
+            .layer(stale())
+            .service(ok_service()),
+    );
+    eprintln!("success path: {with_stale} through StaleIfError, {stack} through both");
+    assert_eq!(
+        bare, with_stale,
+        "StaleIfError allocates on the success path"
+    );
+    assert_eq!(bare, stack, "the stack allocates on the success path");
 
     for accept in ["text/html", "text/plain", "application/problem+json"] {
         let (small, allocs, sent_small) = bytes_per_apology(16 * 1024, accept);

@@ -42,6 +42,10 @@ enum Kind {
     BreakerOpen,
     /// A `RetryAfter` link deep in a wrapped chain.
     RetryAfterInChain,
+    /// No healthy endpoint or site: a never-reached marker without a hint, wrapped.
+    NoHealthyEndpoint,
+    /// tower's `Timeout` error.
+    TimeoutError,
     /// A plain connection error.
     ConnectionError,
     /// A handler answering 502.
@@ -52,9 +56,11 @@ enum Kind {
     Panic,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 8] = [
     Kind::BreakerOpen,
     Kind::RetryAfterInChain,
+    Kind::NoHealthyEndpoint,
+    Kind::TimeoutError,
     Kind::ConnectionError,
     Kind::Status502,
     Kind::Status503WithRetryAfter,
@@ -80,6 +86,10 @@ fn failing_service(
             Kind::RetryAfterInChain => Box::new(Wrapped(Box::new(Wrapped(Box::new(
                 RetryAfter::new(Duration::from_millis(7200)),
             ))))),
+            Kind::NoHealthyEndpoint => Box::new(Wrapped(Box::new(
+                NeverReached::new().with_source(std::io::Error::other(SECRET)),
+            ))),
+            Kind::TimeoutError => Box::new(tower::timeout::error::Elapsed::new()),
             _ => Box::new(std::io::Error::other(SECRET)),
         };
         Err::<Response<Body>, BoxError>(err)
@@ -88,7 +98,11 @@ fn failing_service(
 
 fn app(kind: Kind, layer: FallbackLayer) -> Router {
     match kind {
-        Kind::BreakerOpen | Kind::RetryAfterInChain | Kind::ConnectionError => {
+        Kind::BreakerOpen
+        | Kind::RetryAfterInChain
+        | Kind::NoHealthyEndpoint
+        | Kind::TimeoutError
+        | Kind::ConnectionError => {
             Router::new().route_service(PATH, tower::Layer::layer(&layer, failing_service(kind)))
         }
         Kind::Status502 => Router::new()
@@ -201,8 +215,12 @@ async fn every_trigger_every_accept_gets_the_apology() {
             let snap = stats.snapshot();
             assert_eq!(snap.total(), 1, "{ctx}");
             match kind {
-                Kind::BreakerOpen => assert_eq!(snap.never_reached, 1),
-                Kind::RetryAfterInChain | Kind::ConnectionError => assert_eq!(snap.errors, 1),
+                Kind::BreakerOpen | Kind::NoHealthyEndpoint => {
+                    assert_eq!(snap.never_reached, 1)
+                }
+                Kind::RetryAfterInChain | Kind::TimeoutError | Kind::ConnectionError => {
+                    assert_eq!(snap.errors, 1)
+                }
                 _ => assert_eq!(snap.statuses, 1),
             }
         }
