@@ -135,7 +135,11 @@ fn quick_chaos_run_has_no_errors_and_loses_no_order() {
     let kill = &facts["kill"];
     let caught = kill["caught_orders"].as_u64().unwrap();
     assert!(caught >= 1, "the kill was mid-checkout: {kill}");
-    assert_eq!(kill["caught_confirmed_once"].as_u64().unwrap(), caught, "{kill}");
+    assert_eq!(
+        kill["caught_confirmed_once"].as_u64().unwrap(),
+        caught,
+        "{kill}"
+    );
     assert!(facts["kill"]["killed_at_s"].as_f64().unwrap() > 0.0);
     assert!(facts["kill"]["restarted_at_s"].as_f64().unwrap() > 0.0);
 

@@ -35,7 +35,10 @@ async fn every_page_renders() {
         let r = http.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
         assert!(r.body.contains(text), "{path} lacks {text:?}: {}", r.body);
-        assert!(r.header("x-rampart-degraded").is_none(), "{path} marked degraded");
+        assert!(
+            r.header("x-rampart-degraded").is_none(),
+            "{path} marked degraded"
+        );
     }
     // Product pages: plain links to each other, cacheable, never a cookie.
     let r = http.get("/products/42").await;
@@ -122,7 +125,10 @@ async fn one_catalog_replica_down_no_request_fails() {
             "{path} was served stale"
         );
         assert!(!r.body.contains("Search is unavailable"), "{path} degraded");
-        assert!(r.header("x-rampart-degraded").is_none(), "{path} marked degraded");
+        assert!(
+            r.header("x-rampart-degraded").is_none(),
+            "{path} marked degraded"
+        );
     }
     // The downed replica really refuses connections, and the active checks see it.
     let addr = demo.fleet().upstreams()[&ServiceName::Catalog][&Region::UsEast][0];
@@ -514,7 +520,10 @@ async fn hanging_catalog_never_holds_a_page_for_long() {
             r.status
         );
         if r.status == StatusCode::SERVICE_UNAVAILABLE {
-            assert!(r.header("retry-after").is_some(), "{path}: apology without Retry-After");
+            assert!(
+                r.header("retry-after").is_some(),
+                "{path}: apology without Retry-After"
+            );
         }
     }
     // Search answered with its partial page, marked as such.

@@ -13,7 +13,7 @@
 //! | `primary-region-down` | every service in us-east: `down` |
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
-//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later |
+//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase) |
 //! | `recovery` | none |
 //!
 //! Every response is classified as ok, degraded, apology or error ([`classify`], by status
@@ -153,12 +153,14 @@ const PHASES: [PhaseSpec; 7] = [
 ];
 
 /// The shops' `[shop]` settings for a chaos run: pending orders are replayed within about a
-/// second, and open breakers probe again after 0.5 s (backing off to 3 s), so that even the
-/// short run sees the recovery within a phase.
+/// second, open breakers probe again after 0.5 s (backing off to 3 s), and active checks run
+/// every 0.5 s (a replica is back after two passed checks), so that even the short run sees
+/// the recovery within a phase.
 const SHOP_SETTINGS: &str = concat!(
     "outbox_retry_base = \"100ms\"\n",
     "outbox_retry_max = \"1s\"\n",
     "breaker_open_for = \"500ms\"\n",
+    "health_interval = \"500ms\"\n",
 );
 
 fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
@@ -270,10 +272,7 @@ fn in_both(outboxes: &[PathBuf; 2], caught: &[String]) -> Result<(u64, u64), rus
 /// shop writes the outcome of an attempt, confirmed or failed, before it answers), and
 /// recorded after `recorded_after_ms` (so the handler's checkout budget, the only other way
 /// it answers, has not run out).
-fn unanswered_orders(
-    db: &Path,
-    recorded_after_ms: i64,
-) -> Result<Vec<String>, rusqlite::Error> {
+fn unanswered_orders(db: &Path, recorded_after_ms: i64) -> Result<Vec<String>, rusqlite::Error> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_millis(200))?;
@@ -316,7 +315,7 @@ fn checkout_budget_ms() -> i64 {
 /// (pending, no finished forwarding attempt, recorded within the checkout budget) and
 /// intersects it with the checkouts its customers are still waiting for; if that is not
 /// empty, the frozen shop is SIGKILLed, otherwise resumed with SIGCONT and the search goes
-/// on. At 70 % of the phase it kills anyway and reports `caught_orders: 0`.
+/// on. At 85 % of the phase it kills anyway and reports `caught_orders: 0`.
 async fn kill_mid_checkout(
     topo: &mut Topology,
     inflight: &load::InFlight,
@@ -325,7 +324,7 @@ async fn kill_mid_checkout(
     kill: &mut KillFacts,
 ) -> Result<(), String> {
     tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
-    let latest = phase_start + phase_len.mul_f64(0.7);
+    let latest = phase_start + phase_len.mul_f64(0.85);
     while Instant::now() < latest {
         if inflight.len() > 0 && !caught_checkouts(topo, inflight).await.is_empty() {
             kill.freezes += 1;
@@ -471,7 +470,11 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
                 kill_mid_checkout(&mut topo, &inflight, phase_start, phase_len, &mut kill).await?;
                 kill.killed_at_s = start.elapsed().as_secs_f64();
                 events.push((kill.killed_at_s, "SIGKILL shop A".to_owned()));
-                tokio::time::sleep(phase_len.mul_f64(0.2)).await;
+                // Restart 20 % of a phase later, but within the phase.
+                let phase_end = phase_start + phase_len;
+                let restart_at = (Instant::now() + phase_len.mul_f64(0.2))
+                    .min(phase_end - Duration::from_millis(100));
+                tokio::time::sleep_until(restart_at).await;
                 kill.restarted_at_s = start.elapsed().as_secs_f64();
                 let took = topo.restart_shop(0).await?;
                 kill.ready_after_s = took.as_secs_f64();

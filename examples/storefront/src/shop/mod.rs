@@ -6,6 +6,7 @@
 mod admin;
 mod apology;
 mod cart;
+mod observe;
 mod outbox;
 mod pages;
 mod stack;
@@ -14,12 +15,11 @@ mod views;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
@@ -34,6 +34,7 @@ pub use admin::{
     AdminState, FaultControl, constant_time_eq, generate_token, router as admin_router,
 };
 pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
+pub use observe::{RequestMetrics, RequestMetricsLayer, ResponseFuture as RequestMetricsFuture};
 pub use outbox::{Backoff, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
     ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream, UpstreamBody,
@@ -289,31 +290,48 @@ fn router(state: AppState, admin: AdminState, layers: &PageLayers) -> Router {
         .fallback(pages::not_found)
         .with_state(state.clone());
     let pages = layers.apply(pages);
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(metrics_route))
         .route("/status", get(status_page))
         .route("/status.json", get(status_json))
         .with_state(state)
         .merge(admin::router(admin))
-        .merge(pages)
-        .layer(axum::middleware::from_fn(record_metrics))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .merge(pages);
+    observe(routes)
 }
 
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("storefront_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("storefront_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
+/// Every route of the shop, as `MatchedPath` reports it (the request metrics keep cached
+/// handles for these).
+pub const ROUTES: [&str; 15] = [
+    "/",
+    "/products",
+    "/products/{id}",
+    "/search",
+    "/cart",
+    "/cart/add",
+    "/cart/remove",
+    "/checkout",
+    "/orders/{id}",
+    "/healthz",
+    "/metrics",
+    "/status",
+    "/status.json",
+    "/admin/faults",
+    "/admin/faults/reset",
+];
+
+/// The layers around the whole router (pages, operations and admin routes). Outermost first:
+/// tower-http's `TraceLayer` (a span per request, events at `debug`), then the request
+/// metrics ([`RequestMetricsLayer`]: `storefront_http_requests_total` by route and status,
+/// `storefront_http_request_duration_seconds` by route).
+///
+/// Install the metrics recorder first: the metric handles are taken from the recorder in
+/// place when they are first used.
+pub fn observe(routes: Router) -> Router {
+    routes
+        .layer(RequestMetricsLayer::new(&ROUTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 async fn metrics_route(State(st): State<AppState>) -> Response {

@@ -20,13 +20,13 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::cart::Cart;
-use super::{AppState, DEGRADED_HEADER};
 use super::outbox::{Forwarded, OrderState, OutboxOrder};
 use super::upstream::UpstreamError;
 use super::views::{
     CartLine, CartPage, CheckoutPage, HomePage, MessagePage, OrderPage, ProductPage, ProductsPage,
     SearchPage,
 };
+use super::{AppState, DEGRADED_HEADER};
 use crate::api::{OrderRequest, ProductPage as ProductList, SearchResults};
 use crate::catalog::{Product, format_cents};
 
