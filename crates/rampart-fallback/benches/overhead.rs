@@ -7,9 +7,15 @@
 //!
 //! With `RAMPART_BENCH_COUNT=N` and a filter it instead makes `N` calls of the matching cases
 //! inside `count_calls`, untimed, for an instruction count that load cannot disturb:
-//! `valgrind --tool=callgrind --toggle-collect='overhead::count_calls' target/release/deps/overhead-… apology_html`
+//! `valgrind --tool=callgrind --toggle-collect='*count_calls*' target/release/deps/overhead-… apology/apology_html`
 //! (instructions per call = the collected total / N).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 mod common;
 

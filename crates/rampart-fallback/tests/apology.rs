@@ -216,10 +216,10 @@ async fn every_trigger_every_accept_gets_the_apology() {
             assert_eq!(snap.total(), 1, "{ctx}");
             match kind {
                 Kind::BreakerOpen | Kind::NoHealthyEndpoint => {
-                    assert_eq!(snap.never_reached, 1)
+                    assert_eq!(snap.never_reached, 1);
                 }
                 Kind::RetryAfterInChain | Kind::TimeoutError | Kind::ConnectionError => {
-                    assert_eq!(snap.errors, 1)
+                    assert_eq!(snap.errors, 1);
                 }
                 _ => assert_eq!(snap.statuses, 1),
             }

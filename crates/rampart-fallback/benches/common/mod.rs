@@ -1,6 +1,12 @@
 //! Shared by the benchmarks: immediate polling, requests shaped like hyper's, handlers and
 //! the service stacks measured.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use std::future::Future;
 use std::pin::pin;

@@ -24,7 +24,10 @@
 //!   request path), or `text/plain`. `HEAD` gets the headers only.
 //!
 //! No error text, backend address or stack reaches the client: the handler never sees the
-//! error, and the layer logs it with `tracing` (target `rampart_fallback`, level `WARN`).
+//! error, and the layer logs it with `tracing` (target `rampart_fallback`): one `WARN` event
+//! per second per layer (with `more_since_last_warning`, the count logged at `DEBUG` since the
+//! previous one), the others at `DEBUG`. During an outage every request is an apology; a log
+//! line each would cost more than the apology itself.
 //! The apology never does I/O or contacts a backend; the built-in page is shared bytes
 //! prepared at build time. The apology carries an [`Apologized`] response extension, and an
 //! outer `Fallback` lets such a response through as it is (nested layers apologise once).
@@ -369,21 +372,22 @@ impl FallbackStats {
         c.fetch_add(1, Ordering::Relaxed);
         // Literal labels: the macro then uses a static key (no allocation per call).
         #[cfg(feature = "metrics")]
-        match trigger {
-            Trigger::Error {
-                never_reached: false,
-            } => metrics::counter!("rampart_fallback_apologies_total", "trigger" => "error")
-                .increment(1),
-            Trigger::Error {
-                never_reached: true,
-            } => {
-                metrics::counter!("rampart_fallback_apologies_total", "trigger" => "never_reached")
-                    .increment(1)
-            }
-            Trigger::Status(_) => {
-                metrics::counter!("rampart_fallback_apologies_total", "trigger" => "status")
-                    .increment(1)
-            }
+        {
+            let counter = match trigger {
+                Trigger::Error {
+                    never_reached: false,
+                } => metrics::counter!("rampart_fallback_apologies_total", "trigger" => "error"),
+                Trigger::Error {
+                    never_reached: true,
+                } => metrics::counter!(
+                    "rampart_fallback_apologies_total",
+                    "trigger" => "never_reached"
+                ),
+                Trigger::Status(_) => {
+                    metrics::counter!("rampart_fallback_apologies_total", "trigger" => "status")
+                }
+            };
+            counter.increment(1);
         }
     }
 

@@ -4,9 +4,11 @@
 //! later fails for the same request, answers with the stored copy instead of the failure.
 //!
 //! **What is kept.** Responses to `GET` with status 200, 203, 204, 300, 301 or 308 (the
-//! successful statuses RFC 9110 §15.1 calls heuristically cacheable), keyed by method, host,
-//! URI, and the request's values of the headers the response names in `Vary` (RFC 9111 §4.1;
-//! a few variants per URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
+//! successful statuses RFC 9110 §15.1 calls heuristically cacheable), or any other 2xx/3xx
+//! except 206 and 304 that is explicitly cacheable (RFC 9111 §3: `max-age`, `s-maxage`,
+//! `public`, `stale-if-error` or `Expires`), keyed by method, host, URI, and the request's
+//! values of the headers the response names in `Vary` (RFC 9111 §4.1; a few variants per
+//! URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
 //! (on the request or the response), `private`, `Set-Cookie`, `Vary: *`, requests with
 //! `Authorization` unless the response is `public`/`s-maxage`/`must-revalidate`, responses that
 //! forbid serving stale (`no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`) unless
@@ -33,9 +35,20 @@
 //! A failed `HEAD` is answered from the stored `GET` copy, with its headers and no body; `HEAD`
 //! responses are never stored.
 //!
-//! Time is `tokio::time::Instant`, so tests can pause and advance it. Each `GET` costs one
-//! clone of the request's header map (to match `Vary` later); other methods pass straight
-//! through.
+//! **Refresh.** While the stored copy for a request is younger than `refresh_after` (default
+//! 1 s), a new success streams through without being recorded: a popular page costs one store
+//! per interval, not one per request. The copy served on error can then be up to that much
+//! older than the last success; its `Age` says so.
+//!
+//! **Cost on the healthy path.** A request keeps no copy of its header map: only its key (reference-counted
+//! clones of the method, host and URI), two facts (`Cache-Control: no-store`, `Authorization`),
+//! and the values of the headers that stored responses have named in `Vary` (usually none).
+//! A response whose `Vary` names a header for the first time teaches the cache to capture it
+//! and is not stored itself (its request's value was not kept); up to 16 distinct names.
+//! A successful `GET` whose copy is recent costs a parse of its `Cache-Control` and a lookup
+//! in a lock-free table, and allocates nothing; other methods pass straight through.
+//!
+//! Time is `tokio::time::Instant`, so tests can pause and advance it.
 //!
 //! # Example
 //!
