@@ -6,6 +6,10 @@
 //! peak-EWMA balancers. The EWMA is updated when a response completes (the only place a clock
 //! is read) and decayed by the balancer's maintenance task while the endpoint is idle.
 //!
+//! These atomics live in one dense [`Slab`] per balancer (32 bytes per endpoint), not in each
+//! endpoint's allocation: at 10 000 endpoints the picker's two random reads then hit a
+//! 320 KB array that stays in cache instead of two cache lines somewhere in a few MB.
+//!
 //! The served endpoint is recorded in HTTP response extensions as a [`ServedBy`]:
 //!
 //! ```
@@ -15,8 +19,8 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rampart_health::Health;
@@ -67,28 +71,242 @@ pub(crate) fn health_from_u8(v: u8) -> Health {
     }
 }
 
-/// One endpoint as the balancer holds it.
-///
-/// `repr(C, align(64))` with the fields the request path touches first: the picker's loads of
-/// two candidates and the chosen endpoint's counters hit one cache line per endpoint, so large
-/// pools stay in cache.
-#[repr(C, align(64))]
-pub(crate) struct Endpoint<S> {
-    pub(crate) outstanding: AtomicU64,
-    /// Peak-EWMA latency in nanoseconds, as `f64` bits.
-    ewma_bits: AtomicU64,
+/// Cells per slab chunk.
+const CHUNK: usize = 256;
+
+/// `failing` flag in [`LoadCell::outstanding`] (the count uses the low 31 bits).
+const FAILING: u32 = 1 << 31;
+
+/// The per-endpoint load state the request path touches, packed into 32 bytes so that the
+/// cells of a 10 000-endpoint pool (320 KB) stay in a core's L2 cache: outstanding requests
+/// and the "failing" flag, the peak-EWMA latency, the effective weight, the time of the last
+/// latency sample and the request count.
+#[derive(Debug)]
+#[repr(C, align(32))]
+pub(crate) struct LoadCell {
+    /// Outstanding requests (low 31 bits) and [`FAILING`].
+    outstanding: AtomicU32,
+    /// Peak-EWMA latency in nanoseconds, as `f32` bits (24 bits of precision are plenty for
+    /// comparing latencies).
+    ewma_bits: AtomicU32,
     /// `weight × slow-start factor`, as `f64` bits (never 0).
     effective_weight_bits: AtomicU64,
     /// Raw clock reading of the last EWMA update.
     last_update: AtomicU64,
-    pub(crate) requests: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl LoadCell {
+    fn empty() -> Self {
+        Self {
+            outstanding: AtomicU32::new(0),
+            ewma_bits: AtomicU32::new(0),
+            effective_weight_bits: AtomicU64::new(1f64.to_bits()),
+            last_update: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn reset(&self, ewma_ns: f64, weight: f64) {
+        self.outstanding.store(0, Ordering::Relaxed);
+        self.reset_ewma(ewma_ns);
+        self.effective_weight_bits
+            .store(weight.to_bits(), Ordering::Relaxed);
+        self.last_update.store(0, Ordering::Relaxed);
+        self.requests.store(0, Ordering::Relaxed);
+    }
+
+    /// One request starts on this endpoint.
+    #[inline]
+    pub(crate) fn start(&self) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request finished.
+    #[inline]
+    pub(crate) fn finish(&self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn outstanding(&self) -> u32 {
+        self.outstanding.load(Ordering::Relaxed) & !FAILING
+    }
+
+    #[inline]
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// A failure was fed to the outlier tracker since its last success.
+    #[inline]
+    pub(crate) fn failing(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) & FAILING != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_failing(&self, failing: bool) {
+        if failing {
+            self.outstanding.fetch_or(FAILING, Ordering::Relaxed);
+        } else {
+            self.outstanding.fetch_and(!FAILING, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn ewma_ns(&self) -> f64 {
+        f64::from(f32::from_bits(self.ewma_bits.load(Ordering::Relaxed)))
+    }
+
+    #[inline]
+    pub(crate) fn effective_weight(&self) -> f64 {
+        f64::from_bits(self.effective_weight_bits.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn set_effective_weight(&self, w: f64) {
+        let w = if w.is_finite() && w > 0.0 { w } else { 1e-3 };
+        self.effective_weight_bits
+            .store(w.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The P2C load: `(outstanding + 1) × ewma / effective weight`.
+    #[inline]
+    pub(crate) fn cost(&self) -> f64 {
+        (f64::from(self.outstanding()) + 1.0) * self.ewma_ns() / self.effective_weight()
+    }
+
+    /// The least-request load: `(outstanding + 1) / effective weight`.
+    #[inline]
+    pub(crate) fn requests_cost(&self) -> f64 {
+        (f64::from(self.outstanding()) + 1.0) / self.effective_weight()
+    }
+
+    /// Folds one latency sample into the peak EWMA (Finagle's `PeakEwma`): a sample above
+    /// the average replaces it at once (peak sensitivity); a lower one is averaged in with a
+    /// weight that decays with the time since the last update, `exp(-Δt / τ)`.
+    #[inline]
+    pub(crate) fn observe_latency(&self, rtt_ns: f64, now_raw: u64, elapsed_ns: f64, tau_ns: f64) {
+        let prev = self.ewma_ns();
+        let next = if rtt_ns > prev {
+            rtt_ns
+        } else {
+            let x = elapsed_ns / tau_ns;
+            // exp(-x); under load updates are close together and x is tiny, where the
+            // second-order Taylor term is exact to 1e-7.
+            let w = if x < 0.01 {
+                1.0 - x + 0.5 * x * x
+            } else {
+                (-x).exp()
+            };
+            prev * w + rtt_ns * (1.0 - w)
+        };
+        self.store_ewma(next);
+        self.last_update.store(now_raw, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn store_ewma(&self, ns: f64) {
+        #[allow(clippy::cast_possible_truncation)]
+        let v = ns as f32;
+        self.ewma_bits.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn last_update_raw(&self) -> u64 {
+        self.last_update.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the latency history: the EWMA restarts at `ns`.
+    #[inline]
+    pub(crate) fn reset_ewma(&self, ns: f64) {
+        self.store_ewma(ns);
+    }
+
+    /// Idle decay toward zero: `ewma × factor`.
+    #[inline]
+    pub(crate) fn decay(&self, factor: f64) {
+        self.store_ewma(self.ewma_ns() * factor);
+    }
+}
+
+/// A fixed block of cells; blocks never move, so a cell's address is stable for the life of
+/// its endpoint. (A fixed size, so indexing by `slot % CHUNK` needs no bounds check.)
+pub(crate) type Chunk = [LoadCell; CHUNK];
+
+#[derive(Debug, Default)]
+struct SlabInner {
+    chunks: Vec<Arc<Chunk>>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+/// Every endpoint's [`LoadCell`] of one balancer, in dense chunks, addressed by a stable slot
+/// number. A routing table keeps the slot numbers of its endpoints in a dense array and a
+/// copy of the chunk list, so a pick reads a 4-byte slot and a 32-byte cell instead of
+/// following each candidate's pointer into its own allocation. A slot is given back when
+/// its endpoint is dropped (no table or in-flight request refers to it any more) and reused
+/// by the next endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Slab {
+    inner: Mutex<SlabInner>,
+}
+
+impl Slab {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlabInner> {
+        // Every update is a plain push/pop: a poisoned slab is still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh cell: its slot and its chunk.
+    fn alloc(&self, ewma_ns: f64, weight: f64) -> (u32, Arc<Chunk>) {
+        let mut inner = self.lock();
+        let slot = match inner.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = inner.next;
+                inner.next += 1;
+                if slot as usize / CHUNK == inner.chunks.len() {
+                    let chunk: Arc<Chunk> = Arc::new(std::array::from_fn(|_| LoadCell::empty()));
+                    inner.chunks.push(chunk);
+                }
+                slot
+            }
+        };
+        let chunk = inner.chunks[slot as usize / CHUNK].clone();
+        chunk[slot as usize % CHUNK].reset(ewma_ns, weight);
+        (slot, chunk)
+    }
+
+    fn free(&self, slot: u32) {
+        self.lock().free.push(slot);
+    }
+
+    /// The current chunk list (for a routing table).
+    pub(crate) fn chunks(&self) -> Vec<Arc<Chunk>> {
+        self.lock().chunks.clone()
+    }
+}
+
+/// The cell of `slot` in `chunks`.
+#[inline(always)]
+pub(crate) fn cell(chunks: &[Arc<Chunk>], slot: u32) -> &LoadCell {
+    &chunks[slot as usize / CHUNK][slot as usize % CHUNK]
+}
+
+/// One endpoint as the balancer holds it. Its hot load state lives in the balancer's
+/// [`Slab`]; the rest is read only when routability changes, on failures, and by snapshots.
+pub(crate) struct Endpoint<S> {
     pub(crate) id: u64,
+    slot: u32,
+    chunk: Arc<Chunk>,
+    slab: Weak<Slab>,
     health: AtomicU8,
     pub(crate) ejected: AtomicBool,
     pub(crate) draining: AtomicBool,
-    /// A failure was fed to the outlier tracker since its last success.
-    pub(crate) failing: AtomicBool,
-    // ---- cold ----
     pub(crate) failures: AtomicU64,
     /// Static weight (1 by default).
     pub(crate) weight: u32,
@@ -108,8 +326,18 @@ impl<S> fmt::Debug for Endpoint<S> {
     }
 }
 
+impl<S> Drop for Endpoint<S> {
+    fn drop(&mut self) {
+        if let Some(slab) = self.slab.upgrade() {
+            slab.free(self.slot);
+        }
+    }
+}
+
 impl<S> Endpoint<S> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        slab: &Arc<Slab>,
         id: u64,
         name: Arc<str>,
         service: S,
@@ -118,47 +346,36 @@ impl<S> Endpoint<S> {
         health: Health,
         tracker: Option<crate::passive::Tracker>,
     ) -> Self {
+        let weight = weight.max(1);
+        let (slot, chunk) = slab.alloc(initial_ewma.as_nanos() as f64, f64::from(weight));
         Self {
             id,
+            slot,
+            chunk,
+            slab: Arc::downgrade(slab),
             served_by: ServedBy::new(name.clone()),
             name,
             service,
-            weight: weight.max(1),
-            outstanding: AtomicU64::new(0),
-            ewma_bits: AtomicU64::new((initial_ewma.as_nanos() as f64).to_bits()),
-            last_update: AtomicU64::new(0),
-            effective_weight_bits: AtomicU64::new(f64::from(weight.max(1)).to_bits()),
+            weight,
             health: AtomicU8::new(health_to_u8(health)),
             ejected: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            failing: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             tracker,
         }
     }
 
+    /// The endpoint's slot in the balancer's [`Slab`].
     #[inline]
-    pub(crate) fn ewma_ns(&self) -> f64 {
-        f64::from_bits(self.ewma_bits.load(Ordering::Relaxed))
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
     }
 
+    /// The endpoint's load state (through its own chunk pointer: for cold paths; the
+    /// request path goes through the routing table's dense arrays).
     #[inline]
-    pub(crate) fn effective_weight(&self) -> f64 {
-        f64::from_bits(self.effective_weight_bits.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set_effective_weight(&self, w: f64) {
-        let w = if w.is_finite() && w > 0.0 { w } else { 1e-3 };
-        self.effective_weight_bits
-            .store(w.to_bits(), Ordering::Relaxed);
-    }
-
-    /// The P2C load: `(outstanding + 1) × ewma / effective weight`.
-    #[inline]
-    pub(crate) fn cost(&self) -> f64 {
-        let out = self.outstanding.load(Ordering::Relaxed) as f64;
-        (out + 1.0) * self.ewma_ns() / self.effective_weight()
+    pub(crate) fn load(&self) -> &LoadCell {
+        &self.chunk[self.slot as usize % CHUNK]
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -175,44 +392,6 @@ impl<S> Endpoint<S> {
             && !self.ejected.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
     }
-
-    /// Folds one latency sample into the peak EWMA (Finagle's `PeakEwma`): a sample above
-    /// the average replaces it at once (peak sensitivity); a lower one is averaged in with a
-    /// weight that decays with the time since the last update, `exp(-Δt / τ)`.
-    pub(crate) fn observe_latency(&self, rtt_ns: f64, now_raw: u64, elapsed_ns: f64, tau_ns: f64) {
-        let prev = self.ewma_ns();
-        let next = if rtt_ns > prev {
-            rtt_ns
-        } else {
-            let x = elapsed_ns / tau_ns;
-            // exp(-x); under load updates are close together and x is tiny, where the
-            // second-order Taylor term is exact to 1e-7.
-            let w = if x < 0.01 {
-                1.0 - x + 0.5 * x * x
-            } else {
-                (-x).exp()
-            };
-            prev * w + rtt_ns * (1.0 - w)
-        };
-        self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
-        self.last_update.store(now_raw, Ordering::Relaxed);
-    }
-
-    pub(crate) fn last_update_raw(&self) -> u64 {
-        self.last_update.load(Ordering::Relaxed)
-    }
-
-    /// Forgets the latency history: the EWMA restarts at `ns`.
-    pub(crate) fn reset_ewma(&self, ns: f64) {
-        self.ewma_bits.store(ns.to_bits(), Ordering::Relaxed);
-    }
-
-    /// Idle decay toward zero: `ewma × factor`.
-    pub(crate) fn decay(&self, factor: f64) {
-        let prev = self.ewma_ns();
-        self.ewma_bits
-            .store((prev * factor).to_bits(), Ordering::Relaxed);
-    }
 }
 
 /// Holds one outstanding request on an endpoint (an index into a routing table, so the
@@ -220,6 +399,8 @@ impl<S> Endpoint<S> {
 pub(crate) struct InFlight<S> {
     table: Arc<crate::balance::shared::Table<S>>,
     index: u32,
+    /// The endpoint's slab slot (looked up once).
+    slot: u32,
     panic_set: bool,
 }
 
@@ -230,14 +411,14 @@ impl<S> InFlight<S> {
         index: usize,
         panic_set: bool,
     ) -> Self {
+        let slot = table.slot_of(panic_set, index);
         let this = Self {
             table,
             index: index as u32,
+            slot,
             panic_set,
         };
-        let ep = this.endpoint();
-        ep.outstanding.fetch_add(1, Ordering::Relaxed);
-        ep.requests.fetch_add(1, Ordering::Relaxed);
+        this.load().start();
         this
     }
 
@@ -245,12 +426,18 @@ impl<S> InFlight<S> {
     pub(crate) fn endpoint(&self) -> &Endpoint<S> {
         &self.table.set_of(self.panic_set)[self.index as usize]
     }
+
+    /// The endpoint's load cell, through the table's chunk list.
+    #[inline(always)]
+    pub(crate) fn load(&self) -> &LoadCell {
+        self.table.load_at(self.slot)
+    }
 }
 
 impl<S> Drop for InFlight<S> {
     #[inline]
     fn drop(&mut self) {
-        self.endpoint().outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.load().finish();
     }
 }
 

@@ -1,7 +1,8 @@
 //! Pickers: how one endpoint is chosen among the routable ones.
 //!
 //! Every picker works on a dense array of the currently routable endpoints, rebuilt only when
-//! routability changes, so picking never scans for health and never allocates.
+//! routability changes, so picking never scans for health and never allocates; the
+//! candidates' load is read from the balancer's dense slab of load cells.
 //!
 //! - [`Picker::PeakEwma`] (default): power of two choices (Mitzenmacher, *The Power of Two
 //!   Choices in Randomized Load Balancing*, 2001): two distinct random endpoints, the one with
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::balance::shared::SetView;
 use crate::endpoint::Endpoint;
 
 /// How the balancer chooses among routable endpoints.
@@ -156,8 +158,7 @@ pub(crate) struct PickState {
 /// set has been tried (or the set is empty).
 pub(crate) fn pick<S>(
     picker: Picker,
-    set: &[Arc<Endpoint<S>>],
-    state: &PickState,
+    set: &SetView<'_, S>,
     rng: &mut fastrand::Rng,
     key: Option<u64>,
     tried: &Tried,
@@ -167,19 +168,24 @@ pub(crate) fn pick<S>(
         return None;
     }
     if !tried.is_empty() {
-        return pick_excluding(picker, set, state, rng, key, tried);
+        return pick_excluding(picker, set, rng, key, tried);
     }
     if n == 1 {
         return Some(0);
     }
+    let state = set.state;
     Some(match picker {
         Picker::PeakEwma => {
             let (a, b) = two_distinct(rng, n);
-            if set[b].cost() < set[a].cost() { b } else { a }
+            if set.load(b).cost() < set.load(a).cost() {
+                b
+            } else {
+                a
+            }
         }
         Picker::LeastRequest => {
             let (a, b) = two_distinct(rng, n);
-            if requests_cost(&set[b]) < requests_cost(&set[a]) {
+            if set.load(b).requests_cost() < set.load(a).requests_cost() {
                 b
             } else {
                 a
@@ -187,17 +193,12 @@ pub(crate) fn pick<S>(
         }
         Picker::RoundRobin => state.rr.fetch_add(1, Ordering::Relaxed) % n,
         Picker::Random => rng.usize(..n),
-        Picker::WeightedRoundRobin => smooth_wrr(set, state, |_| false)?,
+        Picker::WeightedRoundRobin => smooth_wrr(set, |_| false)?,
         Picker::ConsistentHash { .. } => match (key, &state.ring) {
             (Some(k), Some(ring)) => ring.lookup(k, |_| false)?,
             _ => rng.usize(..n),
         },
     })
-}
-
-#[inline]
-fn requests_cost<S>(e: &Endpoint<S>) -> f64 {
-    (e.outstanding.load(Ordering::Relaxed) as f64 + 1.0) / e.effective_weight()
 }
 
 #[inline]
@@ -212,23 +213,19 @@ fn two_distinct(rng: &mut fastrand::Rng, n: usize) -> (usize, usize) {
 
 /// nginx's smooth weighted round robin: every endpoint's current weight grows by its
 /// effective weight, the largest wins and pays back the total.
-fn smooth_wrr<S>(
-    set: &[Arc<Endpoint<S>>],
-    state: &PickState,
-    skip: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    let mut current = state.wrr.lock().ok()?;
+fn smooth_wrr<S>(set: &SetView<'_, S>, skip: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut current = set.state.wrr.lock().ok()?;
     if current.len() != set.len() {
         current.clear();
         current.resize(set.len(), 0.0);
     }
     let mut total = 0.0;
     let mut best: Option<usize> = None;
-    for (i, ep) in set.iter().enumerate() {
+    for i in 0..set.len() {
         if skip(i) {
             continue;
         }
-        let w = ep.effective_weight();
+        let w = set.load(i).effective_weight();
         current[i] += w;
         total += w;
         if best.is_none_or(|b| current[i] > current[b]) {
@@ -243,14 +240,13 @@ fn smooth_wrr<S>(
 /// The slow path for retries: the same policy over the endpoints not yet tried.
 fn pick_excluding<S>(
     picker: Picker,
-    set: &[Arc<Endpoint<S>>],
-    state: &PickState,
+    set: &SetView<'_, S>,
     rng: &mut fastrand::Rng,
     key: Option<u64>,
     tried: &Tried,
 ) -> Option<usize> {
     let n = set.len();
-    let excluded = |i: usize| tried.contains(set[i].id);
+    let excluded = |i: usize| tried.contains(set.endpoints[i].id);
     // A scan from a random offset finds an untried endpoint in at most `tried.len + 1` steps
     // when the set is larger than the tried list.
     let scan = |rng: &mut fastrand::Rng| {
@@ -263,15 +259,15 @@ fn pick_excluding<S>(
             let b = scan(rng).unwrap_or(a);
             let cost = |i: usize| {
                 if picker == Picker::PeakEwma {
-                    set[i].cost()
+                    set.load(i).cost()
                 } else {
-                    requests_cost(&set[i])
+                    set.load(i).requests_cost()
                 }
             };
             Some(if cost(b) < cost(a) { b } else { a })
         }
-        Picker::WeightedRoundRobin => smooth_wrr(set, state, excluded),
-        Picker::ConsistentHash { .. } => match (key, &state.ring) {
+        Picker::WeightedRoundRobin => smooth_wrr(set, excluded),
+        Picker::ConsistentHash { .. } => match (key, &set.state.ring) {
             (Some(k), Some(ring)) => ring.lookup(k, excluded),
             _ => scan(rng),
         },

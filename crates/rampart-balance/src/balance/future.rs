@@ -85,6 +85,7 @@ where
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn new(
         shared: Arc<Shared<S, P>>,
         table: Arc<Table<S>>,
@@ -140,17 +141,10 @@ where
         let shared = &self.shared;
         let (table, _) = shared.table();
         let panic = table.panic;
-        let (set, state) = table.set();
+        let set = table.set();
         let mut rng = fastrand::Rng::with_seed(self.seed);
         self.seed = rng.u64(..);
-        let Some(i) = pick(
-            shared.config.picker,
-            set,
-            state,
-            &mut rng,
-            self.key,
-            &self.tried,
-        ) else {
+        let Some(i) = pick(shared.config.picker, &set, &mut rng, self.key, &self.tried) else {
             tracing::debug!("retry elsewhere: no untried endpoint left");
             return false;
         };
@@ -175,7 +169,7 @@ where
             }
         };
         self.retries_left -= 1;
-        let endpoint = &set[i];
+        let endpoint = &set.endpoints[i];
         self.tried.push(endpoint.id);
         tracing::debug!(endpoint = %endpoint.name, "retrying on another endpoint");
         #[cfg(feature = "metrics")]
@@ -202,9 +196,11 @@ where
         }
     }
 
+    #[inline]
     fn record(&self, outcome: Outcome) {
-        if let Some(ep) = self.endpoint() {
-            self.shared.record(ep, outcome, self.start);
+        if let Some(inflight) = &self.inflight {
+            self.shared
+                .record(inflight.endpoint(), inflight.load(), outcome, self.start);
         }
     }
 }

@@ -261,8 +261,8 @@ where
         } else {
             None
         };
-        let (set, state) = self.table.set();
-        let Some(i) = pick(picker, set, state, &mut self.rng, key, &Tried::default()) else {
+        let set = self.table.set();
+        let Some(i) = pick(picker, &set, &mut self.rng, key, &Tried::default()) else {
             tracing::debug!(
                 routable = self.table.routable.len(),
                 total = self.table.total,
@@ -275,7 +275,7 @@ where
                 self.table.total,
             )));
         };
-        let svc = set[i].service.clone();
+        let svc = set.endpoints[i].service.clone();
         let retries = shared.config.max_retries;
         let copy = if retries > 0 {
             shared.policy.clone_request(&req)

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::budget::Budget;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Chunk, Endpoint, LoadCell, Slab, cell};
 use crate::handle::{EndpointSnapshot, Snapshot};
 use crate::passive;
 use crate::pick::{PickState, Picker, Ring};
@@ -98,13 +98,41 @@ pub(crate) struct Registry<S> {
 }
 
 /// An immutable routing table.
+///
+/// Besides the endpoints of each set, it keeps their slab slots in dense arrays and a copy of
+/// the slab's chunk list, so the picker reads candidates' load cells without touching the
+/// endpoints' own allocations.
 pub(crate) struct Table<S> {
     pub(crate) routable: Vec<Arc<Endpoint<S>>>,
     pub(crate) all: Vec<Arc<Endpoint<S>>>,
+    routable_slots: Vec<u32>,
+    all_slots: Vec<u32>,
+    chunks: Vec<Arc<Chunk>>,
     pub(crate) panic: bool,
     pub(crate) total: usize,
     routable_state: PickState,
     all_state: PickState,
+}
+
+/// One set of a table as the picker sees it.
+pub(crate) struct SetView<'a, S> {
+    pub(crate) endpoints: &'a [Arc<Endpoint<S>>],
+    slots: &'a [u32],
+    chunks: &'a [Arc<Chunk>],
+    pub(crate) state: &'a PickState,
+}
+
+impl<S> SetView<'_, S> {
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// The load cell of the `i`-th endpoint of the set.
+    #[inline(always)]
+    pub(crate) fn load(&self, i: usize) -> &LoadCell {
+        cell(self.chunks, self.slots[i])
+    }
 }
 
 impl<S> Table<S> {
@@ -112,6 +140,9 @@ impl<S> Table<S> {
         Self {
             routable: Vec::new(),
             all: Vec::new(),
+            routable_slots: Vec::new(),
+            all_slots: Vec::new(),
+            chunks: Vec::new(),
             panic: false,
             total: 0,
             routable_state: PickState::default(),
@@ -126,12 +157,39 @@ impl<S> Table<S> {
         if panic { &self.all } else { &self.routable }
     }
 
-    #[inline]
-    pub(crate) fn set(&self) -> (&[Arc<Endpoint<S>>], &PickState) {
-        if self.panic {
-            (&self.all, &self.all_state)
+    /// The slab slot of the `index`-th endpoint of a set.
+    #[inline(always)]
+    pub(crate) fn slot_of(&self, panic: bool, index: usize) -> u32 {
+        let slots = if panic {
+            &self.all_slots
         } else {
-            (&self.routable, &self.routable_state)
+            &self.routable_slots
+        };
+        slots[index]
+    }
+
+    /// The load cell in `slot` (a slot of one of this table's endpoints).
+    #[inline(always)]
+    pub(crate) fn load_at(&self, slot: u32) -> &LoadCell {
+        cell(&self.chunks, slot)
+    }
+
+    #[inline]
+    pub(crate) fn set(&self) -> SetView<'_, S> {
+        if self.panic {
+            SetView {
+                endpoints: &self.all,
+                slots: &self.all_slots,
+                chunks: &self.chunks,
+                state: &self.all_state,
+            }
+        } else {
+            SetView {
+                endpoints: &self.routable,
+                slots: &self.routable_slots,
+                chunks: &self.chunks,
+                state: &self.routable_state,
+            }
         }
     }
 }
@@ -152,6 +210,8 @@ pub(crate) struct Shared<S, P> {
     record_successes: bool,
     pub(crate) checks: Option<crate::balance::Checks>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// Every endpoint's load cell.
+    slab: Arc<Slab>,
 }
 
 impl<S, P> Shared<S, P> {
@@ -188,6 +248,7 @@ impl<S, P> Shared<S, P> {
             detector,
             checks,
             runtime,
+            slab: Arc::default(),
         }
     }
 
@@ -241,8 +302,9 @@ impl<S, P> Shared<S, P> {
         let mut n = 0.0;
         // A sample of the pool is enough for a starting estimate (and keeps inserts O(1)).
         for e in reg.entries.iter().take(64) {
-            if e.ep.last_update_raw() != 0 && e.routable {
-                sum += e.ep.ewma_ns();
+            let load = e.ep.load();
+            if load.last_update_raw() != 0 && e.routable {
+                sum += load.ewma_ns();
                 n += 1.0;
             }
         }
@@ -296,6 +358,7 @@ where
         let tracker = self.detector.as_ref().map(|d| d.track(name.clone()));
         tracing::info!(endpoint = %name, id, weight, health = %initial, "endpoint added");
         let ep = Arc::new(Endpoint::new(
+            &self.slab,
             id,
             name,
             service,
@@ -421,26 +484,32 @@ impl<S, P> Shared<S, P> {
 
     /// Records a finished attempt: latency into the peak EWMA (failures count double, so a
     /// failing endpoint loses the comparison), the outcome into passive outlier detection.
-    pub(crate) fn record(&self, ep: &Endpoint<S>, outcome: Outcome, start_raw: u64) {
+    pub(crate) fn record(
+        &self,
+        ep: &Endpoint<S>,
+        load: &LoadCell,
+        outcome: Outcome,
+        start_raw: u64,
+    ) {
         if outcome == Outcome::Ignored {
             return;
         }
         let end = self.clock.raw();
         let rtt = self.clock.delta_as_nanos(start_raw, end) as f64;
-        let elapsed = self.clock.delta_as_nanos(ep.last_update_raw(), end) as f64;
+        let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
         let sample = if outcome.is_failure() {
             ep.failures.fetch_add(1, Ordering::Relaxed);
-            rtt.max(ep.ewma_ns()) * 2.0
+            rtt.max(load.ewma_ns()) * 2.0
         } else {
             rtt
         };
-        ep.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
-        if outcome.is_success() && !self.record_successes && !ep.failing.load(Ordering::Relaxed) {
-            // Nothing for the outlier tracker to reset: skip its (cold) cache lines.
+        load.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
+        if outcome.is_success() && !self.record_successes && !load.failing() {
+            // Nothing for the outlier tracker to reset: skip the endpoint's (cold) memory.
             return;
         }
         if let Some(tracker) = &ep.tracker {
-            ep.failing.store(outcome.is_failure(), Ordering::Relaxed);
+            load.set_failing(outcome.is_failure());
             tracker.record(outcome);
             if outcome.is_failure() && !ep.ejected.load(Ordering::Acquire) && tracker.is_ejected() {
                 ep.ejected.store(true, Ordering::Release);
@@ -466,7 +535,7 @@ impl<S, P> Shared<S, P> {
             for e in &mut reg.entries {
                 if let Some(start) = e.ramp_start {
                     let f = ss.factor(now.duration_since(start));
-                    e.ep.set_effective_weight(f64::from(e.ep.weight) * f);
+                    e.ep.load().set_effective_weight(f64::from(e.ep.weight) * f);
                     if f >= 1.0 {
                         e.ramp_start = None;
                         tracing::debug!(endpoint = %e.ep.name, "slow start finished");
@@ -516,10 +585,11 @@ impl<S, P> Shared<S, P> {
             let raw_now = self.clock.raw();
             let tick_ns = decay_every.as_nanos() as u64;
             for e in &reg.entries {
-                if e.ep.outstanding.load(Ordering::Relaxed) == 0
-                    && self.clock.delta_as_nanos(e.ep.last_update_raw(), raw_now) > tick_ns
+                let load = e.ep.load();
+                if load.outstanding() == 0
+                    && self.clock.delta_as_nanos(load.last_update_raw(), raw_now) > tick_ns
                 {
-                    e.ep.decay(factor);
+                    load.decay(factor);
                 }
             }
         }
@@ -542,6 +612,8 @@ impl<S, P> Shared<S, P> {
         let mean = self.mean_ewma(reg);
         let mut routable = Vec::with_capacity(reg.entries.len());
         let mut all = Vec::with_capacity(reg.entries.len());
+        let mut routable_slots = Vec::with_capacity(reg.entries.len());
+        let mut all_slots = Vec::with_capacity(reg.entries.len());
         for e in &mut reg.entries {
             let r = e.ep.is_routable(unknown);
             if r != e.routable {
@@ -549,14 +621,15 @@ impl<S, P> Shared<S, P> {
                     let ramp = !e.no_ramp_once && prev_routable > 0;
                     if let (Some(ss), true) = (self.config.slow_start, ramp) {
                         e.ramp_start = Some(now);
-                        e.ep.set_effective_weight(f64::from(e.ep.weight) * ss.min_weight);
+                        e.ep.load()
+                            .set_effective_weight(f64::from(e.ep.weight) * ss.min_weight);
                     } else {
                         e.ramp_start = None;
-                        e.ep.set_effective_weight(f64::from(e.ep.weight));
+                        e.ep.load().set_effective_weight(f64::from(e.ep.weight));
                     }
                     if !e.no_ramp_once {
                         // Forget the latency it had while failing: start at the pool's mean.
-                        e.ep.reset_ewma(mean.as_nanos() as f64);
+                        e.ep.load().reset_ewma(mean.as_nanos() as f64);
                     }
                 }
                 #[cfg(feature = "metrics")]
@@ -579,9 +652,11 @@ impl<S, P> Shared<S, P> {
             e.no_ramp_once = false;
             if r {
                 routable.push(e.ep.clone());
+                routable_slots.push(e.ep.slot());
             }
             if !e.ep.draining.load(Ordering::Acquire) {
                 all.push(e.ep.clone());
+                all_slots.push(e.ep.slot());
             }
         }
         let total = reg.entries.len();
@@ -625,6 +700,9 @@ impl<S, P> Shared<S, P> {
         let table = Arc::new(Table {
             routable,
             all,
+            routable_slots,
+            all_slots,
+            chunks: self.slab.chunks(),
             panic,
             total,
             routable_state,
@@ -662,12 +740,12 @@ impl<S, P> Shared<S, P> {
                     ejection_count: ep.tracker.as_ref().map_or(0, |t| t.ejection_count()),
                     draining: ep.draining.load(Ordering::Relaxed),
                     routable: e.routable,
-                    outstanding: ep.outstanding.load(Ordering::Relaxed),
-                    ewma: Duration::from_nanos(ep.ewma_ns() as u64),
+                    outstanding: u64::from(ep.load().outstanding()),
+                    ewma: Duration::from_nanos(ep.load().ewma_ns() as u64),
                     weight: ep.weight,
-                    effective_weight: ep.effective_weight(),
+                    effective_weight: ep.load().effective_weight(),
                     slow_start: e.ramp_start.is_some(),
-                    requests: ep.requests.load(Ordering::Relaxed),
+                    requests: ep.load().requests(),
                     failures: ep.failures.load(Ordering::Relaxed),
                 }
             })

@@ -1128,6 +1128,14 @@ impl Events {
 }
 
 impl tracing::Subscriber for Events {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // Other tests run in parallel without a subscriber: never let a cached "never" hide
+        // an event from this one.
+        tracing::subscriber::Interest::sometimes()
+    }
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         true
     }
@@ -1157,6 +1165,7 @@ impl tracing::Subscriber for Events {
 async fn every_change_emits_a_tracing_event() {
     let events = Events::default();
     let _guard = tracing::subscriber::set_default(events.clone());
+    tracing::callsite::rebuild_interest_cache();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut pubs = Vec::new();
     let mut b = Balance::builder()
@@ -1214,6 +1223,9 @@ async fn every_change_emits_a_tracing_event() {
 
     // Removal.
     let id = balance.snapshot().endpoint("e2").unwrap().id;
+    // Another test may be registering this call site right now, from a thread without our
+    // subscriber: refresh the interest cache so that registration cannot hide the event.
+    tracing::callsite::rebuild_interest_cache();
     assert!(balance.remove(id));
     assert_eq!(events.count("endpoint removed"), 1);
 
@@ -1243,4 +1255,50 @@ async fn every_change_emits_a_tracing_event() {
         .unwrap();
     assert!(empty.ready().await.unwrap().call(0).await.is_err());
     assert_eq!(events.count("no healthy endpoints"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_endpoints_load_cell_is_not_shared_until_nothing_refers_to_it() {
+    // The load state lives in a slab whose slots are reused: a request still in flight on a
+    // removed endpoint must keep its slot, so a newcomer's counts start clean and stay so.
+    let (svcs, mut handles) = mocks(1);
+    let mut balance = Balance::builder()
+        .policy(ServicePolicy::new())
+        .endpoints(names(1).into_iter().zip(svcs))
+        .build()
+        .unwrap();
+    let mut f = task::spawn(balance.call("x"));
+    assert_pending!(f.poll());
+    let (_, send) = who_got_hold(&mut handles);
+    let old = balance.snapshot().endpoint("e0").unwrap().id;
+    assert!(balance.remove(old));
+    let (svc, mut late) = mock::pair();
+    balance.insert("late", svc);
+    let fresh = |b: &Balance<Mock, ServicePolicy>| {
+        let snap = b.snapshot();
+        let e = snap.endpoint("late").unwrap();
+        (e.outstanding, e.requests)
+    };
+    assert_eq!(fresh(&balance), (0, 0));
+    send.send_response("done");
+    assert_eq!(assert_ready_ok!(f.poll()), "done");
+    drop(f);
+    assert_eq!(
+        fresh(&balance),
+        (0, 0),
+        "the old request released its own cell"
+    );
+    // The old slot is free now; the next endpoint reuses it with clean counts.
+    let (svc2, _h2) = mock::pair();
+    balance.insert("later", svc2);
+    let snap = balance.snapshot();
+    let later = snap.endpoint("later").unwrap();
+    assert_eq!((later.outstanding, later.requests), (0, 0));
+    // And requests land on their own cells.
+    let mut g = task::spawn(balance.call("y"));
+    assert_pending!(g.poll());
+    let got_late = matches!(late.poll_request(), Poll::Ready(Some(_)));
+    let snap = balance.snapshot();
+    let total: u64 = snap.endpoints.iter().map(|e| e.outstanding).sum();
+    assert_eq!(total, 1, "{snap:?} (late got it: {got_late})");
 }
