@@ -118,6 +118,9 @@ pub fn negotiate(accept: Option<&http::HeaderValue>, preferred: Format) -> Forma
         b"text/html" => return Format::Html,
         b"application/json" | b"application/problem+json" => return Format::Problem,
         b"text/plain" => return Format::Text,
+        // Browsers list `text/html` first, without a q (so at q=1, which nothing beats):
+        // when HTML is also the preference, the rest of the header cannot change the answer.
+        v if preferred == Format::Html && v.starts_with(b"text/html,") => return Format::Html,
         _ => {}
     }
     let Ok(accept) = accept.to_str() else {
@@ -216,6 +219,8 @@ mod tests {
             "application/json",
             "application/problem+json",
             "text/plain",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "text/html,text/html;q=0,application/json",
         ] {
             // A leading space defeats the exact match and goes through the parser.
             let padded = HeaderValue::from_str(&format!(" {accept}")).unwrap();
