@@ -6,7 +6,7 @@
 //! peak-EWMA balancers. The EWMA is updated when a response completes (the only place a clock
 //! is read) and decayed by the balancer's maintenance task while the endpoint is idle.
 //!
-//! These atomics live in one dense [`Slab`] per balancer (32 bytes per endpoint), not in each
+//! These atomics live in one dense slab per balancer (32 bytes per endpoint), not in each
 //! endpoint's allocation: at 10 000 endpoints the picker's two random reads then hit a
 //! 320 KB array that stays in cache instead of two cache lines somewhere in a few MB.
 //!

@@ -13,6 +13,9 @@
 //! - **Retry elsewhere**: an attempt whose error the [`BalancePolicy`] deems retryable
 //!   (by default: it never reached the endpoint) goes to an endpoint not yet tried, at most
 //!   `max_retries` times (default 2) and within a shared [`RetryBudget`](crate::RetryBudget).
+//!   A response the policy wanted retried (a 503 to an idempotent request) is kept while the
+//!   retry runs: if no later attempt produces a response, the caller gets that response, not
+//!   the later transport error.
 //! - **Slow start**: an endpoint that becomes routable again (recovered, un-ejected, undrained,
 //!   discovered) ramps its weight from `min_weight` to full over a window (Envoy's formula
 //!   `max(min_weight, (t / window)^(1 / aggression))`); endpoints of the initial set do not.
