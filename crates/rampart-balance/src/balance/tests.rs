@@ -1164,6 +1164,11 @@ impl tracing::Subscriber for Events {
 #[tokio::test(start_paused = true)]
 async fn every_change_emits_a_tracing_event() {
     let events = Events::default();
+    // tracing-core caches each call site's interest when the site is first hit. With a single
+    // registered dispatcher it asks only the registering thread's default, so a parallel test
+    // (no subscriber) hitting a site first would cache "never" for ours too. A second live
+    // dispatcher makes registration ask every registered dispatcher, ours included.
+    let _second = tracing::Dispatch::new(Events::default());
     let _guard = tracing::subscriber::set_default(events.clone());
     tracing::callsite::rebuild_interest_cache();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1223,9 +1228,6 @@ async fn every_change_emits_a_tracing_event() {
 
     // Removal.
     let id = balance.snapshot().endpoint("e2").unwrap().id;
-    // Another test may be registering this call site right now, from a thread without our
-    // subscriber: refresh the interest cache so that registration cannot hide the event.
-    tracing::callsite::rebuild_interest_cache();
     assert!(balance.remove(id));
     assert_eq!(events.count("endpoint removed"), 1);
 
@@ -1301,4 +1303,187 @@ async fn a_removed_endpoints_load_cell_is_not_shared_until_nothing_refers_to_it(
     let snap = balance.snapshot();
     let total: u64 = snap.endpoints.iter().map(|e| e.outstanding).sum();
     assert_eq!(total, 1, "{snap:?} (late got it: {got_late})");
+}
+
+/// Counts counter increments and remembers gauge values by `name{label=value,...}` (a minimal
+/// recorder, so the crate needs no extra dependency).
+#[cfg(feature = "metrics")]
+#[derive(Default)]
+struct Metrics(Arc<std::sync::Mutex<HashMap<String, f64>>>);
+
+#[cfg(feature = "metrics")]
+struct Cell(Arc<std::sync::Mutex<HashMap<String, f64>>>, String);
+
+#[cfg(feature = "metrics")]
+impl metrics::CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += value as f64;
+    }
+    fn absolute(&self, value: u64) {
+        self.0.lock().unwrap().insert(self.1.clone(), value as f64);
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl metrics::GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += value;
+    }
+    fn decrement(&self, value: f64) {
+        *self.0.lock().unwrap().entry(self.1.clone()).or_default() -= value;
+    }
+    fn set(&self, value: f64) {
+        self.0.lock().unwrap().insert(self.1.clone(), value);
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    fn name(key: &metrics::Key) -> String {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+    fn get(&self, name: &str) -> f64 {
+        self.0.lock().unwrap().get(name).copied().unwrap_or(0.0)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl metrics::Recorder for Metrics {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(Arc::new(Cell(self.0.clone(), Self::name(key))))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(Arc::new(Cell(self.0.clone(), Self::name(key))))
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn every_change_updates_the_metrics() {
+    let recorder = Metrics::default();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut balance, pubs) = metrics::with_local_recorder(&recorder, || {
+        let mut pubs = Vec::new();
+        let mut b = Balance::builder()
+            .policy(ServicePolicy::new())
+            .picker(Picker::RoundRobin)
+            .outlier_detection(
+                rampart_health::OutlierConfig::builder()
+                    .consecutive_failures(1)
+                    .max_ejection_percent(50.0)
+                    .build()
+                    .unwrap(),
+            );
+        for (i, name) in names(3).into_iter().enumerate() {
+            let p = HealthPublisher::with_initial(Health::Healthy);
+            let svc = Flaky {
+                name: name.clone().into(),
+                failing: if i == 0 {
+                    failing.clone()
+                } else {
+                    Arc::default()
+                },
+            };
+            b = b.endpoint_with_health(name, svc, p.subscribe());
+            pubs.push(p);
+        }
+        (b.build().unwrap(), pubs)
+    });
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{change=added}"),
+        3.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{state=routable}"),
+        3.0
+    );
+    assert_eq!(recorder.get("rampart_balance_endpoints{state=total}"), 3.0);
+    // An ejection (polled synchronously inside the recorder's scope).
+    failing.store(true, Ordering::SeqCst);
+    metrics::with_local_recorder(&recorder, || {
+        for k in 0..3 {
+            let mut f = task::spawn(balance.call(k));
+            let _ = f.poll();
+        }
+    });
+    assert_eq!(recorder.get("rampart_balance_ejections_total{}"), 1.0);
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{change=unroutable}"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{state=routable}"),
+        2.0
+    );
+    // Drain, undrain, removal, panic mode, nowhere to go.
+    metrics::with_local_recorder(&recorder, || {
+        assert!(balance.drain("e1"));
+        assert_eq!(
+            recorder.get("rampart_balance_panic{}"),
+            1.0,
+            "1 of 3 routable"
+        );
+        assert!(balance.handle().undrain("e1"));
+        assert_eq!(recorder.get("rampart_balance_panic{}"), 0.0);
+        let id = balance.snapshot().endpoint("e2").unwrap().id;
+        assert!(balance.remove(id));
+    });
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{change=drained}"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{change=undrained}"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{change=removed}"),
+        1.0
+    );
+    assert_eq!(recorder.get("rampart_balance_endpoints{state=total}"), 2.0);
+    drop(pubs);
+    let mut empty: Balance<Echo, ServicePolicy> = Balance::builder()
+        .policy(ServicePolicy::new())
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        let mut f = task::spawn(empty.call(0));
+        assert!(matches!(f.poll(), Poll::Ready(Err(_))));
+    });
+    assert_eq!(
+        recorder.get("rampart_balance_no_healthy_endpoints_total{}"),
+        1.0
+    );
 }
