@@ -34,29 +34,59 @@ impl CacheControl {
         cc
     }
 
-    /// Adds the directives of one `Cache-Control` field line.
+    /// Adds the directives of one `Cache-Control` field line: a single scan over its bytes
+    /// (`name`, `name=token` or `name="quoted"`, separated by commas, whitespace allowed).
+    /// A quoted argument may contain commas. Names are matched without case or allocation.
     fn add_field(&mut self, value: &HeaderValue) {
-        let value = value.as_bytes();
-        if !value.is_ascii() {
+        let v = value.as_bytes();
+        if !v.is_ascii() {
             // Unreadable: be conservative.
             self.no_store = true;
             return;
         }
-        for directive in value.split(|b| *b == b',') {
-            self.apply(directive);
+        let n = v.len();
+        let space = |b: u8| b == b' ' || b == b'\t';
+        let mut i = 0;
+        while i < n {
+            while i < n && (space(v[i]) || v[i] == b',') {
+                i += 1;
+            }
+            let start = i;
+            while i < n && v[i] != b'=' && v[i] != b',' && !space(v[i]) {
+                i += 1;
+            }
+            let name = &v[start..i];
+            while i < n && space(v[i]) {
+                i += 1;
+            }
+            let mut arg = None;
+            if i < n && v[i] == b'=' {
+                i += 1;
+                while i < n && space(v[i]) {
+                    i += 1;
+                }
+                let quoted = i < n && v[i] == b'"';
+                if quoted {
+                    i += 1;
+                }
+                let from = i;
+                while i < n && if quoted { v[i] != b'"' } else { v[i] != b',' } {
+                    i += 1;
+                }
+                arg = Some(v[from..i].trim_ascii_end());
+            }
+            // Anything else up to the next comma (a closing quote, stray text) is skipped.
+            while i < n && v[i] != b',' {
+                i += 1;
+            }
+            if !name.is_empty() {
+                self.apply(name, arg);
+            }
         }
     }
 
-    /// Applies one directive (`name` or `name=value`, surrounding whitespace allowed), on
-    /// bytes: names are matched by length first, then without case or allocation.
-    fn apply(&mut self, directive: &[u8]) {
-        let (name, arg) = match directive.iter().position(|b| *b == b'=') {
-            Some(i) => (
-                directive[..i].trim_ascii(),
-                Some(unquote(directive[i + 1..].trim_ascii())),
-            ),
-            None => (directive.trim_ascii(), None),
-        };
+    /// Applies one directive; names are matched by length first.
+    fn apply(&mut self, name: &[u8], arg: Option<&[u8]>) {
         let secs = || arg.map(delta_seconds);
         let is = |d: &str| name.eq_ignore_ascii_case(d.as_bytes());
         match name.len() {
@@ -82,22 +112,20 @@ impl CacheControl {
     }
 }
 
-/// `"30"` → `30`: strips one pair of surrounding double quotes.
-fn unquote(s: &[u8]) -> &[u8] {
-    s.strip_prefix(b"\"")
-        .and_then(|s| s.strip_suffix(b"\""))
-        .unwrap_or(s)
-}
-
 /// A delta-seconds value (RFC 9111 §1.2.2): digits, saturating at `u64::MAX`; anything else
 /// is 0 (an invalid value is treated as stale).
 fn delta_seconds(v: &[u8]) -> u64 {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return 0;
     }
-    v.iter().fold(0u64, |n, d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    })
+    let mut secs = 0u64;
+    for d in v {
+        if !d.is_ascii_digit() {
+            return 0;
+        }
+        secs = secs.saturating_mul(10).saturating_add(u64::from(d - b'0'));
+    }
+    secs
 }
 
 /// Why a response was not stored.
@@ -460,6 +488,15 @@ mod tests {
         assert_eq!(cc.freshness(), Duration::from_secs(10));
         let cc = CacheControl::parse(&hm(&[("cache-control", "max-age=banana")]));
         assert_eq!(cc.max_age, Some(0));
+        let cc = CacheControl::parse(&hm(&[(
+            "cache-control",
+            "no-cache=\"set-cookie, x\", max-age=7",
+        )]));
+        assert!(cc.no_cache);
+        assert_eq!(cc.max_age, Some(7), "a quoted comma does not split");
+        let cc = CacheControl::parse(&hm(&[("cache-control", "max-age = 5 ,public")]));
+        assert_eq!(cc.max_age, Some(5));
+        assert!(cc.public);
         let cc = CacheControl::parse(&hm(&[(
             "cache-control",
             "  NO-STORE ,s-maxage=99999999999999999999999,,private=\"set-cookie\"",
