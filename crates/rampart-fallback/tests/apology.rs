@@ -549,6 +549,12 @@ async fn the_cause_is_logged_not_sent() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // tracing-core computes a call site's interest from the registering thread's own
+    // subscriber while only one subscriber exists ("just one" mode), so the other tests of
+    // this binary, which run without one, would cache "never" for our call sites. A second
+    // registered subscriber turns that mode off; then re-evaluate what was cached before.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::callsite::rebuild_interest_cache();
     let (status, _, body) = send(
         app(Kind::ConnectionError, FallbackLayer::new()),
         "GET",
@@ -572,6 +578,12 @@ async fn one_warning_per_second_the_rest_at_debug() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // tracing-core computes a call site's interest from the registering thread's own
+    // subscriber while only one subscriber exists ("just one" mode), so the other tests of
+    // this binary, which run without one, would cache "never" for our call sites. A second
+    // registered subscriber turns that mode off; then re-evaluate what was cached before.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::callsite::rebuild_interest_cache();
     let app = app(Kind::ConnectionError, FallbackLayer::new());
     for _ in 0..10 {
         let (status, _, _) = send(app.clone(), "GET", None).await;

@@ -38,6 +38,12 @@ async fn decision_changes_are_traced() {
         .with_ansi(false)
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
+    // tracing-core computes a call site's interest from the registering thread's own
+    // subscriber while only one subscriber exists ("just one" mode), so the other tests of
+    // this binary, which run without one, would cache "never" for our call sites. A second
+    // registered subscriber turns that mode off; then re-evaluate what was cached before.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::callsite::rebuild_interest_cache();
 
     let p0 = HealthReporter::new(HealthReport::new(2, 2));
     let sites = Sites::builder()
