@@ -167,8 +167,16 @@ fn apology_allocates_no_page_per_request() {
     assert_eq!(bare, stack, "the stack allocates on the success path");
 
     for accept in ["text/html", "text/plain", "application/problem+json"] {
-        let (small, allocs, sent_small) = bytes_per_apology(16 * 1024, accept);
-        let (large, _, sent_large) = bytes_per_apology(1024 * 1024, accept);
+        // The allocation counter is process-wide: a stray allocation of another thread of the
+        // test harness can land in a window, so each figure is the quietest of three windows.
+        let quietest = |page_bytes| {
+            (0..3)
+                .map(|_| bytes_per_apology(page_bytes, accept))
+                .min()
+                .unwrap()
+        };
+        let (small, allocs, sent_small) = quietest(16 * 1024);
+        let (large, _, sent_large) = quietest(1024 * 1024);
         eprintln!(
             "{accept}: {small} B in {allocs} allocations per apology for a {sent_small} B body, \
              {large} B for a {sent_large} B body"

@@ -61,8 +61,16 @@ fn allocations_per_call(gslb: &mut Gslb<Svc, Req>) -> usize {
                 .unwrap()
         })
         .collect();
-    // Warm up (first refresh of the cached table).
+    // Warm up (first refresh of the cached table), with the same kind of request.
     now(gslb.call(http::Request::new(()))).unwrap();
+    now(gslb.call(
+        http::Request::builder()
+            .header("x-region", "eu")
+            .header("cookie", "site=s7")
+            .body(())
+            .unwrap(),
+    ))
+    .unwrap();
     let region = Region::new(GLOBAL);
     for r in requests {
         // Requests are moved in (no allocation) and dropped by the backend (a deallocation,
@@ -70,6 +78,18 @@ fn allocations_per_call(gslb: &mut Gslb<Svc, Req>) -> usize {
         now(gslb.call(r)).unwrap();
     }
     region.change().allocations
+}
+
+/// The allocation counter is process-wide, so a stray allocation of the test harness's own
+/// threads can land in a window (seen: 4 in one window of 200 requests, on a loaded machine).
+/// A per-request allocation would show in every window as at least 200; so: three windows of
+/// 200 requests, at least one of them clean and none anywhere near one per request.
+fn assert_no_allocation_per_request(gslb: &mut Gslb<Svc, Req>, what: &str) {
+    let windows: Vec<usize> = (0..3).map(|_| allocations_per_call(gslb)).collect();
+    assert!(
+        windows.contains(&0) && windows.iter().all(|&n| n < 20),
+        "{what}: allocations per window of 200 requests: {windows:?}"
+    );
 }
 
 #[test]
@@ -81,26 +101,18 @@ fn no_allocation_per_request() {
     let _guard = rt.enter();
     let mut keep = Vec::new();
     let mut weighted = build(GslbConfig::default(), &mut keep);
-    assert_eq!(allocations_per_call(&mut weighted), 0, "weighted");
+    assert_no_allocation_per_request(&mut weighted, "weighted");
 
     let geo = GslbConfig::builder()
         .geo(Header::new("x-region"))
         .affinity(Cookie::new("site"))
         .build()
         .unwrap();
-    assert_eq!(
-        allocations_per_call(&mut build(geo, &mut keep)),
-        0,
-        "geo + affinity"
-    );
+    assert_no_allocation_per_request(&mut build(geo, &mut keep), "geo + affinity");
 
     let latency = GslbConfig::builder()
         .lowest_latency(LatencyConfig::default())
         .build()
         .unwrap();
-    assert_eq!(
-        allocations_per_call(&mut build(latency, &mut keep)),
-        0,
-        "lowest latency"
-    );
+    assert_no_allocation_per_request(&mut build(latency, &mut keep), "lowest latency");
 }
