@@ -1161,29 +1161,17 @@ impl tracing::Subscriber for Events {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_change_emits_a_tracing_event() {
-    let events = Events::default();
-    // tracing-core caches each call site's interest when the site is first hit. With a single
-    // registered dispatcher it asks only the registering thread's default, so a parallel test
-    // (no subscriber) hitting a site first would cache "never" for ours too. A second live
-    // dispatcher makes registration ask every registered dispatcher, ours included.
-    let _second = tracing::Dispatch::new(Events::default());
-    let _guard = tracing::subscriber::set_default(events.clone());
-    tracing::callsite::rebuild_interest_cache();
-    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Three healthy round-robin endpoints with manual health publishers; `e0` fails while
+/// `failing` is set.
+fn flaky_trio(
+    failing: &Arc<std::sync::atomic::AtomicBool>,
+    outlier: rampart_health::OutlierConfig,
+) -> (Balance<Flaky, ServicePolicy>, Vec<HealthPublisher>) {
     let mut pubs = Vec::new();
     let mut b = Balance::builder()
         .policy(ServicePolicy::new())
         .picker(Picker::RoundRobin)
-        .outlier_detection(
-            rampart_health::OutlierConfig::builder()
-                .consecutive_failures(1)
-                .base_ejection_time(Duration::from_secs(1))
-                .max_ejection_percent(50.0)
-                .build()
-                .unwrap(),
-        );
+        .outlier_detection(outlier);
     for (i, name) in names(3).into_iter().enumerate() {
         let p = HealthPublisher::with_initial(Health::Healthy);
         let svc = Flaky {
@@ -1197,7 +1185,29 @@ async fn every_change_emits_a_tracing_event() {
         b = b.endpoint_with_health(name, svc, p.subscribe());
         pubs.push(p);
     }
-    let mut balance = b.build().unwrap();
+    (b.build().unwrap(), pubs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_change_emits_a_tracing_event() {
+    let events = Events::default();
+    // tracing-core caches each call site's interest when the site is first hit. With a single
+    // registered dispatcher it asks only the registering thread's default, so a parallel test
+    // (no subscriber) hitting a site first would cache "never" for ours too. A second live
+    // dispatcher makes registration ask every registered dispatcher, ours included.
+    let _second = tracing::Dispatch::new(Events::default());
+    let _guard = tracing::subscriber::set_default(events.clone());
+    tracing::callsite::rebuild_interest_cache();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut balance, pubs) = flaky_trio(
+        &failing,
+        rampart_health::OutlierConfig::builder()
+            .consecutive_failures(1)
+            .base_ejection_time(Duration::from_secs(1))
+            .max_ejection_percent(50.0)
+            .build()
+            .unwrap(),
+    );
     assert_eq!(events.count("endpoint added"), 3);
 
     // Ejection and its return (then slow start to the end).
@@ -1395,31 +1405,14 @@ async fn every_change_updates_the_metrics() {
     let recorder = Metrics::default();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (mut balance, pubs) = metrics::with_local_recorder(&recorder, || {
-        let mut pubs = Vec::new();
-        let mut b = Balance::builder()
-            .policy(ServicePolicy::new())
-            .picker(Picker::RoundRobin)
-            .outlier_detection(
-                rampart_health::OutlierConfig::builder()
-                    .consecutive_failures(1)
-                    .max_ejection_percent(50.0)
-                    .build()
-                    .unwrap(),
-            );
-        for (i, name) in names(3).into_iter().enumerate() {
-            let p = HealthPublisher::with_initial(Health::Healthy);
-            let svc = Flaky {
-                name: name.clone().into(),
-                failing: if i == 0 {
-                    failing.clone()
-                } else {
-                    Arc::default()
-                },
-            };
-            b = b.endpoint_with_health(name, svc, p.subscribe());
-            pubs.push(p);
-        }
-        (b.build().unwrap(), pubs)
+        flaky_trio(
+            &failing,
+            rampart_health::OutlierConfig::builder()
+                .consecutive_failures(1)
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
     });
     assert_eq!(
         recorder.get("rampart_balance_endpoint_changes_total{change=added}"),
