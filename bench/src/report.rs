@@ -282,7 +282,7 @@ pub fn render_macro(results: &Results, machine: &str, commands: &str, mode: &str
         );
     }
 
-    let _ = writeln!(s, "\n### Targets (issue 9), judged on these medians\n");
+    let _ = writeln!(s, "\n### Targets, judged on these medians\n");
     for line in verdicts(r) {
         let _ = writeln!(s, "- {line}");
     }

@@ -335,7 +335,7 @@ async fn region_failover_and_failback_with_balancers_over_real_backends() {
     assert_eq!(snap.active_priority, Some(1));
     assert_eq!(snap.mode, Mode::Normal);
     assert_eq!(snap.site("secondary").unwrap().traffic_share, 1.0);
-    // The bound of the issue, exactly: one health-check interval plus the probe timeout.
+    // The promised bound, exactly: one health-check interval plus the probe timeout.
     assert!(
         took <= CHECK_INTERVAL + PROBE_TIMEOUT,
         "failover took {took:?} of virtual time"

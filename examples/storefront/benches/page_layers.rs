@@ -1,8 +1,8 @@
 //! What the shop's layers cost per request in the healthy state, against the bare handler:
 //! the page layers (FallbackLayer → StaleIfError → CatchPanic → Timeout) one at a time, the
 //! router-wide ones (`shop::observe`: TraceLayer, request metrics), each alone, and the whole
-//! stack (DESIGN.md §4: the whole storefront
-//! stack in the healthy state adds ≤ 1 µs per request over the bare handler).
+//! stack (the target: the whole storefront stack in the healthy state adds ≤ 1 µs per request
+//! over the bare handler).
 //!
 //! `cargo bench -p storefront --bench page_layers -- --warm-up-time 1 --measurement-time 3`
 

@@ -49,7 +49,7 @@ fn quick_chaos_run_has_no_errors_and_loses_no_order() {
         out.status
     );
 
-    // The report has exactly the shape.
+    // The report has exactly its documented shape.
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap())
         .expect("the report is JSON");
     assert_eq!(keys(&report), set(&["phases", "orders"]));

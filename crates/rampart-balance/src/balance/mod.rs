@@ -188,8 +188,7 @@ where
 
     /// The policy.
     ///
-    /// `Balance` has no `get_mut` or `into_inner` (DESIGN §5 asks for them "where that makes
-    /// sense"): it wraps many endpoint services, not one, and they, the policy and the
+    /// `Balance` has no `get_mut` or `into_inner`, unlike single-service middleware: it wraps many endpoint services, not one, and they, the policy and the
     /// background tasks are shared by every clone of the balancer and by its discovery and
     /// health tasks. Endpoints are managed through [`insert`](Self::insert),
     /// [`remove`](Self::remove), [`drain`](Self::drain) and the [`BalanceHandle`], and observed

@@ -885,7 +885,7 @@ async fn a_retry_that_does_better_returns_its_own_response() {
     assert_eq!(served.endpoint(), ["a", "b"][1 - first]);
 }
 
-/// The settings the issue gives as defaults, observed rather than configured.
+/// The documented default settings, observed rather than configured.
 fn health_pool(n: usize) -> (Balance<Echo, ServicePolicy>, Vec<HealthPublisher>) {
     let mut b = Balance::builder().policy(ServicePolicy::new());
     let mut pubs = Vec::new();

@@ -470,7 +470,7 @@ impl<S, Req: 'static> Layer<Sites<S>> for GslbLayer<Req> {
 mod tests {
     use super::*;
 
-    /// The defaults: overprovisioning factor 1.4, failback hold 30 s, weighted
+    /// The documented defaults: overprovisioning factor 1.4, failback hold 30 s, weighted
     /// steering, fail fast when all sites are down.
     #[test]
     fn defaults_are_envoys_factor_and_a_30_s_hold() {

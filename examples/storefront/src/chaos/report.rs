@@ -1,7 +1,7 @@
 //! What a chaos run measured: per-phase counts and HDR latency histograms, a per-second
 //! series for the chart, the orders, the JSON report and the table.
 //!
-//! The JSON report has exactly the shape the issue asks for ([`Report`]); the facts the
+//! The JSON report has exactly its documented shape ([`Report`]); the facts the
 //! integration test checks besides (every apology carries `Retry-After`, every stale page
 //! carries `Age`, the kill happened mid-checkout...) go into a side file ([`Facts`]).
 //!
