@@ -92,7 +92,10 @@ where
                         .headers()
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok());
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        // Never 0, like every other source: a client told "retry after 0"
+                        // retries in a tight loop.
+                        .map(|secs| secs.max(1));
                     let after = upstream.or(this.shared.retry_after);
                     match this.shared.log_gate.warn() {
                         Some(suppressed) => tracing::warn!(
