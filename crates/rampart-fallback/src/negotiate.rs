@@ -25,6 +25,24 @@
 
 use std::fmt;
 
+/// `true` for a gRPC `Content-Type`: `application/grpc`, alone or followed by `+format`
+/// (`+proto`, `+json`) or parameters. gRPC-Web (`application/grpc-web…`) is not gRPC here: its
+/// clients read statuses from the body.
+///
+/// ```
+/// use rampart_fallback::negotiate::is_grpc_content_type;
+/// assert!(is_grpc_content_type(b"application/grpc"));
+/// assert!(is_grpc_content_type(b"application/grpc+proto"));
+/// assert!(!is_grpc_content_type(b"application/grpc-web"));
+/// assert!(!is_grpc_content_type(b"application/json"));
+/// ```
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';' | b' '))
+}
+
 /// One representation of the apology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {

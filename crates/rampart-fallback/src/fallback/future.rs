@@ -144,6 +144,7 @@ where
                 uri: http::Uri::from_static("/"),
                 accept: None,
                 request_id: None,
+                grpc: false,
             },
         };
         match this.shared.log_gate.warn() {

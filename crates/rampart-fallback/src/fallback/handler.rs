@@ -95,6 +95,8 @@ pub(crate) struct Captured {
     pub(crate) uri: Uri,
     pub(crate) accept: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderValue>,
+    /// `content-type: application/grpc*`: the apology must be gRPC.
+    pub(crate) grpc: bool,
 }
 
 impl Captured {
@@ -103,11 +105,14 @@ impl Captured {
     pub(crate) fn from_request<B>(req: &Request<B>, request_id: Option<&HeaderName>) -> Self {
         let mut accept = None;
         let mut id = None;
+        let mut grpc = false;
         for (name, value) in req.headers() {
             if accept.is_none() && name == http::header::ACCEPT {
                 accept = Some(value);
             } else if id.is_none() && request_id == Some(name) {
                 id = Some(value);
+            } else if name == http::header::CONTENT_TYPE {
+                grpc = crate::negotiate::is_grpc_content_type(value.as_bytes());
             }
         }
         Self {
@@ -115,6 +120,7 @@ impl Captured {
             uri: req.uri().clone(),
             accept: accept.cloned(),
             request_id: id.cloned(),
+            grpc,
         }
     }
 }
@@ -144,6 +150,7 @@ impl ApologyRequest {
                 uri,
                 accept: None,
                 request_id: None,
+                grpc: false,
             },
             trigger,
             retry_after: None,
@@ -154,6 +161,19 @@ impl ApologyRequest {
     pub fn with_accept(mut self, accept: HeaderValue) -> Self {
         self.captured.accept = Some(accept);
         self
+    }
+
+    /// Marks the request as gRPC (builder style, for tests; the layer sets it from
+    /// `content-type: application/grpc*`).
+    pub fn with_grpc(mut self, grpc: bool) -> Self {
+        self.captured.grpc = grpc;
+        self
+    }
+
+    /// `true` when the request is gRPC (`content-type: application/grpc`, `+proto`, …): its
+    /// apology must be a gRPC status, not a page.
+    pub fn is_grpc(&self) -> bool {
+        self.captured.grpc
     }
 
     /// The request method.

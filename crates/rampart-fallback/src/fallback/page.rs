@@ -137,6 +137,9 @@ impl ApologyPage {
 
 impl Apologize for ApologyPage {
     fn apologize(&self, request: &ApologyRequest) -> http::Response<ApologyBody> {
+        if request.is_grpc() {
+            return grpc_apology(request.retry_after_secs());
+        }
         let format = negotiate(request.accept(), self.inner.preferred);
         let body = self.body(format, request.uri().path());
         let mut headers = self.inner.headers[format_index(format)].clone();
@@ -149,6 +152,32 @@ impl Apologize for ApologyPage {
         resp
     }
 }
+
+/// The apology a gRPC client understands: HTTP 200, Trailers-Only (the status in the headers,
+/// no body), `grpc-status: 14` (UNAVAILABLE, which gRPC clients may retry), a short
+/// `grpc-message`, and `grpc-retry-pushback-ms` from the retry-after hint when there is one.
+pub(crate) fn grpc_apology(retry_after_secs: Option<u64>) -> http::Response<ApologyBody> {
+    let mut resp = http::Response::new(ApologyBody::empty());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+    h.insert(
+        GRPC_MESSAGE,
+        HeaderValue::from_static("service temporarily unavailable"),
+    );
+    if let Some(secs) = retry_after_secs {
+        h.insert(
+            GRPC_RETRY_PUSHBACK_MS,
+            HeaderValue::from(secs.saturating_mul(1000)),
+        );
+    }
+    resp
+}
+
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+const GRPC_RETRY_PUSHBACK_MS: http::HeaderName =
+    http::HeaderName::from_static("grpc-retry-pushback-ms");
 
 fn format_index(format: Format) -> usize {
     match format {
@@ -399,6 +428,60 @@ fn json_escaped(path: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn grpc_request_gets_a_trailers_only_unavailable_with_pushback() {
+        use std::time::Duration;
+        use tower::{Layer, ServiceExt};
+
+        let failing = tower::service_fn(|_req: http::Request<String>| async {
+            Err::<http::Response<String>, rampart_health::BoxError>(Box::new(
+                rampart_health::NeverReached::new().with_retry_after(Duration::from_millis(2500)),
+            ))
+        });
+        let svc = crate::FallbackLayer::new().layer(failing);
+        let req = http::Request::post("/catalog.v1.Catalog/List")
+            .header("content-type", "application/grpc+proto")
+            .header("te", "trailers")
+            .body(String::new())
+            .unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "14");
+        assert!(!h["grpc-message"].is_empty());
+        // 2.5 s, rounded up to whole seconds like Retry-After.
+        assert_eq!(h["grpc-retry-pushback-ms"], "3000");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(body.is_empty(), "Trailers-Only has no body");
+
+        // The same failure for a browser is still the page.
+        let req = http::Request::get("/").body(String::new()).unwrap();
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get("grpc-status").is_none());
+    }
+
+    #[test]
+    fn grpc_apology_without_a_hint_has_no_pushback() {
+        let resp = ApologyPage::default().apologize(
+            &ApologyRequest::new(
+                http::Method::POST,
+                http::Uri::from_static("/svc/M"),
+                super::super::handler::Trigger::Error {
+                    never_reached: true,
+                },
+            )
+            .with_grpc(true),
+        );
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert!(resp.headers().get("grpc-retry-pushback-ms").is_none());
+    }
 
     #[test]
     fn json_escaping() {
