@@ -121,6 +121,7 @@ fn outlier_ejections_are_counted_and_gauged() {
         runtime.block_on(async {
             let detector = OutlierDetector::new(
                 OutlierConfig::builder()
+                    .name("catalog")
                     .max_ejection_percent(100.0)
                     .build()
                     .unwrap(),
@@ -136,12 +137,12 @@ fn outlier_ejections_are_counted_and_gauged() {
     });
     assert_eq!(
         captured.counter(
-            "rampart_health_outlier_ejections_total{endpoint=a,reason=consecutive_failures}"
+            "rampart_health_outlier_ejections_total{detector=catalog,endpoint=a,reason=consecutive_failures}"
         ),
         1
     );
     assert_eq!(
-        captured.gauge("rampart_health_outlier_ejected{endpoint=a}"),
+        captured.gauge("rampart_health_outlier_ejected{detector=catalog,endpoint=a}"),
         Some(0.0)
     );
 }

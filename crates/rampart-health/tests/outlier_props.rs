@@ -3,12 +3,16 @@
 //! - Never more endpoints ejected than `max_ejection_percent` allows (automatic ejections).
 //! - An endpoint that only ever succeeds is never ejected.
 //! - No ejection lasts longer than `max_ejection_time`.
+//! - The success-rate arithmetic (Envoy's mean − stdev × factor): identical rates are never
+//!   outliers, every outlier is below the mean, a larger factor never adds an outlier, and at
+//!   most 1/factor² of the endpoints are outliers (Chebyshev's bound).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
 use proptest::prelude::*;
+use rampart_health::outlier::stats::{mean_and_stdev, success_rate_outliers};
 use rampart_health::{Outcome, OutlierConfig, OutlierDetector, OutlierEvent};
 
 #[derive(Debug, Clone)]
@@ -79,7 +83,13 @@ fn run(
             .max_ejection_time(Duration::from_secs(120))
             .max_ejection_percent(cap);
         if let Some((threshold, minimum)) = failure_percentage {
-            builder = builder.failure_percentage(threshold, minimum);
+            builder = builder
+                .failure_percentage(threshold, minimum)
+                .failure_percentage_minimum_hosts(1);
+        }
+        if endpoints >= 2 {
+            // Success-rate ejection over small volumes, so that it fires in these scenarios.
+            builder = builder.success_rate(1.0, 2, 3);
         }
         let config = builder.build().unwrap();
         let detector = OutlierDetector::new(config.clone());
@@ -132,5 +142,44 @@ proptest! {
         (endpoints, cap, consecutive, failure_percentage, ops) in scenario()
     ) {
         run(endpoints, cap, consecutive, failure_percentage, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn identical_success_rates_are_never_outliers(rate in 0.0..=100.0f64, n in 1usize..50, factor in 0.1..5.0f64) {
+        let rates = vec![rate; n];
+        prop_assert!(success_rate_outliers(&rates, factor).iter().all(|o| !o));
+    }
+
+    #[test]
+    fn success_rate_outliers_are_below_the_mean_and_bounded_by_chebyshev(
+        rates in proptest::collection::vec(0.0..=100.0f64, 1..60),
+        factor in 1.0..5.0f64,
+    ) {
+        let (mean, _) = mean_and_stdev(&rates);
+        let outliers = success_rate_outliers(&rates, factor);
+        for (rate, outlier) in rates.iter().zip(&outliers) {
+            if *outlier {
+                prop_assert!(*rate < mean, "{rate} is an outlier but not below the mean {mean}");
+            }
+        }
+        let count = outliers.iter().filter(|o| **o).count() as f64;
+        prop_assert!(count <= rates.len() as f64 / (factor * factor) + 1e-9);
+    }
+
+    #[test]
+    fn a_larger_stdev_factor_never_adds_an_outlier(
+        rates in proptest::collection::vec(0.0..=100.0f64, 1..60),
+        low in 0.1..3.0f64,
+        extra in 0.0..3.0f64,
+    ) {
+        let loose = success_rate_outliers(&rates, low);
+        let strict = success_rate_outliers(&rates, low + extra);
+        for (l, s) in loose.iter().zip(&strict) {
+            prop_assert!(*l || !*s, "an outlier at factor {} was not one at {low}", low + extra);
+        }
     }
 }
