@@ -10,10 +10,11 @@
 //! | `balance` | `rampart::balance` | `rampart-balance` | health-checked load balancer |
 //! | `gslb` | `rampart::gslb` | `rampart-gslb` | failover across sites and regions |
 //! | `fallback` | `rampart::fallback` | `rampart-fallback` | apology page, stale-if-error, degradation |
+//! | `limit` | `rampart::limit` | `rampart-limit` | adaptive concurrency limit, priority load shedding, client-side throttling |
 //! | `full` | all of the above | | |
 //! | `metrics` | | | counters and gauges through the [`metrics`](https://docs.rs/metrics) facade in every enabled crate |
 //!
-//! `breaker`, `balance`, `gslb` and `fallback` each turn on `health`, since their APIs speak
+//! `breaker`, `balance`, `gslb`, `fallback` and `limit` each turn on `health`, since their APIs speak
 //! its vocabulary. `metrics` turns on the `metrics` feature of each crate that is enabled and
 //! enables no crate by itself: `default-features = false, features = ["breaker", "metrics"]`
 //! gives the breaker (and the health vocabulary) with their metrics, and nothing else.
@@ -49,6 +50,10 @@ pub use rampart_gslb as gslb;
 #[cfg(feature = "fallback")]
 #[doc(inline)]
 pub use rampart_fallback as fallback;
+
+#[cfg(feature = "limit")]
+#[doc(inline)]
+pub use rampart_limit as limit;
 
 /// The workspace README's tour, compiled as a doctest so it cannot rot (it uses the
 /// balancer, the breaker and the fallback, so it is compiled only when they are enabled).
