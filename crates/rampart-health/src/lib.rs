@@ -42,6 +42,7 @@
 pub mod checker;
 pub mod classify;
 pub mod config;
+pub mod deadline;
 pub mod health;
 pub mod outlier;
 pub mod probe;
@@ -51,6 +52,7 @@ pub mod signal;
 pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, HealthTransition};
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
 pub use config::ConfigError;
+pub use deadline::{DEADLINE_HEADER, Deadline, DeadlineExceeded, DeadlineLayer, SetDeadline};
 pub use health::{Health, HealthPublisher, HealthWatch};
 pub use outlier::{
     EjectionReason, EndpointOutlierState, OutlierConfig, OutlierConfigBuilder, OutlierDetector,
