@@ -64,7 +64,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tokio::time::Instant;
 
 use crate::{ConfigError, Health, HealthPublisher, HealthWatch, Probe, ProbeError};
@@ -487,15 +488,6 @@ fn jittered(base: Duration, jitter: f64) -> Duration {
     base + base.mul_f64(jitter * fastrand::f64())
 }
 
-/// Aborts the wrapped task when dropped (a timed-out probe attempt is cancelled).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// How one attempt ended.
 enum Attempt {
     Pass,
@@ -542,8 +534,9 @@ impl<P: Probe> CheckerTask<P> {
     /// of the checker, and a timed-out one is cancelled.
     async fn attempt(&self) -> Attempt {
         let probe = Arc::clone(&self.probe);
-        let mut task = AbortOnDrop(tokio::spawn(async move { probe.probe().await }));
-        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
+        // Aborted when dropped: a timed-out attempt is cancelled.
+        let task = AbortOnDropHandle::new(tokio::spawn(async move { probe.probe().await }));
+        match tokio::time::timeout(self.config.timeout, task).await {
             Ok(Ok(Ok(()))) => Attempt::Pass,
             Ok(Ok(Err(e))) => Attempt::Fail(e),
             Ok(Err(_join_error)) => Attempt::Panicked,
