@@ -80,9 +80,7 @@ impl PartitionMetrics {
     pub(crate) fn new(limiter: &Arc<str>, partition: &Arc<str>) -> Self {
         let l = limiter.to_string();
         let p = partition.to_string();
-        let shed = |reason: ShedReason| {
-            metrics::counter!("rampart_limit_shed_total", "limiter" => l.clone(), "partition" => p.clone(), "reason" => reason.as_str())
-        };
+        let shed = |reason: ShedReason| metrics::counter!("rampart_limit_shed_total", "limiter" => l.clone(), "partition" => p.clone(), "reason" => reason.as_str());
         Self {
             admitted: metrics::counter!("rampart_limit_admitted_total", "limiter" => l.clone(), "partition" => p.clone()),
             in_flight: metrics::gauge!("rampart_limit_partition_in_flight", "limiter" => l.clone(), "partition" => p.clone()),

@@ -311,13 +311,21 @@ impl LimiterBuilder {
         let mut total = 0.0;
         for (i, (name, share)) in partitions.iter().enumerate() {
             if name.is_empty() {
-                return Err(ConfigError::new("partition", name, "name must not be empty"));
+                return Err(ConfigError::new(
+                    "partition",
+                    name,
+                    "name must not be empty",
+                ));
             }
             if partitions[..i].iter().any(|(n, _)| n == name) {
                 return Err(ConfigError::new("partition", name, "duplicate name"));
             }
             if !(*share > 0.0 && *share <= 1.0) {
-                return Err(ConfigError::new("partition.share", share, "must lie in (0, 1]"));
+                return Err(ConfigError::new(
+                    "partition.share",
+                    share,
+                    "must lie in (0, 1]",
+                ));
             }
             total += share;
         }
@@ -709,7 +717,8 @@ impl Shared {
             }
             let busy = q.in_flight.load(Ordering::Relaxed);
             let last = q.last_arrival.load(Ordering::Relaxed);
-            let active = busy > 0 || (last != NEVER && now.saturating_sub(last) < self.idle_after_ns);
+            let active =
+                busy > 0 || (last != NEVER && now.saturating_sub(last) < self.idle_after_ns);
             if active {
                 reserve += q.guaranteed.load(Ordering::Relaxed).saturating_sub(busy);
             }
@@ -769,16 +778,24 @@ impl Shared {
                 return Admission::Admitted(p);
             }
         } else if !self.single {
-            self.partitions[i].last_arrival.store(now, Ordering::Relaxed);
+            self.partitions[i]
+                .last_arrival
+                .store(now, Ordering::Relaxed);
         }
         let rx = {
             let mut state = lock(&queue.state);
             let t = tokio::time::Instant::now();
             if state.len >= queue.config.max_len {
-                let standing = t.saturating_duration_since(state.last_empty) >= queue.config.interval;
+                let standing =
+                    t.saturating_duration_since(state.last_empty) >= queue.config.interval;
                 // LIFO mode: the oldest waiter of the lowest partition makes room.
                 let evicted = if standing {
-                    state.lines.iter_mut().enumerate().rev().find_map(|(j, l)| l.pop_front().map(|_| j))
+                    state
+                        .lines
+                        .iter_mut()
+                        .enumerate()
+                        .rev()
+                        .find_map(|(j, l)| l.pop_front().map(|_| j))
                 } else {
                     None
                 };
@@ -789,6 +806,10 @@ impl Shared {
                 // The evicted waiter's receiver reports the drop; it is counted here.
                 state.len -= 1;
                 let _ = self.shed(evicted, ShedReason::QueueFull, now);
+            }
+            if state.len == 0 {
+                // The queue was empty until now.
+                state.last_empty = t;
             }
             let (tx, rx) = oneshot::channel();
             state.lines[i].push_back(Waiter { since: t, tx });
@@ -819,7 +840,8 @@ impl Shared {
                     state.last_empty = t;
                     break;
                 }
-                let standing = t.saturating_duration_since(state.last_empty) >= queue.config.interval;
+                let standing =
+                    t.saturating_duration_since(state.last_empty) >= queue.config.interval;
                 let max_wait = if standing {
                     queue.config.target
                 } else {
@@ -980,7 +1002,8 @@ impl Shared {
         }
         self.limit.store(new, Ordering::Relaxed);
         for p in self.partitions.iter() {
-            p.guaranteed.store(guarantee(p.share, new), Ordering::Relaxed);
+            p.guaranteed
+                .store(guarantee(p.share, new), Ordering::Relaxed);
         }
         control.changes += 1;
         #[cfg(feature = "metrics")]

@@ -85,10 +85,18 @@ impl AimdBuilder {
     pub fn build(self) -> Result<Aimd, ConfigError> {
         check_bounds(self.min, self.initial, self.max)?;
         if !(self.backoff > 0.0 && self.backoff < 1.0) {
-            return Err(ConfigError::new("backoff", self.backoff, "must lie in (0, 1)"));
+            return Err(ConfigError::new(
+                "backoff",
+                self.backoff,
+                "must lie in (0, 1)",
+            ));
         }
         if self.increase == 0 {
-            return Err(ConfigError::new("increase", self.increase, "must be at least 1"));
+            return Err(ConfigError::new(
+                "increase",
+                self.increase,
+                "must be at least 1",
+            ));
         }
         if self.threshold.is_zero() {
             return Err(ConfigError::new(

@@ -10,8 +10,8 @@ use rampart_health::{BoxError, Classify};
 use tokio::sync::oneshot;
 use tower_service::Service;
 
-use crate::limiter::{Limiter, Permit};
 use crate::Overloaded;
+use crate::limiter::{Limiter, Permit};
 
 pin_project! {
     /// The future of a call through a [`Limit`](super::Limit): the inner call holding its

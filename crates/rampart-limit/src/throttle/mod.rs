@@ -143,14 +143,27 @@ impl AdaptiveThrottleBuilder {
             return Err(ConfigError::new("name", &self.name, "must not be empty"));
         }
         if !(self.k >= 1.0 && self.k.is_finite()) {
-            return Err(ConfigError::new("k", self.k, "must be a finite number of at least 1.0"));
+            return Err(ConfigError::new(
+                "k",
+                self.k,
+                "must be a finite number of at least 1.0",
+            ));
         }
         if self.buckets == 0 || self.buckets > 3600 {
-            return Err(ConfigError::new("buckets", self.buckets, "must lie in 1..=3600"));
+            return Err(ConfigError::new(
+                "buckets",
+                self.buckets,
+                "must lie in 1..=3600",
+            ));
         }
-        let bucket_ns = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / self.buckets as u64;
+        let bucket_ns =
+            u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX) / self.buckets as u64;
         if bucket_ns == 0 {
-            return Err(ConfigError::new("window", self.window, "too short for its buckets"));
+            return Err(ConfigError::new(
+                "window",
+                self.window,
+                "too short for its buckets",
+            ));
         }
         let clock = self.clock.unwrap_or_default();
         let name: Arc<str> = self.name.into();
