@@ -48,6 +48,14 @@ pub mod outlier;
 pub mod probe;
 pub mod report;
 pub mod signal;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
+pub mod transport;
+pub mod grpc;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc_health;
 
 pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, HealthTransition};
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
@@ -63,6 +71,12 @@ pub use probe::{
     TcpProbeBuilder, probe_fn,
 };
 pub use report::{HealthReport, HealthReporter, ReportHealth};
+pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode};
+#[cfg(feature = "grpc")]
+pub use grpc_health::{GrpcHealthProbe, GrpcHealthProbeBuilder};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder};
+pub use transport::{HttpVersion, Transport};
 pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
 
 /// The README's examples, compiled as doctests.

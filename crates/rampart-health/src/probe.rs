@@ -4,8 +4,9 @@
 //! [`ProbeErrorKind`] says what went wrong. A [`Checker`](crate::Checker) runs a probe on a
 //! schedule and turns the answers into [`Health`](crate::Health).
 //!
-//! - [`HttpProbe`]: an HTTP/1 request on hyper-util's client (method, path, expected status
-//!   range, optional body substring, `Host` override, timeout). It reads at most
+//! - [`HttpProbe`]: an HTTP request on hyper-util's client (method, path, expected status
+//!   range, optional body substring, `Host` override, timeout), over HTTP/1.1 or HTTP/2 and,
+//!   with the `tls` feature, over `https://` (see [`transport`](crate::transport)). It reads at most
 //!   [`HttpProbeBuilder::max_body_bytes`] of the body (64 KiB by default), so a server that
 //!   answers with a huge, endless or garbage response fails the probe instead of hanging it or
 //!   filling memory; the whole attempt, connect included, is bounded by its timeout.
@@ -63,10 +64,9 @@ use http::header::{HOST, HeaderValue, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::ConfigError;
+use crate::transport::{Connector, HttpVersion, Transport};
 
 /// The boxed future a [`Probe`] returns.
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProbeError>> + Send + 'a>>;
@@ -222,9 +222,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+type ProbeClient = Client<Connector, Empty<Bytes>>;
 
-/// An HTTP/1 health probe on hyper-util's pooled client.
+/// An HTTP health probe on hyper-util's pooled client.
 ///
 /// One attempt sends `method path` (default `GET /healthz`) and passes when the status is in
 /// the expected range (default `200..=299`) and, if configured, the body contains the expected
@@ -234,7 +234,8 @@ type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 /// bounded by the timeout (default 1 s); the connect alone is also bounded by it.
 ///
 /// At most one idle connection is kept between attempts, so a steady probe costs one
-/// connection, not one per attempt. Only `http` is supported (there is no TLS connector).
+/// connection, not one per attempt. `https://` needs the `tls` feature (certificates are
+/// always verified: a TLS failure fails the attempt with [`ProbeErrorKind::Connect`]).
 ///
 /// Cloning is cheap and shares the connection pool.
 ///
@@ -273,6 +274,7 @@ pub struct HttpProbeBuilder {
     timeout: Duration,
     host: Option<String>,
     max_body_bytes: usize,
+    transport: Transport,
 }
 
 impl HttpProbe {
@@ -288,6 +290,7 @@ impl HttpProbe {
             timeout: DEFAULT_PROBE_TIMEOUT,
             host: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            transport: Transport::new(),
         }
     }
 
@@ -455,6 +458,27 @@ impl HttpProbeBuilder {
         self
     }
 
+    /// The HTTP versions to speak (default [`HttpVersion::Http1`]; see
+    /// [`transport`](crate::transport)).
+    pub fn http_version(mut self, version: HttpVersion) -> Self {
+        self.transport = self.transport.http_version(version);
+        self
+    }
+
+    /// TLS settings for an `https://` base (default: the system's roots, SNI from the host).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.transport = self.transport.tls(tls);
+        self
+    }
+
+    /// HTTP/2 keep-alive (see [`Transport::http2_keep_alive`]).
+    pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.transport = self.transport.http2_keep_alive(interval, timeout);
+        self
+    }
+
     /// The most body bytes an attempt reads (default [`DEFAULT_MAX_BODY_BYTES`], 64 KiB); a
     /// longer body fails the attempt with [`ProbeErrorKind::Body`].
     pub fn max_body_bytes(mut self, n: usize) -> Self {
@@ -464,7 +488,8 @@ impl HttpProbeBuilder {
 
     /// Validates the settings and builds the probe.
     ///
-    /// Rejects (with a [`ConfigError`] naming the field): a base that is not `http://host[:port]`,
+    /// Rejects (with a [`ConfigError`] naming the field): a base that is not
+    /// `http://host[:port]` (or `https://…` with the `tls` feature),
     /// a path not starting with `/` or not valid in a URI, an empty or inverted status range or
     /// one outside `100..=999`, a zero timeout, a `Host` value that is not a valid header, and
     /// a zero `max_body_bytes`.
@@ -478,16 +503,7 @@ impl HttpProbeBuilder {
     /// assert_eq!(err.field(), "expect_status");
     /// ```
     pub fn build(self) -> Result<HttpProbe, ConfigError> {
-        match self.base.scheme_str() {
-            Some("http") => {}
-            _ => {
-                return Err(ConfigError::new(
-                    "base",
-                    self.base.to_string(),
-                    "must be an http:// URI (https needs a TLS connector)",
-                ));
-            }
-        }
+        let https = self.transport.validate("base", &self.base)?;
         let Some(authority) = self.base.authority() else {
             return Err(ConfigError::new(
                 "base",
@@ -499,7 +515,8 @@ impl HttpProbeBuilder {
             return Err(ConfigError::new("path", &self.path, "must start with `/`"));
         }
         let prefix = self.base.path().trim_end_matches('/');
-        let uri: Uri = format!("http://{authority}{prefix}{}", self.path)
+        let scheme = if https { "https" } else { "http" };
+        let uri: Uri = format!("{scheme}://{authority}{prefix}{}", self.path)
             .parse()
             .map_err(|_| ConfigError::new("path", &self.path, "not a valid URI path"))?;
 
@@ -533,10 +550,10 @@ impl HttpProbeBuilder {
             ));
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let connector = self.transport.connector(https, self.timeout)?;
+        let client = self
+            .transport
+            .client_builder()
             .pool_max_idle_per_host(1)
             .build(connector);
 
@@ -736,9 +753,9 @@ mod tests {
     fn builder_rejects_bad_values() {
         let cases: Vec<(HttpProbeBuilder, &str, &str)> = vec![
             (
-                HttpProbe::builder("https://x:1".parse().unwrap()),
+                HttpProbe::builder("ftp://x:1".parse().unwrap()),
                 "base",
-                "\"https://x:1/\"",
+                "\"ftp://x:1/\"",
             ),
             (
                 HttpProbe::builder("/relative".parse().unwrap()),
