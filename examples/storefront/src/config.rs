@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rampart::health::ConfigError;
+use rampart_gateway::server::ServerConfig;
 use serde::{Deserialize, Deserializer};
 
 use crate::fleet::{Region, ServiceName, Upstreams};
@@ -42,6 +43,8 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// The shop.
     pub shop: ShopConfig,
+    /// Limits of the HTTP server (the shop's, or the fleet's control API): `[server]`.
+    pub server: ServerSettings,
     /// For `storefront shop`: where the fleet's replicas listen (as `storefront fleet`
     /// prints it). Ignored by `demo`, which starts its own fleet.
     pub upstreams: Option<Upstreams>,
@@ -58,6 +61,7 @@ impl Default for Config {
             admin_token: None,
             fleet: FleetConfig::default(),
             shop: ShopConfig::default(),
+            server: ServerSettings::default(),
             upstreams: None,
             fleet_control: None,
         }
@@ -149,6 +153,81 @@ impl Default for ShopConfig {
             failback_hold: Duration::from_secs(10),
             ejection_time: Duration::from_secs(5),
         }
+    }
+}
+
+/// Limits of an HTTP listener, served by rampart-gateway's server: the `[server]` table of
+/// the shop's configuration and of `edge.toml`. The defaults are the gateway's (header read
+/// 10 s, keep-alive idle 60 s, body read 60 s, 10,000 connections, 16 KiB of headers).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// How long a client may take to send a request head; a stalled one gets a `408`.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests.
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive_timeout: Duration,
+    /// How long a request body may go without a byte arriving.
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    /// Most connections served at once; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Largest request head in bytes (larger: `431`).
+    pub max_header_size: usize,
+    /// On shutdown, how long requests in flight may take to finish.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let d = ServerConfig::default();
+        Self {
+            header_read_timeout: d.header_read_timeout(),
+            keep_alive_timeout: d.keep_alive_timeout(),
+            body_read_timeout: d.body_read_timeout(),
+            max_connections: d.max_connections(),
+            max_header_size: d.max_header_size(),
+            shutdown_grace: d.shutdown_grace(),
+        }
+    }
+}
+
+/// Writes an already formatted value as it is (`ConfigError::new` takes a `Debug` value).
+struct Formatted<'a>(&'a str);
+
+impl std::fmt::Debug for Formatted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl ServerSettings {
+    /// The server's configuration, named `name` (its metrics' `server` label); an error
+    /// names the key as written in the `[server]` table (`server.max_connections`).
+    pub fn to_server_config(&self, name: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::builder()
+            .name(name)
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive_timeout(self.keep_alive_timeout)
+            .body_read_timeout(self.body_read_timeout)
+            .max_connections(self.max_connections)
+            .max_header_size(self.max_header_size)
+            .shutdown_grace(self.shutdown_grace)
+            .build()
+            .map_err(|e| {
+                let key = match e.field() {
+                    "header_read_timeout" => "server.header_read_timeout",
+                    "keep_alive_timeout" => "server.keep_alive_timeout",
+                    "body_read_timeout" => "server.body_read_timeout",
+                    "max_connections" => "server.max_connections",
+                    "max_header_size" => "server.max_header_size",
+                    "shutdown_grace" => "server.shutdown_grace",
+                    other => other,
+                };
+                ConfigError::new(key, Formatted(e.value()), e.reason())
+            })
     }
 }
 
@@ -257,6 +336,7 @@ impl Config {
                 "must be at least shop.outbox_retry_base",
             ));
         }
+        self.server.to_server_config("shop")?;
         if let Some(t) = &self.admin_token
             && t.len() < 8
         {
@@ -318,6 +398,12 @@ mod tests {
             ("[shop]\nhealth_timeout = \"2s\"\n", "shop.health_timeout"),
             ("[shop]\nhealth_interval = \"soon\"\n", "health_interval"),
             ("admin_token = \"short\"\n", "admin_token"),
+            (
+                "[server]\nheader_read_timeout = \"0s\"\n",
+                "server.header_read_timeout",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nmax_conections = 5\n", "max_conections"),
             (
                 "[upstreams.catalog]\n\"eu-west\" = [\"127.0.0.1:1\"]\n",
                 "upstreams",

@@ -32,9 +32,10 @@ pub mod shop;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use rampart_gateway::server::{self, Serving, TowerHandler};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, ServerSettings};
 use crate::fleet::{Fleet, Upstreams};
 use crate::shop::{AdminState, FaultControl, Shop};
 
@@ -100,13 +101,27 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Serves `router` on `listener` until the returned guard is dropped.
-pub fn serve(listener: TcpListener, router: axum::Router) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "server stopped");
-        }
-    }))
+/// Serves `router` on `listener` with rampart-gateway's hardened server and the limits of
+/// `settings` (header-read, keep-alive and body timeouts, connection cap), until the returned
+/// guard is dropped. `name` labels the server's metrics and events.
+pub fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    settings: &ServerSettings,
+    name: &str,
+) -> Result<Serving, StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
+    let invalid = |e: rampart::health::ConfigError| {
+        StartError::Listen(
+            addr,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )
+    };
+    let config = settings.to_server_config(name).map_err(invalid)?;
+    server::spawn(listener, &config, TowerHandler::new(router))
+        .map_err(|e| StartError::Listen(addr, e))
 }
 
 fn prepare(config: &Config) -> Result<String, StartError> {
@@ -131,7 +146,7 @@ pub struct Demo {
     admin_token: String,
     shop: Shop,
     fleet: Fleet,
-    _server: AbortOnDrop,
+    _server: Serving,
 }
 
 impl Demo {
@@ -151,7 +166,7 @@ impl Demo {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Listen(config.listen, e))?;
-        let server = serve(listener, shop.router());
+        let server = serve(listener, shop.router(), &config.server, "shop")?;
         tracing::info!(%addr, "storefront demo started");
         Ok(Demo {
             addr,
@@ -194,7 +209,7 @@ pub struct FleetProcess {
     addr: SocketAddr,
     admin_token: String,
     fleet: Fleet,
-    _server: AbortOnDrop,
+    _server: Serving,
 }
 
 impl FleetProcess {
@@ -214,7 +229,7 @@ impl FleetProcess {
             .map_err(|e| StartError::Listen(config.listen, e))?;
         let router =
             shop::admin_router(admin).route("/healthz", axum::routing::get(|| async { "ok\n" }));
-        let server = serve(listener, router);
+        let server = serve(listener, router, &config.server, "fleet-control")?;
         Ok(FleetProcess {
             addr,
             admin_token,
@@ -245,7 +260,7 @@ pub struct ShopProcess {
     addr: SocketAddr,
     admin_token: String,
     shop: Shop,
-    _server: AbortOnDrop,
+    _server: Serving,
 }
 
 impl ShopProcess {
@@ -267,7 +282,7 @@ impl ShopProcess {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Listen(config.listen, e))?;
-        let server = serve(listener, shop.router());
+        let server = serve(listener, shop.router(), &config.server, "shop")?;
         Ok(ShopProcess {
             addr,
             admin_token,

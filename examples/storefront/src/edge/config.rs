@@ -25,6 +25,8 @@ use std::time::Duration;
 use rampart::health::ConfigError;
 use serde::{Deserialize, Deserializer};
 
+use crate::config::ServerSettings;
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s)
@@ -71,6 +73,9 @@ pub struct EdgeConfig {
     /// Worker threads, each with its own runtime and `SO_REUSEPORT` listener; 0 means one per
     /// core.
     pub workers: usize,
+    /// Limits of the edge's HTTP server: the `[server]` table (header-read, keep-alive and
+    /// body timeouts, connection cap, header size, shutdown grace).
+    pub server: ServerSettings,
 }
 
 impl Default for EdgeConfig {
@@ -90,6 +95,7 @@ impl Default for EdgeConfig {
             retry_after: Duration::from_secs(5),
             apology_file: None,
             workers: 0,
+            server: ServerSettings::default(),
         }
     }
 }
@@ -212,6 +218,7 @@ impl EdgeConfig {
                 "must be at most 256",
             ));
         }
+        self.server.to_server_config("edge")?;
         if let Some(p) = &self.apology_file
             && !p.is_file()
         {
@@ -253,6 +260,10 @@ mod tests {
                 "check_interval",
             ),
             ("upstreams = [\"127.0.0.1:1\"]\nlisten = 5\n", "listen"),
+            (
+                "upstreams = [\"127.0.0.1:1\"]\n[server]\nkeep_alive_timeout = \"0s\"\n",
+                "server.keep_alive_timeout",
+            ),
         ] {
             let e = EdgeConfig::from_toml_str(toml).unwrap_err().to_string();
             assert!(e.contains(key), "{toml:?}: {e}");

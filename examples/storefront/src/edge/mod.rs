@@ -1,7 +1,8 @@
 //! `storefront edge`: the edge gateway in front of several shop instances.
 //!
 //! ```text
-//! client ── hyper 1 HTTP/1 server (keep-alive), one current-thread runtime per core
+//! client ── rampart-gateway's server: HTTP/1.1, one current-thread runtime per core,
+//!            header-read / keep-alive / body timeouts, connection cap, graceful shutdown
 //!             └── FallbackLayer ........ the edge's apology (503 + Retry-After) when no shop answers
 //!                   └── ReplayBodyLayer  small bodies with a known length are buffered, so they can be replayed
 //!                         └── Balance .. active checks (GET /healthz), passive ejection, P2C,
@@ -36,7 +37,6 @@
 
 mod classify;
 mod config;
-mod server;
 mod upstream;
 
 use std::convert::Infallible;
@@ -51,6 +51,7 @@ use hyper::body::Incoming;
 use rampart::balance::{Balance, BalanceHandle, HttpPolicy, ReplayBodyLayer, Snapshot};
 use rampart::fallback::{Apologized, ApologyPage, FallbackBody, FallbackLayer};
 use rampart::health::{CheckerConfig, ConfigError, OutlierConfig};
+use rampart_gateway::server::{self, TowerHandler, Workers};
 use tower::{Service, ServiceBuilder};
 
 pub use classify::ShopFailures;
@@ -82,6 +83,15 @@ pub struct EdgeArgs {
     /// Worker threads (0: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// How long a client may take to send a request head before a `408`, e.g. `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// How long a keep-alive connection may stay idle between requests, e.g. `60s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Option<Duration>,
+    /// Most client connections served at once (past it they wait in the listen backlog).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Address to listen on (filled from the global `--listen`).
     #[arg(skip)]
     pub listen: Option<SocketAddr>,
@@ -115,6 +125,15 @@ impl EdgeArgs {
         }
         if let Some(w) = self.workers {
             cfg.workers = w;
+        }
+        if let Some(d) = self.header_read_timeout {
+            cfg.server.header_read_timeout = d;
+        }
+        if let Some(d) = self.keep_alive_timeout {
+            cfg.server.keep_alive_timeout = d;
+        }
+        if let Some(n) = self.max_connections {
+            cfg.server.max_connections = n;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -274,7 +293,7 @@ fn stack(
 pub struct Edge {
     addr: SocketAddr,
     balance: BalanceHandle,
-    _workers: server::Workers,
+    _workers: Workers,
 }
 
 impl Edge {
@@ -290,17 +309,21 @@ impl Edge {
         on_bound: impl FnOnce(SocketAddr),
     ) -> Result<Edge, EdgeError> {
         config.validate()?;
-        let workers = if config.workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            config.workers
-        };
-        let (addr, listeners) = server::bind_all(config.listen, workers)
-            .map_err(|e| EdgeError::Listen(config.listen, e))?;
-        on_bound(addr);
+        let server_config = config
+            .server
+            .to_server_config("edge")?
+            .to_builder()
+            .workers(config.workers)
+            .build()?;
+        // Built on the caller's runtime (the active checks run there); each worker serves a
+        // clone of it on its own runtime.
         let (svc, balance) = stack(&config)?;
-        let workers =
-            server::spawn_workers(listeners, &svc).map_err(|e| EdgeError::Listen(addr, e))?;
+        let workers = server::spawn_workers(config.listen, &server_config, move |_| {
+            TowerHandler::new(svc.clone())
+        })
+        .map_err(|e| EdgeError::Listen(config.listen, e))?;
+        let addr = workers.local_addr();
+        on_bound(addr);
         tracing::info!(%addr, upstreams = ?config.upstreams, "edge gateway started");
         Ok(Edge {
             addr,
@@ -347,9 +370,7 @@ pub async fn run(args: EdgeArgs) -> Result<(), String> {
         let _ = writeln!(out, "Press Ctrl-C to stop.");
         let _ = out.flush();
     }
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    server::shutdown_signal().await;
     drop(edge);
     Ok(())
 }
