@@ -603,7 +603,12 @@ impl Limiter {
     pub fn snapshot(&self) -> LimiterSnapshot {
         let s = &self.shared;
         let queued: Vec<usize> = match &s.queue {
-            Some(q) => lock(&q.state).lines.iter().map(VecDeque::len).collect(),
+            // Waiters that left are purged lazily; do not count them.
+            Some(q) => lock(&q.state)
+                .lines
+                .iter()
+                .map(|l| l.iter().filter(|w| !w.tx.is_closed()).count())
+                .collect(),
             None => vec![0; s.partitions.len()],
         };
         LimiterSnapshot {
@@ -630,6 +635,13 @@ impl Limiter {
         }
     }
 
+    /// The partition index `class` stands for (past the last means the last).
+    #[inline]
+    pub(crate) fn partition_index(&self, class: usize) -> usize {
+        class.min(self.shared.partitions.len() - 1)
+    }
+
+    /// `class` must come from [`partition_index`](Self::partition_index).
     pub(crate) fn admit_or_queue(&self, class: usize) -> Admission {
         self.shared.admit_or_queue(class)
     }
@@ -646,12 +658,14 @@ impl Limiter {
 
     pub(crate) fn shed_timed_out(&self, class: usize) -> Overloaded {
         let now = self.shared.now_ns();
-        self.shared.shed(class, ShedReason::QueueTimeout, now)
+        self.shared
+            .shed(self.partition_index(class), ShedReason::QueueTimeout, now)
     }
 
     pub(crate) fn dropped_from_queue(&self, class: usize) -> Overloaded {
         // Already counted by whoever dropped it.
-        self.shared.overloaded(class, ShedReason::QueueTimeout)
+        self.shared
+            .overloaded(self.partition_index(class), ShedReason::QueueTimeout)
     }
 }
 

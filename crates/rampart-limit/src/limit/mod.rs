@@ -199,7 +199,7 @@ where
                 self.limiter.note_bypass();
                 return ResponseFuture::bypass(self.inner.call(req));
             }
-            Class::Partition(i) => i,
+            Class::Partition(i) => self.limiter.partition_index(i),
         };
         match self.limiter.admit_or_queue(class) {
             Admission::Admitted(permit) => {
