@@ -4,110 +4,15 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
-};
 use rampart_health::{
     Checker, CheckerConfig, Health, Outcome, OutlierConfig, OutlierDetector, ProbeError,
     ProbeErrorKind, probe_fn,
 };
-
-/// A counter or a gauge, stored as the bits of an `f64` (gauges) or a `u64` (counters).
-#[derive(Default)]
-struct Cell(AtomicU64);
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::SeqCst);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.fetch_max(value, Ordering::SeqCst);
-    }
-}
-
-impl GaugeFn for Cell {
-    fn increment(&self, value: f64) {
-        let v = f64::from_bits(self.0.load(Ordering::SeqCst)) + value;
-        self.0.store(v.to_bits(), Ordering::SeqCst);
-    }
-    fn decrement(&self, value: f64) {
-        GaugeFn::increment(self, -value);
-    }
-    fn set(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::SeqCst);
-    }
-}
-
-/// Keeps every counter and gauge under `name{label=value,…}`.
-#[derive(Default)]
-struct Captured {
-    counters: Mutex<BTreeMap<String, Arc<Cell>>>,
-    gauges: Mutex<BTreeMap<String, Arc<Cell>>>,
-}
-
-fn render(key: &Key) -> String {
-    let labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Captured {
-    fn counter(&self, key: &str) -> u64 {
-        self.counters
-            .lock()
-            .unwrap()
-            .get(key)
-            .map_or(0, |c| c.0.load(Ordering::SeqCst))
-    }
-
-    fn gauge(&self, key: &str) -> Option<f64> {
-        self.gauges
-            .lock()
-            .unwrap()
-            .get(key)
-            .map(|c| f64::from_bits(c.0.load(Ordering::SeqCst)))
-    }
-}
-
-impl Recorder for Captured {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let cell = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(render(key))
-            .or_default()
-            .clone();
-        Counter::from_arc(cell)
-    }
-
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let cell = self
-            .gauges
-            .lock()
-            .unwrap()
-            .entry(render(key))
-            .or_default()
-            .clone();
-        Gauge::from_arc(cell)
-    }
-
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
+use rampart_test_support::metrics::Captured;
 
 #[test]
 fn outlier_ejections_are_counted_and_gauged() {

@@ -4,85 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rampart_health::{
     Checker, CheckerConfig, Health, Outcome, OutlierConfig, OutlierDetector, ProbeError,
     ProbeErrorKind, probe_fn,
 };
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-/// One captured event: its level, message and other fields (as `Display`/`Debug` text).
-#[derive(Debug, Clone)]
-struct Captured {
-    level: Level,
-    message: String,
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct Capture {
-    events: Mutex<Vec<Captured>>,
-    next_span: AtomicU64,
-}
-
-struct Fields<'a>(&'a mut Captured);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.0.message = text;
-        } else {
-            self.0.fields.insert(field.name().to_owned(), text);
-        }
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_debug(field, &format_args!("{value}"));
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut captured = Captured {
-            level: *event.metadata().level(),
-            message: String::new(),
-            fields: BTreeMap::new(),
-        };
-        event.record(&mut Fields(&mut captured));
-        self.events.lock().unwrap().push(captured);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-impl Capture {
-    /// The events with `message`, in order.
-    fn with_message(&self, message: &str) -> Vec<Captured> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.message == message)
-            .cloned()
-            .collect()
-    }
-}
+use rampart_test_support::tracing::Capture;
+use tracing::Level;
 
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,28 @@
+//! What every Rampart crate's tests share, written once.
+//!
+//! - [`metrics::Captured`]: an in-memory `metrics` recorder that keeps every counter, gauge
+//!   and histogram under its rendered key `name{label=value,…}`.
+//! - [`tracing::Capture`]: a `tracing` subscriber that keeps every event with its level,
+//!   message and fields.
+//! - [`loopback::serve`]: an axum router on `127.0.0.1:0`, stopped when the guard drops.
+//! - [`poll::poll_once`]: polls a future once with a no-op waker (allocation tests, no runtime).
+//!
+//! Dev-only (`publish = false`): the published crates depend on it only as a dev-dependency.
+//!
+//! ```
+//! use rampart_test_support::metrics::Captured;
+//!
+//! let captured = Captured::default();
+//! metrics::with_local_recorder(&captured, || {
+//!     metrics::counter!("requests_total", "breaker" => "catalog").increment(2);
+//! });
+//! assert_eq!(captured.counter("requests_total{breaker=catalog}"), 2);
+//! ```
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod loopback;
+pub mod metrics;
+pub mod poll;
+pub mod tracing;
