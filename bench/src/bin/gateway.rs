@@ -4,9 +4,12 @@
 //! gateway --listen 127.0.0.1:0 --upstream 127.0.0.1:8081 --upstream 127.0.0.1:8082 ...
 //!         [--stack rampart|lean] [--workers N] [--runtime percore|percore-shared|multi]
 //!         [--check-interval-ms 1000] [--fall 2] [--rise 2] [--retry-after 5]
+//!         [--max-connections 10000] [--header-read-timeout-ms 10000]
+//!         [--keep-alive-timeout-ms 60000]
 //! ```
 //!
-//! Prints its bound address on stdout as the first line, then serves until killed.
+//! Prints its bound address on stdout as the first line, then serves until SIGTERM or Ctrl-C
+//! (graceful shutdown: requests in flight finish).
 //! See the `rampart_bench::gateway` module docs for the design.
 
 #![forbid(unsafe_code)]
@@ -22,19 +25,19 @@ use rampart::health::{Checker, CheckerConfig, Health, HttpProbe};
 use rampart_bench::args::Args;
 use rampart_bench::gateway::apology::Apology;
 use rampart_bench::gateway::lean::{Lean, LeanBackend};
-use rampart_bench::gateway::server::{Runtime, serve};
 use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
 use rampart_bench::gateway::upstream::Upstream;
+use rampart_gateway::server::{Handler, ServerConfig, spawn_workers};
 
 const USAGE: &str = "usage: gateway --listen ADDR --upstream ADDR... [--stack lean|rampart] \
-[--workers N] [--runtime percore|percore-shared|multi] [--check-interval-ms MS] [--fall N] [--rise N] [--retry-after SECS]";
+[--workers N] [--runtime percore|percore-shared|multi] [--check-interval-ms MS] [--fall N] [--rise N] [--retry-after SECS] \
+[--max-connections N] [--header-read-timeout-ms MS] [--keep-alive-timeout-ms MS]";
 
 struct Settings {
     stack: String,
     listen: SocketAddr,
     upstreams: Vec<SocketAddr>,
-    workers: usize,
-    runtime: Runtime,
+    server: ServerConfig,
     interval: Duration,
     fall: u32,
     rise: u32,
@@ -63,8 +66,18 @@ fn settings() -> Result<Settings, Box<dyn std::error::Error>> {
         stack,
         listen: args.value_or("listen", "127.0.0.1:0")?,
         upstreams,
-        workers: args.value_or("workers", &cores.to_string())?,
-        runtime: args.value_or("runtime", "percore")?,
+        server: ServerConfig::builder()
+            .name("gateway")
+            .workers(args.value_or("workers", &cores.to_string())?)
+            .runtime(args.value_or("runtime", "percore")?)
+            .max_connections(args.value_or("max-connections", "10000")?)
+            .header_read_timeout(Duration::from_millis(
+                args.value_or("header-read-timeout-ms", "10000")?,
+            ))
+            .keep_alive_timeout(Duration::from_millis(
+                args.value_or("keep-alive-timeout-ms", "60000")?,
+            ))
+            .build()?,
         interval: Duration::from_millis(args.value_or("check-interval-ms", "1000")?),
         fall: args.value_or("fall", "2")?,
         rise: args.value_or("rise", "2")?,
@@ -103,11 +116,6 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         .initial(Health::Healthy)
         .build()?;
     let connect_timeout = Duration::from_secs(1);
-    let announce = |addr: SocketAddr| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{addr}");
-        let _ = out.flush();
-    };
     if s.stack == "rampart" {
         let stack_config = StackConfig {
             upstreams: s.upstreams.clone(),
@@ -126,13 +134,9 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
             .name("checks".into())
             .spawn(move || checks.block_on(std::future::pending::<()>()))?;
         let retry_after = stack_config.retry_after;
-        serve(
-            s.listen,
-            s.workers,
-            s.runtime,
-            move |_| Stacked::new(worker_stack(balance.clone(), &breaker, retry_after)),
-            announce,
-        )?;
+        serve(s, move |_| {
+            Stacked::new(worker_stack(balance.clone(), &breaker, retry_after))
+        })?;
         drop(checks_thread);
         return Ok(());
     }
@@ -171,14 +175,24 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         Apology::new(s.retry_after),
         Duration::from_secs(1),
     );
-    serve(
-        s.listen,
-        s.workers,
-        s.runtime,
-        move |_| lean.for_worker(),
-        announce,
-    )?;
+    serve(s, move |_| lean.for_worker())?;
     drop(handles);
     drop(checks_thread);
+    Ok(())
+}
+
+/// Starts the workers, prints the bound address as the first line of stdout, and serves until
+/// SIGTERM or Ctrl-C.
+fn serve<H: Handler>(
+    s: &Settings,
+    make_handler: impl Fn(usize) -> H + Send + Sync + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let workers = spawn_workers(s.listen, &s.server, make_handler)?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", workers.local_addr());
+        let _ = out.flush();
+    }
+    workers.run_until_signal()?;
     Ok(())
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use rampart_gateway::server::Handler;
 
 use super::apology::Apology;
-use super::server::Handler;
 use super::upstream::{UpBody, Upstream, clone_request};
 use super::{GatewayBody, strip_hop_by_hop};
 

@@ -1,27 +1,27 @@
 //! The Rampart gateway that `bench/run.sh` measures against nginx and HAProxy.
 //!
 //! ```text
-//! client ── hyper 1 HTTP/1 server (keep-alive), one current-thread runtime per core
+//! client ── rampart-gateway's server: HTTP/1.1, one current-thread runtime per core,
+//!            header-read / keep-alive / body timeouts, connection cap, graceful shutdown
 //!             └── handler (static dispatch, no per-request boxing)
 //!                   ├── lean:    round robin + checks + ejection + retry + static apology
 //!                   └── rampart: FallbackLayer → CircuitBreaker → Balance (active checks)
 //!                         └── endpoint: per-worker pooled hyper::client::conn::http1
 //! ```
 //!
-//! - [`server`]: workers, `SO_REUSEPORT` listeners, the HTTP/1 server loop;
 //! - [`upstream`]: per-worker, lock-free pools of upstream HTTP/1 connections;
 //! - [`lean`]: the lean handler (no Rampart middleware on the request path);
 //! - [`apology`]: the lean handler's static 503.
 //!
-//! The pieces are independent of the benchmark, so the storefront's edge gateway (issue 8)
-//! can reuse them: [`stack::shared_parts`] builds the balancer (with its checkers, on the
-//! runtime it is called in) and the breaker once; [`stack::worker_stack`] wraps them in a
-//! fallback layer per worker; [`server::serve`] runs the workers. The whole gateway:
+//! [`stack::shared_parts`] builds the balancer (with its checkers, on the runtime it is called
+//! in) and the breaker once; [`stack::worker_stack`] wraps them in a fallback layer per worker;
+//! `rampart_gateway::server::spawn_workers` runs the workers (per-core `SO_REUSEPORT`
+//! listeners, the handler dispatched statically). The whole gateway:
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use rampart::health::CheckerConfig;
-//! use rampart_bench::gateway::server::{Runtime, serve};
+//! use rampart_gateway::server::{ServerConfig, spawn_workers};
 //! use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,19 +40,17 @@
 //!     shared_parts(&config)?
 //! };
 //! std::thread::spawn(move || checks.block_on(std::future::pending::<()>()));
-//! serve(
-//!     "127.0.0.1:8080".parse()?,
-//!     2,
-//!     Runtime::PerCore,
-//!     move |_worker| Stacked::new(worker_stack(balance.clone(), &breaker, config.retry_after)),
-//!     |addr| println!("{addr}"),
-//! )?;
+//! let server = ServerConfig::builder().name("gateway").workers(2).build()?;
+//! let workers = spawn_workers("127.0.0.1:8080".parse()?, &server, move |_worker| {
+//!     Stacked::new(worker_stack(balance.clone(), &breaker, config.retry_after))
+//! })?;
+//! println!("{}", workers.local_addr());
+//! workers.run_until_signal()?;
 //! # Ok(()) }
 //! ```
 
 pub mod apology;
 pub mod lean;
-pub mod server;
 pub mod stack;
 pub mod upstream;
 

@@ -25,13 +25,13 @@ use pin_project_lite::pin_project;
 use rampart::balance::{Balance, BalancePolicy, Picker};
 use rampart::breaker::{BreakerHandle, CircuitBreakerLayer, Policy, SlidingWindow};
 use rampart::fallback::{FallbackBody, FallbackLayer};
+use rampart_gateway::server::Handler;
 use rampart::health::{
     BoxError, CheckerConfig, Classify, ConfigError, HttpClassifier, HttpProbe, Outcome,
     is_never_reached,
 };
 use tower::{Layer, Service, ServiceExt};
 
-use super::server::Handler;
 use super::strip_hop_by_hop;
 use super::upstream::{UpBody, Upstream, UpstreamError, clone_request};
 
