@@ -14,7 +14,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use rampart_fallback::{FallbackLayer, STALE_HEADER, StaleIfErrorLayer};
+use rampart_fallback::stale::path_with_params;
+use rampart_fallback::{FallbackLayer, STALE_HEADER, StaleIfError, StaleIfErrorLayer};
 use rampart_health::BoxError;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -339,7 +340,10 @@ async fn byte_bound_holds_under_many_distinct_urls() {
         }
     }
     let snap = stale.snapshot();
-    assert_eq!(snap.stored, 2000);
+    // Each URL was requested once: once the cache was nearly full, new ones were refused
+    // admission rather than evicting the copies already held.
+    assert_eq!(snap.stored + snap.not_admitted, 2000, "{snap:?}");
+    assert!(snap.not_admitted > 1000, "{snap:?}");
     assert!(snap.bytes <= max_bytes, "{snap:?}");
     assert!(snap.bytes > 0, "{snap:?}");
     // 2000 × 2 KiB bodies were offered; at most ~64 KiB / 2 KiB of them can be held.
@@ -587,4 +591,103 @@ async fn bodies_stream_through_unbuffered() {
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"first second");
     assert_eq!(headers[STALE_HEADER], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_function_shares_one_copy_across_other_query_parameters() {
+    let backend = Backend::default();
+    let stale = layer(Duration::from_secs(300)).key(path_with_params(["page"]));
+    let app = app(&backend, stale.clone());
+    let (_, _, body) = get(&app, "/list?utm_source=mail&page=2", &[]).await;
+    assert_eq!(&body[..], b"plain v0");
+    // Made-up parameters do not make keys of their own.
+    for junk in 0..50 {
+        get(&app, &format!("/list?page=2&junk={junk}"), &[]).await;
+        get(&app, &format!("/list?junk={junk}"), &[]).await;
+    }
+    assert_eq!(stale.snapshot().entries, 2, "/list?page=2 and /list");
+    backend.version.store(1, Ordering::SeqCst);
+    backend.set(ERROR);
+    let (status, headers, body) = get(&app, "/list?page=2&cachebuster=991", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers[STALE_HEADER], "1");
+    assert_eq!(&body[..], b"plain v0");
+    // Another page number is another key, never stored.
+    let (status, _, _) = get(&app, "/list?page=3", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_function_returning_none_leaves_the_request_alone() {
+    let backend = Backend::default();
+    let backend2 = backend.clone();
+    let stale = layer(Duration::from_secs(300));
+    // The service-level setter, as for a `StaleIfError` built without the layer.
+    let svc: StaleIfError<_> = tower::Layer::layer(
+        &stale,
+        service_fn(move |req: Request<Body>| {
+            let r = backend2.respond(&req);
+            async move { r }
+        }),
+    );
+    let svc = svc
+        .key(|uri: &http::Uri| (!uri.path().starts_with("/live")).then(|| uri.path().to_owned()));
+    let app = Router::new().route_service(
+        "/{*path}",
+        ServiceBuilder::new()
+            .layer(FallbackLayer::new())
+            .service(svc),
+    );
+    get(&app, "/live/score", &[]).await;
+    get(&app, "/plain?x=1", &[]).await;
+    assert_eq!(stale.snapshot().entries, 1);
+    backend.set(ERROR);
+    let (status, _, _) = get(&app, "/live/score", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = get(&app, "/plain?x=2", &[]).await;
+    assert_eq!(status, 200, "keyed by the path alone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_nearly_full_a_new_key_is_admitted_on_its_second_request() {
+    let backend = Backend::default();
+    let max_bytes = 64 * 1024;
+    let stale = StaleIfErrorLayer::builder()
+        .max_bytes(max_bytes)
+        .max_entry_bytes(4096)
+        .build()
+        .unwrap();
+    let app = app(&backend, stale.clone());
+    // Fill the cache with pages read once until it refuses new ones.
+    let mut i = 0;
+    while stale.snapshot().not_admitted == 0 {
+        get(&app, &format!("/n/{i}"), &[]).await;
+        i += 1;
+        assert!(i < 1000, "never refused: {:?}", stale.snapshot());
+    }
+    let held = stale.snapshot().entries;
+    // A new page: refused on its first request, admitted on its second.
+    get(&app, "/plain", &[]).await;
+    assert_eq!(stale.snapshot().not_admitted, 2);
+    backend.set(ERROR);
+    let (status, _, _) = get(&app, "/plain", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not stored on the first hit"
+    );
+    backend.set(OK);
+    get(&app, "/plain", &[]).await;
+    backend.set(ERROR);
+    let (status, headers, _) = get(&app, "/plain", &[]).await;
+    assert_eq!(status, 200, "stored on the second hit");
+    assert_eq!(headers[STALE_HEADER], "1");
+    // The copies held before are still held (give or take the one it displaced).
+    let mut served = 0;
+    for n in 0..i - 1 {
+        if get(&app, &format!("/n/{n}"), &[]).await.0 == StatusCode::OK {
+            served += 1;
+        }
+    }
+    assert!(served + 2 >= held, "{served} of {held} kept");
 }

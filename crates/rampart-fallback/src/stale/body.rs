@@ -40,7 +40,14 @@ impl Recorder {
         let Some(rec) = slot.take() else { return };
         let body = match rec.chunks.len() {
             0 => Bytes::new(),
-            1 => rec.chunks.into_iter().next().unwrap_or_default(),
+            // A copy of its own, sized exactly: the chunk may be a slice of a larger buffer
+            // (an upstream's read buffer, a string's spare capacity), all of which it would
+            // keep alive.
+            1 => rec
+                .chunks
+                .first()
+                .map(|c| Bytes::copy_from_slice(c))
+                .unwrap_or_default(),
             _ => {
                 let mut buf = BytesMut::with_capacity(rec.len);
                 for c in &rec.chunks {

@@ -71,7 +71,7 @@ where
             Some(stale) => {
                 tracing::warn!(
                     target: "rampart_fallback",
-                    path = info.key.uri.path(),
+                    path = info.key.path(),
                     failed_status = failed_status.map(|s| s.as_u16()),
                     age = ?stale.headers().get(http::header::AGE),
                     "inner service failed; serving a stale copy"

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rampart_health::ConfigError;
 use tower_layer::Layer;
 
-use super::{Config, ServiceShared, StaleIfError, StaleShared, StaleSnapshot};
+use super::{Config, KeyFn, ServiceShared, StaleIfError, StaleShared, StaleSnapshot};
 use crate::classify::FailureStatuses;
 
 /// Adds a stale-if-error cache in front of an HTTP service.
@@ -17,6 +17,7 @@ use crate::classify::FailureStatuses;
 pub struct StaleIfErrorLayer<C = FailureStatuses> {
     cache: Arc<StaleShared>,
     classify: C,
+    key: Option<KeyFn>,
 }
 
 impl<C: Clone> Clone for StaleIfErrorLayer<C> {
@@ -24,6 +25,7 @@ impl<C: Clone> Clone for StaleIfErrorLayer<C> {
         Self {
             cache: Arc::clone(&self.cache),
             classify: self.classify.clone(),
+            key: self.key.clone(),
         }
     }
 }
@@ -33,6 +35,7 @@ impl<C: fmt::Debug> fmt::Debug for StaleIfErrorLayer<C> {
         f.debug_struct("StaleIfErrorLayer")
             .field("cache", &self.cache)
             .field("classify", &self.classify)
+            .field("key", &self.key.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -50,6 +53,7 @@ impl StaleIfErrorLayer {
         Self {
             cache: Arc::new(StaleShared::new(StaleIfErrorBuilder::default().config())),
             classify: FailureStatuses::default(),
+            key: None,
         }
     }
 
@@ -66,7 +70,32 @@ impl<C> StaleIfErrorLayer<C> {
         StaleIfErrorLayer {
             cache: self.cache,
             classify,
+            key: self.key,
         }
+    }
+
+    /// Keys the cache by `key(uri)` instead of the whole URI: the method and host stay in the
+    /// key, `key` replaces the URI (default: the whole URI, query string included).
+    /// Returning `None` leaves a request alone: it is never stored nor answered from the
+    /// cache.
+    ///
+    /// With the default, every distinct query string is a key of its own, so anyone can
+    /// make up new ones; keying by the path and the parameters the pages really read
+    /// ([`path_with_params`](super::path_with_params)) makes them share one copy. Applies to
+    /// the services built after this call.
+    ///
+    /// ```
+    /// use rampart_fallback::{StaleIfErrorLayer, stale::path_with_params};
+    ///
+    /// let stale = StaleIfErrorLayer::new().key(path_with_params(["page"]));
+    /// # let _ = stale;
+    /// ```
+    pub fn key<F>(mut self, key: F) -> Self
+    where
+        F: Fn(&http::Uri) -> Option<String> + Send + Sync + 'static,
+    {
+        self.key = Some(Arc::new(key));
+        self
     }
 
     /// The cache's counters and size (runs pending evictions first).
@@ -78,6 +107,7 @@ impl<C> StaleIfErrorLayer<C> {
     pub fn clear(&self) {
         self.cache.cache.invalidate_all();
         self.cache.recent.clear();
+        self.cache.doorkeeper.clear();
         tracing::info!(target: "rampart_fallback", "stale-if-error cache cleared");
     }
 }
@@ -91,6 +121,7 @@ impl<S, C: Clone> Layer<S> for StaleIfErrorLayer<C> {
             Arc::new(ServiceShared {
                 cache: Arc::clone(&self.cache),
                 classify: self.classify.clone(),
+                key: self.key.clone(),
             }),
         )
     }
@@ -212,6 +243,7 @@ impl StaleIfErrorBuilder {
         Ok(StaleIfErrorLayer {
             cache: Arc::new(StaleShared::new(self.config())),
             classify: FailureStatuses::default(),
+            key: None,
         })
     }
 }

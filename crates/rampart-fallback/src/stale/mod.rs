@@ -74,7 +74,9 @@
 //! ```
 
 mod body;
+mod cost;
 mod future;
+mod key;
 mod layer;
 mod policy;
 
@@ -85,14 +87,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_LENGTH, HOST};
+use http::header::{AGE, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tokio::time::Instant;
 use tower_service::Service;
 
 pub use self::body::StaleBody;
 pub use self::future::ResponseFuture;
+pub use self::key::path_with_params;
 pub use self::layer::{StaleIfErrorBuilder, StaleIfErrorLayer};
+
+pub(crate) use self::key::{Key, KeyFn};
 
 /// The header that marks a response served from the stale-if-error cache: `x-rampart-stale`,
 /// with the value `1`.
@@ -100,36 +105,6 @@ pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-rampart-stale");
 
 /// Stored variants of one URI at most (older ones are replaced).
 const MAX_VARIANTS: usize = 4;
-
-/// Method, host and URI: the primary cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
-    method: Method,
-    host: Option<HeaderValue>,
-    uri: Uri,
-}
-
-impl Key {
-    fn new(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
-        let host = match uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => headers.get(HOST).cloned(),
-        };
-        Self {
-            method: method.clone(),
-            host,
-            uri: uri.clone(),
-        }
-    }
-
-    fn weight(&self) -> usize {
-        self.uri.path().len()
-            + self.uri.query().map_or(0, str::len)
-            + self.uri.authority().map_or(0, |a| a.as_str().len())
-            + self.host.as_ref().map_or(0, HeaderValue::len)
-            + 32
-    }
-}
 
 /// One stored response.
 #[derive(Debug)]
@@ -144,6 +119,7 @@ pub(crate) struct Stored {
     initial_age: Duration,
     /// The largest current age it may be served at.
     usable_for: Duration,
+    /// What it costs in memory (see `cost`).
     weight: usize,
 }
 
@@ -165,6 +141,9 @@ impl Variants {
     }
 }
 
+/// The cost of one `Stored` (in its `Arc`), a variant list's allocation aside.
+const STORED_SIZE: usize = cost::heap(16 + std::mem::size_of::<Stored>());
+
 /// Settings (validated by the builder).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
@@ -181,6 +160,7 @@ struct Counters {
     stored: AtomicU64,
     not_stored: AtomicU64,
     too_large: AtomicU64,
+    not_admitted: AtomicU64,
     served: AtomicU64,
     too_old: AtomicU64,
     missed: AtomicU64,
@@ -191,15 +171,26 @@ pub(crate) struct StaleShared {
     cache: moka::sync::Cache<Key, Arc<Variants>>,
     vary_names: policy::VaryNames,
     recent: RecentStores,
+    doorkeeper: Doorkeeper,
     config: Config,
     counters: Counters,
 }
 
-/// What a service shares with its futures: the cache and the classifier.
-#[derive(Debug)]
+/// What a service shares with its futures: the cache, the classifier and the key function.
 pub(crate) struct ServiceShared<C> {
     pub(crate) cache: Arc<StaleShared>,
     pub(crate) classify: C,
+    pub(crate) key: Option<KeyFn>,
+}
+
+impl<C: fmt::Debug> fmt::Debug for ServiceShared<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceShared")
+            .field("cache", &self.cache)
+            .field("classify", &self.classify)
+            .field("key", &self.key.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl fmt::Debug for StaleShared {
@@ -217,13 +208,19 @@ impl StaleShared {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &Key, v: &Arc<Variants>| {
-                u32::try_from(k.weight() + v.weight()).unwrap_or(u32::MAX)
+                let weight = k.weight()
+                    + v.weight()
+                    + cost::heap(16 + std::mem::size_of::<Variants>())
+                    + cost::heap(MAX_VARIANTS * std::mem::size_of::<Arc<Stored>>())
+                    + cost::ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .build();
         Self {
             cache,
             vary_names: policy::VaryNames::default(),
             recent: RecentStores::new(config.refresh_after),
+            doorkeeper: Doorkeeper::new(),
             config,
             counters: Counters::default(),
         }
@@ -248,7 +245,7 @@ impl StaleShared {
             self.counters.too_old.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 target: "rampart_fallback",
-                path = req.key.uri.path(),
+                path = req.key.path(),
                 age_secs = age.as_secs(),
                 usable_secs = stored.usable_for.as_secs(),
                 "stale copy is past its window"
@@ -272,33 +269,54 @@ impl StaleShared {
         Some(resp)
     }
 
+    /// Whether a new copy of about `weight` bytes for `key` may enter the cache.
+    ///
+    /// Frequency-aware admission: while the cache has room below seven eighths of its bound,
+    /// anything storable enters; past that, a copy would displace others, and enters only
+    /// when its key is already stored (a refresh) or was seen before (its second request
+    /// within the doorkeeper's memory). One-hit wonders, such as a flood of made-up query
+    /// strings, are refused instead of evicting the pages read often; `moka`'s TinyLFU policy
+    /// then weighs a second-hit candidate against its victims by how often each was used.
+    fn admits(&self, key: &Key, weight: usize) -> bool {
+        let limit = self.config.max_bytes - self.config.max_bytes / 8;
+        if self.cache.weighted_size().saturating_add(weight as u64) <= limit
+            || self.doorkeeper.seen_else_mark(key)
+            || self.cache.contains_key(key)
+        {
+            return true;
+        }
+        self.counters.not_admitted.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(
+            target: "rampart_fallback",
+            path = key.path(),
+            "not admitted to the stale cache on a first request (the cache is nearly full)"
+        );
+        false
+    }
+
     /// Stores a complete response.
-    pub(crate) fn store(&self, key: Key, stored: Stored, fingerprint: u64) {
+    pub(crate) fn store(&self, key: &Key, stored: Stored, fingerprint: u64) {
         let stored = Arc::new(stored);
-        let mut items: Vec<Arc<Stored>> = self
-            .cache
-            .get(&key)
-            .map(|v| {
-                v.items
-                    .iter()
-                    .filter(|s| s.vary != stored.vary)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut items: Vec<Arc<Stored>> = Vec::with_capacity(MAX_VARIANTS);
+        if let Some(v) = self.cache.get(key) {
+            items.extend(v.items.iter().filter(|s| s.vary != stored.vary).cloned());
+        }
         if items.len() >= MAX_VARIANTS {
             items.remove(0);
         }
         tracing::debug!(
             target: "rampart_fallback",
-            path = key.uri.path(),
+            path = key.path(),
             bytes = stored.body.len(),
             usable_secs = stored.usable_for.as_secs(),
             "stored a copy for stale-if-error"
         );
         let stored_at = stored.stored_at;
         items.push(stored);
-        self.cache.insert(key, Arc::new(Variants { items }));
+        // A key of its own (not slices of the request's buffer); a refresh keeps the key
+        // already stored.
+        self.cache
+            .insert(key.detached(), Arc::new(Variants { items }));
         self.recent.mark(fingerprint, stored_at);
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
@@ -328,6 +346,7 @@ impl StaleShared {
             stored: c.stored.load(Ordering::Relaxed),
             not_stored: c.not_stored.load(Ordering::Relaxed),
             too_large: c.too_large.load(Ordering::Relaxed),
+            not_admitted: c.not_admitted.load(Ordering::Relaxed),
             served: c.served.load(Ordering::Relaxed),
             too_old: c.too_old.load(Ordering::Relaxed),
             missed: c.missed.load(Ordering::Relaxed),
@@ -409,6 +428,57 @@ impl RecentStores {
     }
 }
 
+/// Slots of [`Doorkeeper`] (a power of two).
+const DOORKEEPER_SLOTS: usize = 8192;
+
+/// The keys refused admission once, so that their second request is admitted.
+///
+/// A direct-mapped table of key fingerprints (64 KiB): a newer key in the same slot replaces
+/// an older one, so under a flood of new keys a key must come back before its slot is
+/// reused (8192 distinct newer keys land in it with a probability of about 1 − 1/e); a page
+/// that is read often comes back in time. No lock, no allocation per request.
+struct Doorkeeper {
+    hasher: std::hash::RandomState,
+    slots: Box<[AtomicU64]>,
+}
+
+impl Doorkeeper {
+    fn new() -> Self {
+        Self {
+            hasher: std::hash::RandomState::new(),
+            slots: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// `true` when `key` was marked before; else marks it.
+    fn seen_else_mark(&self, key: &Key) -> bool {
+        use std::hash::BuildHasher;
+        let fp = self.hasher.hash_one(key) | 1;
+        let Some(slot) = self.slots.get(fp as usize >> 1 & (DOORKEEPER_SLOTS - 1)) else {
+            return false;
+        };
+        if slot.load(Ordering::Relaxed) == fp {
+            return true;
+        }
+        slot.store(fp, Ordering::Relaxed);
+        false
+    }
+
+    fn clear(&self) {
+        for s in &*self.slots {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for Doorkeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doorkeeper")
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
 impl fmt::Debug for RecentStores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecentStores")
@@ -424,7 +494,8 @@ impl fmt::Debug for RecentStores {
 pub struct StaleSnapshot {
     /// Keys held (each holds up to a few `Vary` variants).
     pub entries: u64,
-    /// Weighted size in bytes (bodies + headers + keys), after pending evictions ran.
+    /// Weighted size in bytes, after pending evictions ran: what the stored copies cost in
+    /// memory (bodies, headers, keys, their allocations and the cache's bookkeeping).
     pub bytes: u64,
     /// The configured bound on `bytes`.
     pub max_bytes: u64,
@@ -437,6 +508,9 @@ pub struct StaleSnapshot {
     pub not_stored: u64,
     /// Responses too large to keep (by `Content-Length` or while streaming).
     pub too_large: u64,
+    /// Storable responses refused on their key's first request because the cache was nearly
+    /// full (frequency-aware admission: a second request is admitted).
+    pub not_admitted: u64,
     /// Failures answered with a stored copy.
     pub served: u64,
     /// Failures whose stored copy was past its window.
@@ -513,6 +587,25 @@ impl<S, C> StaleIfError<S, C> {
     pub fn snapshot(&self) -> StaleSnapshot {
         self.shared.cache.snapshot()
     }
+
+    /// Keys the cache by `key(uri)` instead of the whole URI (the method and host stay in the
+    /// key); `None` leaves a request alone (never stored, never answered from the cache). See
+    /// [`StaleIfErrorLayer::key`], which sets it for every service the layer builds, and
+    /// [`path_with_params`] for the usual choice.
+    pub fn key<F>(self, key: F) -> Self
+    where
+        F: Fn(&Uri) -> Option<String> + Send + Sync + 'static,
+        C: Clone,
+    {
+        Self {
+            inner: self.inner,
+            shared: Arc::new(ServiceShared {
+                cache: Arc::clone(&self.shared.cache),
+                classify: self.shared.classify.clone(),
+                key: Some(Arc::new(key)),
+            }),
+        }
+    }
 }
 
 impl<S, C, ReqB, ResB> Service<Request<ReqB>> for StaleIfError<S, C>
@@ -531,14 +624,24 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let head = req.method() == Method::HEAD;
-        let info = (head || req.method() == Method::GET).then(|| RequestInfo {
+        let info = if head || req.method() == Method::GET {
             // A HEAD looks up the GET's copy (RFC 9110 §9.3.2).
-            key: Key::new(&Method::GET, req.uri(), req.headers()),
-            vary: self.shared.cache.vary_names.capture(req.headers()),
-            facts: policy::RequestFacts::of(req.headers()),
-            sent_at: Instant::now(),
-            head,
-        });
+            Key::new(
+                &Method::GET,
+                req.uri(),
+                req.headers(),
+                self.shared.key.as_ref(),
+            )
+            .map(|key| RequestInfo {
+                key,
+                vary: self.shared.cache.vary_names.capture(req.headers()),
+                facts: policy::RequestFacts::of(req.headers()),
+                sent_at: Instant::now(),
+                head,
+            })
+        } else {
+            None
+        };
         ResponseFuture::new(self.inner.call(req), info, Arc::clone(&self.shared))
     }
 }
@@ -568,7 +671,7 @@ where
         Ok(plan) => plan,
         Err(policy::NotStored::Status) => return resp.map(StaleBody::passthrough),
         Err(why) => {
-            shared.not_stored(why, info.key.uri.path());
+            shared.not_stored(why, info.key.path());
             return resp.map(StaleBody::passthrough);
         }
     };
@@ -583,6 +686,26 @@ where
         }
         fp
     };
+    // The copy's cost, its body estimated by `Content-Length` (known only at its end
+    // otherwise).
+    let headers_weight = cost::headers_weight(resp.headers());
+    let vary_weight =
+        cost::heap(plan.vary.len() * std::mem::size_of::<(usize, Option<HeaderValue>)>())
+            + plan
+                .vary
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, |v| cost::heap(v.len())))
+                .sum::<usize>();
+    let overhead = STORED_SIZE + headers_weight + vary_weight;
+    let content_length = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if !shared.admits(&info.key, overhead + info.key.weight() + content_length) {
+        return resp.map(StaleBody::passthrough);
+    }
     let upstream_age = resp
         .headers()
         .get(AGE)
@@ -591,27 +714,29 @@ where
         .unwrap_or(0);
     let initial_age =
         Duration::from_secs(upstream_age) + now.saturating_duration_since(info.sent_at);
-    let mut headers = resp.headers().clone();
+    // Names and values of their own, in a map of their own size (see `cost`).
+    let mut headers = cost::detach_headers(resp.headers());
     policy::strip_for_storage(&mut headers);
-    let header_bytes: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 8)
-        .sum();
-    let vary_bytes: usize = plan
+    // The vary values, too, are copies of their own.
+    let vary = plan
         .vary
-        .iter()
-        .map(|(_, v)| 16 + v.as_ref().map_or(0, HeaderValue::len))
-        .sum();
+        .into_iter()
+        .map(|(slot, v)| {
+            let v = v.map(|v| HeaderValue::from_bytes(v.as_bytes()).unwrap_or(v));
+            (slot, v)
+        })
+        .collect();
     let pending = Pending {
         shared: Arc::clone(shared),
         key: info.key,
         status: resp.status(),
         headers,
-        vary: plan.vary,
+        vary,
         stored_at: now,
         initial_age,
         usable_for: plan.usable_for,
-        overhead: header_bytes + vary_bytes + 64,
+        // Content-Length is set to the body's length when it is stored: room for its value.
+        overhead: overhead + 32,
         fingerprint,
     };
     let (parts, body) = resp.into_parts();
@@ -643,7 +768,8 @@ impl Pending {
             self.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let weight = body.len() + self.overhead;
+        // `body` owns an exactly-sized allocation (the recorder copied it).
+        let weight = cost::heap(body.len()) + self.overhead;
         let stored = Stored {
             status: self.status,
             headers: self.headers,
@@ -654,13 +780,13 @@ impl Pending {
             usable_for: self.usable_for,
             weight,
         };
-        self.shared.store(self.key, stored, self.fingerprint);
+        self.shared.store(&self.key, stored, self.fingerprint);
     }
 
     /// The body grew past the per-entry limit.
     pub(crate) fn too_large(self) {
         self.shared
-            .not_stored(policy::NotStored::TooLarge, self.key.uri.path());
+            .not_stored(policy::NotStored::TooLarge, self.key.path());
     }
 }
 
