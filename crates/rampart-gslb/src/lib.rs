@@ -71,6 +71,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod extract;
 pub mod failover;
 mod gslb;
@@ -89,3 +91,8 @@ pub use gslb::layer::{
 };
 pub use handle::{GslbHandle, LevelSnapshot, Mode, SiteSnapshot, Snapshot};
 pub use site::{Site, Sites, SitesBuilder};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
