@@ -68,6 +68,8 @@ pub struct EndpointSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {
+    /// The balancer's name (its `balancer` metric label).
+    pub name: Arc<str>,
     /// Every endpoint.
     pub endpoints: Vec<EndpointSnapshot>,
     /// Panic mode is on (traffic spread over all non-draining endpoints).
@@ -86,6 +88,7 @@ impl Snapshot {
 }
 
 pub(crate) trait Control: Send + Sync {
+    fn name(&self) -> Arc<str>;
     fn snapshot(&self) -> Snapshot;
     fn set_draining(&self, name: &str, draining: bool) -> bool;
     fn report(&self) -> watch::Receiver<HealthReport>;
@@ -104,6 +107,11 @@ impl fmt::Debug for BalanceHandle {
 }
 
 impl BalanceHandle {
+    /// The balancer's name.
+    pub fn name(&self) -> Arc<str> {
+        self.control.name()
+    }
+
     /// Every endpoint's state.
     pub fn snapshot(&self) -> Snapshot {
         self.control.snapshot()

@@ -13,8 +13,12 @@
 //!   `rampart_breaker_slow_calls_total{breaker}`,
 //!   `rampart_breaker_transitions_total{breaker, from, to}` and the gauge
 //!   `rampart_breaker_state{breaker}` (0 closed, 1 open, 2 half-open, 3 forced open,
-//!   4 disabled, 5 metrics-only). The call counters are registered when the breaker is built,
-//!   so install the recorder first.
+//!   4 disabled, 5 metrics-only). Every series carries the breaker's name. The handles are
+//!   taken from the recorder on the breaker's first call, so a recorder installed after the
+//!   breaker is built but before its first call still sees everything; building the breaker
+//!   with a recorder already installed also shows every series at zero at once. **Install the
+//!   recorder before the first call**: a breaker whose first call went to no recorder keeps
+//!   counting into nothing.
 //!
 //! ```
 //! use rampart_breaker::{BreakerEvent, BreakerHandle, BreakerState, Policy};
@@ -145,7 +149,7 @@ impl Events {
             tracing::info!(target: "rampart_breaker", breaker = %self.name, %from, %to, ?reason, "circuit breaker changed state");
         }
         #[cfg(feature = "metrics")]
-        self.metrics.transition(&self.name, from, to);
+        self.metrics.transition(from, to);
         self.send(|| BreakerEvent::Transition {
             breaker: self.name.clone(),
             from,
@@ -157,7 +161,7 @@ impl Events {
     pub(crate) fn rejected(&self, state: BreakerState, retry_after: Option<Duration>) {
         tracing::debug!(target: "rampart_breaker", breaker = %self.name, %state, ?retry_after, "call rejected by circuit breaker");
         #[cfg(feature = "metrics")]
-        self.metrics.rejected.increment(1);
+        self.metrics.get(|| state).rejected.increment(1);
         self.send(|| BreakerEvent::Rejected {
             breaker: self.name.clone(),
             state,
@@ -165,10 +169,17 @@ impl Events {
         });
     }
 
-    pub(crate) fn slow_call(&self, duration: Duration, outcome: Outcome) {
+    pub(crate) fn slow_call(
+        &self,
+        duration: Duration,
+        outcome: Outcome,
+        current: impl FnOnce() -> BreakerState,
+    ) {
         tracing::info!(target: "rampart_breaker", breaker = %self.name, ?duration, ?outcome, "slow call");
         #[cfg(feature = "metrics")]
-        self.metrics.slow.increment(1);
+        self.metrics.get(current).slow.increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = current;
         self.send(|| BreakerEvent::SlowCall {
             breaker: self.name.clone(),
             duration,
@@ -176,22 +187,41 @@ impl Events {
         });
     }
 
+    /// Counts a call's outcome; `current` reads the breaker's state (only on the first call,
+    /// for the state gauge).
     #[inline]
-    pub(crate) fn call(&self, outcome: Outcome) {
+    pub(crate) fn call(&self, outcome: Outcome, current: impl FnOnce() -> BreakerState) {
         #[cfg(feature = "metrics")]
-        match outcome {
-            Outcome::Success => self.metrics.success.increment(1),
-            Outcome::Failure => self.metrics.failure.increment(1),
-            Outcome::Ignored => self.metrics.ignored.increment(1),
+        {
+            let m = self.metrics.get(current);
+            match outcome {
+                Outcome::Success => m.success.increment(1),
+                Outcome::Failure => m.failure.increment(1),
+                Outcome::Ignored => m.ignored.increment(1),
+            }
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = outcome;
+        let _ = (outcome, current);
     }
+}
+
+/// The metric series of one breaker.
+///
+/// Handles are resolved from the recorder on the breaker's first call (or first rejection,
+/// slow call or transition), not when the breaker is built: a recorder installed after the
+/// breaker was built but before traffic starts still receives every series. Building the
+/// breaker also registers every series once, so that with a recorder already installed they
+/// show up (at zero) before the first call.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Metrics {
+    name: Arc<str>,
+    handles: std::sync::OnceLock<Handles>,
 }
 
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
-struct Metrics {
+struct Handles {
     success: metrics::Counter,
     failure: metrics::Counter,
     ignored: metrics::Counter,
@@ -201,30 +231,49 @@ struct Metrics {
 }
 
 #[cfg(feature = "metrics")]
-impl Metrics {
-    fn new(name: &Arc<str>) -> Self {
-        let b = name.to_string();
-        let calls = |outcome: &'static str| metrics::counter!("rampart_breaker_calls_total", "breaker" => b.clone(), "outcome" => outcome);
-        let state = metrics::gauge!("rampart_breaker_state", "breaker" => b.clone());
-        state.set(0.0);
+impl Handles {
+    fn register(name: &Arc<str>) -> Self {
+        let calls = |outcome: &'static str| metrics::counter!("rampart_breaker_calls_total", "breaker" => name.clone(), "outcome" => outcome);
         Self {
             success: calls("success"),
             failure: calls("failure"),
             ignored: calls("ignored"),
-            rejected: metrics::counter!("rampart_breaker_rejected_total", "breaker" => b.clone()),
-            slow: metrics::counter!("rampart_breaker_slow_calls_total", "breaker" => b),
-            state,
+            rejected: metrics::counter!("rampart_breaker_rejected_total", "breaker" => name.clone()),
+            slow: metrics::counter!("rampart_breaker_slow_calls_total", "breaker" => name.clone()),
+            state: metrics::gauge!("rampart_breaker_state", "breaker" => name.clone()),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    fn new(name: &Arc<str>) -> Self {
+        // Visible at once if a recorder is installed; the kept handles are resolved later.
+        Handles::register(name).state.set(0.0);
+        Self {
+            name: name.clone(),
+            handles: std::sync::OnceLock::new(),
         }
     }
 
-    fn transition(&self, name: &Arc<str>, from: BreakerState, to: BreakerState) {
+    /// The handles, resolved from the recorder on first use (one load afterwards).
+    #[inline]
+    fn get(&self, state: impl FnOnce() -> BreakerState) -> &Handles {
+        self.handles.get_or_init(|| {
+            let h = Handles::register(&self.name);
+            h.state.set(state().code() as f64);
+            h
+        })
+    }
+
+    fn transition(&self, from: BreakerState, to: BreakerState) {
         metrics::counter!(
             "rampart_breaker_transitions_total",
-            "breaker" => name.to_string(),
+            "breaker" => self.name.clone(),
             "from" => from.as_str(),
             "to" => to.as_str()
         )
         .increment(1);
-        self.state.set(to.code() as f64);
+        self.get(|| to).state.set(to.code() as f64);
     }
 }

@@ -97,14 +97,23 @@ impl fmt::Debug for BreakerHandle {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerSnapshot {
-    /// The state.
+    /// The state the next call will see: `HalfOpen` once an open breaker's open duration has
+    /// ended (the next call is a trial), `Open` once a half-open breaker waited
+    /// `max_wait_in_half_open` without a verdict (the next call re-opens it).
     pub state: BreakerState,
+    /// The state entered by the last transition. Time-driven transitions happen on the next
+    /// call, so this can lag behind [`state`](Self::state) while no calls come.
+    pub recorded_state: BreakerState,
     /// Calls in the sliding window (the window is emptied when the breaker opens).
     pub calls: u64,
     /// Failed calls in the window.
     pub failures: u64,
     /// Slow calls in the window.
     pub slow_calls: u64,
+    /// The calls the window must hold before its rates can open the breaker (the policy's
+    /// `minimum_calls`, capped by a count window's size). See
+    /// [`below_minimum`](Self::below_minimum).
+    pub minimum_calls: u64,
     /// `failures / calls` in percent; `None` while the window holds fewer than
     /// `minimum_calls` (the rate cannot open the breaker yet).
     pub failure_rate: Option<f64>,
@@ -118,10 +127,32 @@ pub struct BreakerSnapshot {
     pub half_open_successes: u32,
     /// Half-open: trial calls that failed so far.
     pub half_open_failures: u32,
-    /// Open: the time left until the next trial call.
+    /// The trial calls a half-open period admits (`permitted_calls_in_half_open`).
+    pub half_open_permits: u32,
+    /// Half-open: the time left for the trials' verdict before the next call re-opens the
+    /// breaker (`max_wait_in_half_open`).
+    pub half_open_time_left: Option<Duration>,
+    /// Open (by its rates, not forced): the time left until the next call is let through as a
+    /// trial. `None` in every other state, including a half-open breaker that timed out (its
+    /// next call re-opens it and starts the open duration).
     pub retry_after: Option<Duration>,
     /// Consecutive re-opens (the exponent of the open-duration backoff).
     pub reopens: u32,
+}
+
+impl BreakerSnapshot {
+    /// `true` while the window holds fewer than [`minimum_calls`](Self::minimum_calls): however
+    /// many of them failed, the rates cannot open the breaker yet (consecutive failures still
+    /// can, when configured).
+    pub fn below_minimum(&self) -> bool {
+        self.calls < self.minimum_calls
+    }
+
+    /// `true` when the open duration has ended and no call has come since: the next call is
+    /// let through as a trial.
+    pub fn awaiting_trial(&self) -> bool {
+        self.state == BreakerState::HalfOpen && self.recorded_state == BreakerState::Open
+    }
 }
 
 impl BreakerHandle {
@@ -175,10 +206,49 @@ impl BreakerHandle {
         &self.shared.policy.name
     }
 
-    /// The current state. An open breaker whose open duration has ended still reads `Open`
-    /// until the next call moves it to half-open.
+    /// The state the next call will see.
+    ///
+    /// Transitions driven by time happen lazily, on the next call, but this reports them
+    /// already: an open breaker whose open duration has ended reads `HalfOpen` (the next call
+    /// is a trial), and a half-open breaker that waited `max_wait_in_half_open` without a
+    /// verdict reads `Open` (the next call re-opens it).
+    /// [`snapshot`](Self::snapshot)`().recorded_state` is the state of the last transition.
     pub fn state(&self) -> BreakerState {
-        Word(self.shared.state.load(Ordering::Acquire)).state()
+        let w = Word(self.shared.state.load(Ordering::Acquire));
+        match w.state() {
+            BreakerState::Open | BreakerState::HalfOpen => {
+                self.effective(w, self.shared.clock.now_ms()).0
+            }
+            s => s,
+        }
+    }
+
+    /// The state the next call at `now` will see, from the state word `w`, and the time left
+    /// until the current period's deadline (open: the end of the open duration; half-open:
+    /// the end of `max_wait_in_half_open`) while it has not passed.
+    fn effective(&self, w: Word, now: u64) -> (BreakerState, Option<Duration>) {
+        let s = &*self.shared;
+        let state = w.state();
+        if !matches!(state, BreakerState::Open | BreakerState::HalfOpen) {
+            return (state, None);
+        }
+        let (generation, until) = untag(s.deadline.load(Ordering::Acquire));
+        if generation != w.generation() {
+            // The transition is this instant; its deadline is being published.
+            let full = match state {
+                BreakerState::Open => s.policy.open_duration,
+                _ => s.policy.max_wait_in_half_open,
+            };
+            return (state, Some(full));
+        }
+        if now < until {
+            return (state, Some(Duration::from_millis(until - now)));
+        }
+        let next = match state {
+            BreakerState::Open => BreakerState::HalfOpen,
+            _ => BreakerState::Open,
+        };
+        (next, None)
     }
 
     /// Subscribes to this breaker's [`BreakerEvent`]s.
@@ -365,10 +435,10 @@ impl BreakerHandle {
         elapsed: Option<Duration>,
     ) {
         let s = &*self.shared;
-        s.events.call(outcome);
+        s.events.call(outcome, || self.state());
         let slow = match (elapsed, s.policy.slow_call_duration) {
             (Some(e), Some(limit)) if outcome != Outcome::Ignored && e >= limit => {
-                s.events.slow_call(e, outcome);
+                s.events.slow_call(e, outcome, || self.state());
                 true
             }
             _ => false,
@@ -559,30 +629,35 @@ impl BreakerHandle {
         self.override_to(BreakerState::Closed);
     }
 
-    /// The state, the window's totals and rates, and the half-open progress.
+    /// The state the next call will see (as [`state`](Self::state)), the window's totals and
+    /// rates with the minimum they need, the half-open progress, and the times left.
+    ///
+    /// Read lazily and reported truthfully: an open breaker past its open duration reads
+    /// half-open awaiting a trial (`retry_after` `None`,
+    /// [`awaiting_trial`](BreakerSnapshot::awaiting_trial)), never "open, next probe in 0 s".
     pub fn snapshot(&self) -> BreakerSnapshot {
         let s = &*self.shared;
         let w = Word(s.state.load(Ordering::Acquire));
-        let now = || s.clock.now_ms();
-        let counts = s.window.counts(now);
+        let now = s.clock.now_ms();
+        let counts = s.window.counts(|| now);
         let rate = |n: u64| {
             (counts.calls >= s.minimum && counts.calls > 0)
                 .then(|| n as f64 * 100.0 / counts.calls as f64)
         };
-        let half_open = w.state() == BreakerState::HalfOpen;
+        let (state, left) = self.effective(w, now);
+        // Half-open progress only while the half-open period is still running.
+        let half_open = state == BreakerState::HalfOpen && w.state() == BreakerState::HalfOpen;
         let judged = w.passed() + w.failed();
-        let retry_after = (w.state() == BreakerState::Open)
-            .then(|| {
-                let (generation, until) = untag(s.deadline.load(Ordering::Acquire));
-                (generation == w.generation())
-                    .then(|| Duration::from_millis(until.saturating_sub(now())))
-            })
+        let retry_after = (state == BreakerState::Open && w.state() == BreakerState::Open)
+            .then_some(left)
             .flatten();
         BreakerSnapshot {
-            state: w.state(),
+            state,
+            recorded_state: w.state(),
             calls: counts.calls,
             failures: counts.failures,
             slow_calls: counts.slow,
+            minimum_calls: s.minimum,
             failure_rate: rate(counts.failures),
             slow_call_rate: s.policy.slow_call_duration.and(rate(counts.slow)),
             consecutive_failures: s.consecutive.load(Ordering::Acquire),
@@ -593,6 +668,8 @@ impl BreakerHandle {
             },
             half_open_successes: if half_open { w.passed() as u32 } else { 0 },
             half_open_failures: if half_open { w.failed() as u32 } else { 0 },
+            half_open_permits: s.permits as u32,
+            half_open_time_left: if half_open { left } else { None },
             retry_after,
             reopens: s.reopens.load(Ordering::Acquire),
         }

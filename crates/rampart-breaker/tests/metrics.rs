@@ -127,3 +127,67 @@ fn calls_rejections_transitions_and_state_are_counted() {
         "3 = forced open"
     );
 }
+
+#[test]
+fn a_recorder_installed_after_the_breaker_is_built_still_gets_every_series() {
+    // Built while no recorder is installed (the facade's no-op recorder)...
+    let b = BreakerHandle::new(
+        Policy::builder()
+            .name("late")
+            .sliding_window(SlidingWindow::count(2))
+            .minimum_calls(2)
+            .build()
+            .unwrap(),
+    );
+    // ...and the recorder arrives before the first call.
+    let capture = Capture::default();
+    metrics::with_local_recorder(&capture, || {
+        b.try_acquire().unwrap().record(Outcome::Success);
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert!(b.try_acquire().is_err());
+    });
+    assert_eq!(
+        capture.get("rampart_breaker_calls_total{breaker=late,outcome=success}"),
+        1
+    );
+    assert_eq!(
+        capture.get("rampart_breaker_calls_total{breaker=late,outcome=failure}"),
+        1
+    );
+    assert_eq!(
+        capture.get("rampart_breaker_rejected_total{breaker=late}"),
+        1
+    );
+    assert_eq!(
+        capture.get("rampart_breaker_state{breaker=late}"),
+        1,
+        "1 = open"
+    );
+    assert!(
+        capture
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|k| k.contains("breaker=late")),
+        "every series carries the breaker's name"
+    );
+}
+
+#[test]
+fn a_breaker_built_under_a_recorder_shows_every_series_before_its_first_call() {
+    let capture = Capture::default();
+    metrics::with_local_recorder(&capture, || {
+        let _b = BreakerHandle::new(Policy::builder().name("idle").build().unwrap());
+    });
+    for series in [
+        "rampart_breaker_calls_total{breaker=idle,outcome=success}",
+        "rampart_breaker_calls_total{breaker=idle,outcome=failure}",
+        "rampart_breaker_calls_total{breaker=idle,outcome=ignored}",
+        "rampart_breaker_rejected_total{breaker=idle}",
+        "rampart_breaker_slow_calls_total{breaker=idle}",
+        "rampart_breaker_state{breaker=idle}",
+    ] {
+        assert_eq!(capture.get(series), 0, "{series}");
+    }
+}

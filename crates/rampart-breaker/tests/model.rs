@@ -189,6 +189,16 @@ impl Model {
         self.window.clear();
     }
 
+    /// The state the next call will see: time-driven transitions are reported before the
+    /// call that performs them.
+    fn effective(&self) -> BreakerState {
+        match self.state {
+            BreakerState::Open if self.now >= self.open_until => BreakerState::HalfOpen,
+            BreakerState::HalfOpen if self.now >= self.half_open_until => BreakerState::Open,
+            s => s,
+        }
+    }
+
     /// `Ok((generation, kind))` or `Err((state, retry_after_ms))`.
     fn acquire(&mut self) -> Result<(u64, Kind), (BreakerState, Option<u64>)> {
         match self.state {
@@ -420,14 +430,30 @@ fn check(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     model.close();
                 }
             }
-            prop_assert_eq!(breaker.state(), model.state, "step {}", step);
+            prop_assert_eq!(breaker.state(), model.effective(), "step {}", step);
             let snap = breaker.snapshot();
+            prop_assert_eq!(snap.state, model.effective(), "step {}", step);
+            prop_assert_eq!(snap.recorded_state, model.state, "step {}", step);
             prop_assert_eq!(snap.reopens, model.reopens, "step {}", step);
+            let open = model.state == BreakerState::Open && model.effective() == BreakerState::Open;
+            prop_assert_eq!(
+                snap.retry_after,
+                open.then(|| Duration::from_millis(model.open_until - model.now)),
+                "step {}",
+                step
+            );
             if model.state == BreakerState::Closed {
                 model.expire();
                 prop_assert_eq!(snap.calls, model.window.len() as u64, "step {}", step);
             }
-            if model.state == BreakerState::HalfOpen {
+            if model.state == BreakerState::HalfOpen && model.effective() == BreakerState::HalfOpen
+            {
+                prop_assert_eq!(
+                    snap.half_open_time_left,
+                    Some(Duration::from_millis(model.half_open_until - model.now)),
+                    "step {}",
+                    step
+                );
                 prop_assert_eq!(
                     snap.half_open_in_flight,
                     model.admitted - model.passed - model.failed,

@@ -192,11 +192,123 @@ async fn after_the_open_duration_the_next_call_is_a_trial() {
     advance(Duration::from_millis(999)).await;
     assert!(b.try_acquire().is_err());
     advance(Duration::from_millis(1)).await;
-    assert_eq!(b.state(), BreakerState::Open, "lazily: no timer task");
+    // Lazily (no timer task), but reported as what the next call will see.
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert_eq!(b.snapshot().recorded_state, BreakerState::Open);
     let permit = b.try_acquire().unwrap();
     assert!(permit.is_trial());
     assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert_eq!(b.snapshot().recorded_state, BreakerState::HalfOpen);
     drop(permit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_breaker_past_its_open_duration_reads_half_open_awaiting_a_trial() {
+    let b = BreakerHandle::new(policy().build().unwrap());
+    trip(&b);
+    let mut events = b.subscribe();
+    advance(Duration::from_millis(400)).await;
+    let snap = b.snapshot();
+    assert_eq!(snap.state, BreakerState::Open);
+    assert_eq!(snap.retry_after, Some(Duration::from_millis(600)));
+    assert!(!snap.awaiting_trial());
+    // The outage healed and no traffic comes for a minute.
+    advance(Duration::from_secs(60)).await;
+    let snap = b.snapshot();
+    assert_eq!(
+        snap.state,
+        BreakerState::HalfOpen,
+        "not \"open, next probe in 0 s\""
+    );
+    assert_eq!(snap.recorded_state, BreakerState::Open);
+    assert!(snap.awaiting_trial());
+    assert_eq!(snap.retry_after, None);
+    assert_eq!(snap.half_open_in_flight, 0);
+    assert_eq!(snap.half_open_permits, 2);
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert!(
+        events.try_recv().is_err(),
+        "reading performs no transition and emits no event"
+    );
+    // The next call is indeed the trial, and the half-open period starts with it.
+    let permit = b.try_acquire().unwrap();
+    assert!(permit.is_trial());
+    let snap = b.snapshot();
+    assert!(!snap.awaiting_trial());
+    assert_eq!(snap.half_open_in_flight, 1);
+    assert_eq!(snap.half_open_time_left, Some(Duration::from_secs(10)));
+    permit.record(S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_past_its_max_wait_reads_open() {
+    let b = BreakerHandle::new(policy().permitted_calls_in_half_open(1).build().unwrap());
+    trip(&b);
+    advance(Duration::from_secs(1)).await;
+    let hung = b.try_acquire().unwrap(); // a trial that never completes
+    advance(Duration::from_secs(4)).await;
+    let snap = b.snapshot();
+    assert_eq!(snap.state, BreakerState::HalfOpen);
+    assert_eq!(snap.half_open_time_left, Some(Duration::from_secs(6)));
+    assert_eq!(snap.half_open_in_flight, 1);
+    advance(Duration::from_secs(6)).await;
+    // max_wait_in_half_open has passed: the next call re-opens it, and state() says so.
+    assert_eq!(b.state(), BreakerState::Open);
+    let snap = b.snapshot();
+    assert_eq!(snap.state, BreakerState::Open);
+    assert_eq!(snap.recorded_state, BreakerState::HalfOpen);
+    assert_eq!(snap.half_open_time_left, None);
+    assert_eq!(
+        snap.half_open_in_flight, 0,
+        "the hung trial's verdict no longer counts"
+    );
+    assert_eq!(
+        snap.retry_after, None,
+        "the open duration starts with the next call"
+    );
+    let err = b.try_acquire().unwrap_err();
+    assert_eq!(err.state(), BreakerState::Open);
+    let snap = b.snapshot();
+    assert_eq!(
+        (snap.state, snap.recorded_state),
+        (BreakerState::Open, BreakerState::Open)
+    );
+    assert_eq!(snap.retry_after, Some(Duration::from_secs(2)));
+    hung.record(S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_tells_when_the_window_is_below_its_minimum() {
+    let b = BreakerHandle::new(
+        policy()
+            .sliding_window(SlidingWindow::count(100))
+            .minimum_calls(20)
+            .build()
+            .unwrap(),
+    );
+    calls(&b, &[F, F, S, F]);
+    let snap = b.snapshot();
+    assert_eq!(
+        snap.state,
+        BreakerState::Closed,
+        "3 of 4 failed, but below the minimum"
+    );
+    assert_eq!((snap.calls, snap.failures, snap.minimum_calls), (4, 3, 20));
+    assert!(snap.below_minimum());
+    assert_eq!(snap.failure_rate, None);
+    calls(&b, &[S; 16]);
+    let snap = b.snapshot();
+    assert!(!snap.below_minimum());
+    assert_eq!(snap.failure_rate, Some(15.0));
+    // A count window caps the minimum at its size.
+    let small = BreakerHandle::new(
+        policy()
+            .sliding_window(SlidingWindow::count(10))
+            .minimum_calls(10)
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(small.snapshot().minimum_calls, 10);
 }
 
 #[tokio::test(start_paused = true)]

@@ -117,10 +117,24 @@ pub struct SiteSnapshot {
     pub traffic_share: f64,
     /// When a pending failback will be admitted, if the site is waiting out its hold.
     pub failback_at: Option<Instant>,
+    /// The time left of the failback hold, when the snapshot was taken (`None` when no
+    /// failback is pending). See [`held_for_failback`](Self::held_for_failback).
+    pub failback_in: Option<Duration>,
     /// The latency EWMA, under lowest-latency steering, once measured.
     pub latency: Option<Duration>,
     /// The lowest-latency leader of its level.
     pub latency_leader: bool,
+}
+
+impl SiteSnapshot {
+    /// `true` while the site's signals say it is healthier than the split admits, because it
+    /// is waiting out the failback hold: e.g. every replica is healthy again, yet the site
+    /// takes no traffic (it is not [`routable`](Self::routable)) for
+    /// [`failback_in`](Self::failback_in) more. Such a site is "healthy, held for failback",
+    /// not down.
+    pub fn held_for_failback(&self) -> bool {
+        self.failback_at.is_some() && self.observed_share > self.admitted_share
+    }
 }
 
 /// The selector's state for operators.

@@ -252,7 +252,7 @@ impl Control {
             .latency
             .map(|c| Latency::new(c, meta.len(), &level_sites));
         #[cfg(feature = "metrics")]
-        let metrics = crate::metrics::Metrics::new(&init.name, &meta, init.fallback.as_deref());
+        let metrics = crate::metrics::Metrics::new(&init.name, &meta, init.fallback.as_ref());
         let (table_tx, _) = watch::channel(Arc::new(Table {
             version: 0,
             mode: Mode::Unavailable,
@@ -685,6 +685,7 @@ impl Control {
     /// A snapshot for operators.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let table = self.table();
+        let now = Instant::now();
         let sites = self
             .meta
             .iter()
@@ -704,6 +705,9 @@ impl Control {
                     routable: table.routable.get(i).copied().unwrap_or(false),
                     traffic_share: view.map_or(0.0, |v| v.traffic_share),
                     failback_at: view.and_then(|v| v.failback_at),
+                    failback_in: view
+                        .and_then(|v| v.failback_at)
+                        .map(|at| at.saturating_duration_since(now)),
                     latency: self
                         .latency
                         .as_ref()

@@ -189,4 +189,53 @@ mod metrics_feature {
             1
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recorder_installed_after_the_selector_is_built_still_gets_every_series() {
+        use tower::{Service, ServiceExt};
+        // Built while no recorder is installed...
+        let p0 = HealthReporter::new(HealthReport::new(2, 2));
+        let sites = Sites::builder()
+            .site(Site::new("eu", Mock::new("eu")).health_report(p0.subscribe()))
+            .site(Site::new("us", Mock::new("us")).priority(1))
+            .build()
+            .unwrap();
+        let mut gslb = Gslb::new(
+            GslbConfig::<()>::builder().name("late").build().unwrap(),
+            sites,
+        );
+        // ...and the recorder arrives before the first request.
+        let memory = Memory::default();
+        let _guard = metrics::set_default_local_recorder(&memory);
+        gslb.ready().await.unwrap().call(()).await.unwrap();
+        assert_eq!(
+            memory.counter("rampart_gslb_requests_total{gslb=late,site=eu}"),
+            1
+        );
+        assert_eq!(
+            memory.counter("rampart_gslb_requests_total{gslb=late,site=us}"),
+            0
+        );
+        assert_eq!(memory.counter("rampart_gslb_retries_total{gslb=late}"), 0);
+        p0.publish(HealthReport::new(0, 2));
+        settle().await;
+        assert_eq!(
+            memory.counter("rampart_gslb_decision_changes_total{gslb=late}"),
+            1
+        );
+        assert_eq!(memory.gauge("rampart_gslb_active_priority{gslb=late}"), 1.0);
+        assert_eq!(
+            memory.gauge("rampart_gslb_site_health_share{gslb=late,site=eu}"),
+            0.0
+        );
+        assert!(
+            memory
+                .0
+                .lock()
+                .unwrap()
+                .keys()
+                .all(|k| k.contains("gslb=late")),
+            "every series carries the selector's name"
+        );
+    }
 }

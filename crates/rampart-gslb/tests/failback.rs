@@ -158,3 +158,37 @@ async fn fast_flapping_changes_no_decision() {
     assert_eq!(snap.version, version, "a decision changed while flapping");
     assert_eq!(snap.active_priority, Some(1));
 }
+
+/// A site whose replicas are all healthy again but which waits out the failback hold is
+/// reported as healthy and held, with the time left, not as down.
+#[tokio::test(start_paused = true)]
+async fn a_healthy_site_held_for_failback_says_so_with_the_time_left() {
+    let (gslb, p0) = setup(Duration::from_secs(30));
+    let handle = gslb.handle();
+    let primary = handle.snapshot().site("primary").unwrap().clone();
+    assert!(!primary.held_for_failback());
+    assert_eq!(primary.failback_in, None);
+
+    p0.publish(HealthReport::new(0, 4));
+    settle().await;
+    let down = handle.snapshot().site("primary").unwrap().clone();
+    assert!(!down.routable);
+    assert!(!down.held_for_failback(), "unhealthy, not held");
+
+    p0.publish(HealthReport::new(4, 4));
+    settle().await;
+    advance(Duration::from_secs(12)).await;
+    settle().await;
+    let held = handle.snapshot().site("primary").unwrap().clone();
+    assert!(!held.routable, "no traffic during the hold");
+    assert_eq!(held.observed_share, 1.0);
+    assert!(held.held_for_failback());
+    assert_eq!(held.failback_in, Some(Duration::from_secs(18)));
+
+    advance(Duration::from_secs(18)).await;
+    settle().await;
+    let back = handle.snapshot().site("primary").unwrap().clone();
+    assert!(back.routable);
+    assert!(!back.held_for_failback());
+    assert_eq!(back.failback_in, None);
+}

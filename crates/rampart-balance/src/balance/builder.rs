@@ -140,7 +140,7 @@ where
 
 /// Configures and builds a [`Balance`]. Every setting is optional.
 ///
-/// Defaults: [`Picker::PeakEwma`], panic threshold 0.5, `Unknown` health routable, 2 retries
+/// Defaults: name `balancer`, [`Picker::PeakEwma`], panic threshold 0.5, `Unknown` health routable, 2 retries
 /// elsewhere within the default [`RetryBudget`], slow start over 10 s from 10 % weight,
 /// EWMA decay time 10 s, initial latency estimate 1 ms, no passive outlier detection, no active
 /// checks.
@@ -167,6 +167,7 @@ impl<S, P> BalanceBuilder<S, P> {
         Self {
             settings: Settings {
                 config: Config {
+                    name: Arc::from("balancer"),
                     picker: Picker::default(),
                     panic_threshold: 0.5,
                     unknown_is_routable: true,
@@ -211,6 +212,14 @@ impl<S, P> BalanceBuilder<S, P> {
             discovers: self.discovers,
             slow_start_window: self.slow_start_window,
         }
+    }
+
+    /// The balancer's name (default `"balancer"`): the `balancer` label of every metric
+    /// series and a field of its events. Give every balancer of a process its own name, or
+    /// their series add up (e.g. `"catalog-us-east"`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.settings.config.name = name.into();
+        self
     }
 
     /// The picker (default [`Picker::PeakEwma`]).
@@ -421,6 +430,9 @@ impl<S, P> BalanceBuilder<S, P> {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         let c = &mut self.settings.config;
+        if c.name.is_empty() {
+            return Err(ConfigError::new("name", "", "must not be empty"));
+        }
         if !(0.0..=1.0).contains(&c.panic_threshold) {
             return Err(ConfigError::new(
                 "panic_threshold",

@@ -151,7 +151,7 @@ where
         if !shared.budget.withdraw() {
             tracing::debug!("retry elsewhere: retry budget exhausted");
             #[cfg(feature = "metrics")]
-            metrics::counter!("rampart_balance_retries_total", "result" => "budget_exhausted")
+            metrics::counter!("rampart_balance_retries_total", "balancer" => shared.config.name.clone(), "result" => "budget_exhausted")
                 .increment(1);
             return false;
         }
@@ -173,7 +173,8 @@ where
         self.tried.push(endpoint.id);
         tracing::debug!(endpoint = %endpoint.name, "retrying on another endpoint");
         #[cfg(feature = "metrics")]
-        metrics::counter!("rampart_balance_retries_total", "result" => "retried").increment(1);
+        metrics::counter!("rampart_balance_retries_total", "balancer" => shared.config.name.clone(), "result" => "retried")
+            .increment(1);
         self.svc = Some(endpoint.service.clone());
         self.req = Some(req);
         self.inflight = Some(InFlight::start(table.clone(), i, panic));

@@ -165,6 +165,11 @@ where
         }
     }
 
+    /// The balancer's name (the `balancer` label of its metric series).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
     /// Every endpoint's state (same as [`BalanceHandle::snapshot`]).
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
@@ -216,6 +221,10 @@ where
     S: Send + Sync + 'static,
     P: Send + Sync + 'static,
 {
+    fn name(&self) -> Arc<str> {
+        self.config.name.clone()
+    }
+
     fn snapshot(&self) -> Snapshot {
         Shared::snapshot(self)
     }
@@ -271,7 +280,8 @@ where
                 "no healthy endpoints"
             );
             #[cfg(feature = "metrics")]
-            metrics::counter!("rampart_balance_no_healthy_endpoints_total").increment(1);
+            metrics::counter!("rampart_balance_no_healthy_endpoints_total", "balancer" => shared.config.name.clone())
+                .increment(1);
             return ResponseFuture::failed(Box::new(NoHealthyEndpoints::new(
                 self.table.routable.len(),
                 self.table.total,

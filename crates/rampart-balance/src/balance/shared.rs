@@ -35,6 +35,9 @@ impl SlowStart {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The balancer's name: the `balancer` label of every metric series and a field of its
+    /// events.
+    pub(crate) name: Arc<str>,
     pub(crate) picker: Picker,
     pub(crate) panic_threshold: f64,
     pub(crate) unknown_is_routable: bool,
@@ -375,7 +378,7 @@ where
         };
         let health_task = watch.and_then(|w| self.spawn_health_watch(&ep, w));
         #[cfg(feature = "metrics")]
-        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "added")
+        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "added")
             .increment(1);
         reg.entries.push(Entry {
             ep,
@@ -431,7 +434,7 @@ where
                 if before != h {
                     tracing::info!(endpoint = %ep.name, from = %before, to = %h, "endpoint health changed");
                     #[cfg(feature = "metrics")]
-                    metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "health")
+                    metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => shared.config.name.clone(), "change" => "health")
                         .increment(1);
                     let mut reg = shared.registry();
                     shared.rebuild(&mut reg);
@@ -452,7 +455,7 @@ impl<S, P> Shared<S, P> {
         let entry = reg.entries.swap_remove(pos);
         tracing::info!(endpoint = %entry.ep.name, id, "endpoint removed");
         #[cfg(feature = "metrics")]
-        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "removed")
+        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "removed")
             .increment(1);
         self.rebuild(&mut reg);
         drop(reg);
@@ -471,6 +474,7 @@ impl<S, P> Shared<S, P> {
                 #[cfg(feature = "metrics")]
                 metrics::counter!(
                     "rampart_balance_endpoint_changes_total",
+                    "balancer" => self.config.name.clone(),
                     "change" => if draining { "drained" } else { "undrained" }
                 )
                 .increment(1);
@@ -519,7 +523,7 @@ impl<S, P> Shared<S, P> {
                     "endpoint ejected (passive outlier detection)"
                 );
                 #[cfg(feature = "metrics")]
-                metrics::counter!("rampart_balance_ejections_total").increment(1);
+                metrics::counter!("rampart_balance_ejections_total", "balancer" => self.config.name.clone()).increment(1);
                 let mut reg = self.registry();
                 self.rebuild(&mut reg);
             }
@@ -540,7 +544,7 @@ impl<S, P> Shared<S, P> {
                         e.ramp_start = None;
                         tracing::debug!(endpoint = %e.ep.name, "slow start finished");
                         #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "slow_start_finished")
+                        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "slow_start_finished")
                             .increment(1);
                     }
                 }
@@ -557,7 +561,7 @@ impl<S, P> Shared<S, P> {
                     if !ejected {
                         tracing::info!(endpoint = %e.ep.name, "endpoint returned from ejection");
                         #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_endpoint_changes_total", "change" => "unejected")
+                        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "unejected")
                             .increment(1);
                     } else {
                         // Ejected by the detector's periodic evaluation (failure percentage).
@@ -567,7 +571,7 @@ impl<S, P> Shared<S, P> {
                             "endpoint ejected (passive outlier detection)"
                         );
                         #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_ejections_total").increment(1);
+                        metrics::counter!("rampart_balance_ejections_total", "balancer" => self.config.name.clone()).increment(1);
                     }
                 }
             }
@@ -635,6 +639,7 @@ impl<S, P> Shared<S, P> {
                 #[cfg(feature = "metrics")]
                 metrics::counter!(
                     "rampart_balance_endpoint_changes_total",
+                    "balancer" => self.config.name.clone(),
                     "change" => if r { "routable" } else { "unroutable" }
                 )
                 .increment(1);
@@ -692,10 +697,16 @@ impl<S, P> Shared<S, P> {
         };
         #[cfg(feature = "metrics")]
         {
-            metrics::gauge!("rampart_balance_endpoints", "state" => "routable")
+            let name = &self.config.name;
+            metrics::gauge!("rampart_balance_endpoints", "balancer" => name.clone(), "state" => "routable")
                 .set(routable.len() as f64);
-            metrics::gauge!("rampart_balance_endpoints", "state" => "total").set(total as f64);
-            metrics::gauge!("rampart_balance_panic").set(if panic { 1.0 } else { 0.0 });
+            metrics::gauge!("rampart_balance_endpoints", "balancer" => name.clone(), "state" => "total")
+                .set(total as f64);
+            metrics::gauge!("rampart_balance_panic", "balancer" => name.clone()).set(if panic {
+                1.0
+            } else {
+                0.0
+            });
         }
         let table = Arc::new(Table {
             routable,
@@ -751,6 +762,7 @@ impl<S, P> Shared<S, P> {
             })
             .collect();
         Snapshot {
+            name: self.config.name.clone(),
             endpoints,
             panic: reg.panic,
             routable: reg.routable,

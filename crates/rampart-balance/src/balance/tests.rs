@@ -1415,14 +1415,17 @@ async fn every_change_updates_the_metrics() {
         )
     });
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{change=added}"),
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=added}"),
         3.0
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{state=routable}"),
+        recorder.get("rampart_balance_endpoints{balancer=balancer,state=routable}"),
         3.0
     );
-    assert_eq!(recorder.get("rampart_balance_endpoints{state=total}"), 3.0);
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=balancer,state=total}"),
+        3.0
+    );
     // An ejection (polled synchronously inside the recorder's scope).
     failing.store(true, Ordering::SeqCst);
     metrics::with_local_recorder(&recorder, || {
@@ -1431,41 +1434,50 @@ async fn every_change_updates_the_metrics() {
             let _ = f.poll();
         }
     });
-    assert_eq!(recorder.get("rampart_balance_ejections_total{}"), 1.0);
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{change=unroutable}"),
+        recorder.get("rampart_balance_ejections_total{balancer=balancer}"),
         1.0
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{state=routable}"),
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=unroutable}"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=balancer,state=routable}"),
         2.0
     );
     // Drain, undrain, removal, panic mode, nowhere to go.
     metrics::with_local_recorder(&recorder, || {
         assert!(balance.drain("e1"));
         assert_eq!(
-            recorder.get("rampart_balance_panic{}"),
+            recorder.get("rampart_balance_panic{balancer=balancer}"),
             1.0,
             "1 of 3 routable"
         );
         assert!(balance.handle().undrain("e1"));
-        assert_eq!(recorder.get("rampart_balance_panic{}"), 0.0);
+        assert_eq!(
+            recorder.get("rampart_balance_panic{balancer=balancer}"),
+            0.0
+        );
         let id = balance.snapshot().endpoint("e2").unwrap().id;
         assert!(balance.remove(id));
     });
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{change=drained}"),
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=drained}"),
         1.0
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{change=undrained}"),
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=undrained}"),
         1.0
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{change=removed}"),
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=removed}"),
         1.0
     );
-    assert_eq!(recorder.get("rampart_balance_endpoints{state=total}"), 2.0);
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=balancer,state=total}"),
+        2.0
+    );
     drop(pubs);
     let mut empty: Balance<Echo, ServicePolicy> = Balance::builder()
         .policy(ServicePolicy::new())
@@ -1476,7 +1488,65 @@ async fn every_change_updates_the_metrics() {
         assert!(matches!(f.poll(), Poll::Ready(Err(_))));
     });
     assert_eq!(
-        recorder.get("rampart_balance_no_healthy_endpoints_total{}"),
+        recorder.get("rampart_balance_no_healthy_endpoints_total{balancer=balancer}"),
         1.0
     );
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn every_series_is_labelled_with_the_balancers_name() {
+    let recorder = Metrics::default();
+    let build = |name: &'static str, n: usize| {
+        let mut b = Balance::builder().policy(ServicePolicy::new()).name(name);
+        for i in 0..n {
+            b = b.endpoint(format!("e{i}"), Echo(Arc::from("e")));
+        }
+        b.build().unwrap()
+    };
+    let (mut empty, east, west) = metrics::with_local_recorder(&recorder, || {
+        (build("empty", 0), build("east", 3), build("west", 2))
+    });
+    assert_eq!(&*east.handle().name(), "east");
+    assert_eq!(&*west.snapshot().name, "west");
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=east,state=total}"),
+        3.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=west,state=total}"),
+        2.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoints{balancer=empty,state=total}"),
+        0.0
+    );
+    assert_eq!(
+        recorder.get("rampart_balance_endpoint_changes_total{balancer=west,change=added}"),
+        2.0
+    );
+    metrics::with_local_recorder(&recorder, || {
+        let mut f = task::spawn(empty.call(0));
+        assert!(matches!(f.poll(), Poll::Ready(Err(_))));
+    });
+    assert_eq!(
+        recorder.get("rampart_balance_no_healthy_endpoints_total{balancer=empty}"),
+        1.0
+    );
+    assert!(
+        recorder
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|k| k.contains("balancer=")),
+        "a series without the balancer label: {:?}",
+        recorder.0.lock().unwrap().keys().collect::<Vec<_>>()
+    );
+    let e = Balance::builder::<Echo>()
+        .policy(ServicePolicy::new())
+        .name("")
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("name"), "{e}");
 }
