@@ -297,6 +297,17 @@ pub fn is_tls_handshake_failure(err: &(dyn std::error::Error + 'static)) -> bool
             if let Some(tls) = tls {
                 return is_handshake_error(tls);
             }
+            // HTTP/2 (the h2 crate) keeps only the text of an I/O error: recognise rustls's
+            // wording of a handshake alert there.
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && let Some(inner) = io.get_ref()
+                && inner.downcast_ref::<rustls::Error>().is_none()
+            {
+                let text = inner.to_string();
+                if let Some(alert) = text.strip_prefix("received fatal alert: ") {
+                    return HANDSHAKE_ALERTS.contains(&alert.trim());
+                }
+            }
             depth += 1;
             if depth > 32 {
                 break;
@@ -312,31 +323,36 @@ pub fn is_tls_handshake_failure(err: &(dyn std::error::Error + 'static)) -> bool
     }
 }
 
+/// The names (rustls's `Debug` of `AlertDescription`) of the alerts a server sends when it
+/// rejects a handshake.
+#[cfg(feature = "tls")]
+const HANDSHAKE_ALERTS: [&str; 13] = [
+    "HandshakeFailure",
+    "BadCertificate",
+    "UnsupportedCertificate",
+    "CertificateRevoked",
+    "CertificateExpired",
+    "CertificateUnknown",
+    "UnknownCA",
+    "AccessDenied",
+    "CertificateRequired",
+    "ProtocolVersion",
+    "InsufficientSecurity",
+    "NoApplicationProtocol",
+    "UnrecognisedName",
+];
+
 #[cfg(feature = "tls")]
 fn is_handshake_error(e: &rustls::Error) -> bool {
-    use rustls::AlertDescription as A;
     match e {
         rustls::Error::InvalidCertificate(_)
         | rustls::Error::NoCertificatesPresented
         | rustls::Error::PeerIncompatible(_)
         | rustls::Error::NoApplicationProtocol
         | rustls::Error::UnsupportedNameType => true,
-        rustls::Error::AlertReceived(alert) => matches!(
-            alert,
-            A::HandshakeFailure
-                | A::BadCertificate
-                | A::UnsupportedCertificate
-                | A::CertificateRevoked
-                | A::CertificateExpired
-                | A::CertificateUnknown
-                | A::UnknownCA
-                | A::AccessDenied
-                | A::CertificateRequired
-                | A::ProtocolVersion
-                | A::InsufficientSecurity
-                | A::NoApplicationProtocol
-                | A::UnrecognisedName
-        ),
+        rustls::Error::AlertReceived(alert) => {
+            HANDSHAKE_ALERTS.contains(&format!("{alert:?}").as_str())
+        }
         _ => false,
     }
 }

@@ -81,9 +81,10 @@ impl Future for ResponseFuture {
     }
 }
 
-/// A failed connection attempt means the request never left: mark it so.
+/// A failed connection attempt (TLS handshakes included) or a refused HTTP/2 stream means the
+/// request never reached the backend: mark it so.
 pub(crate) fn map_error(e: hyper_util::client::legacy::Error) -> BoxError {
-    if e.is_connect() {
+    if rampart_health::transport::is_never_reached_error(&e) {
         Box::new(NeverReached::new().with_source(e))
     } else {
         Box::new(e)

@@ -1,4 +1,13 @@
-//! [`HttpEndpoint`]: a pooled HTTP/1 client to one backend, as a tower service.
+//! [`HttpEndpoint`]: a pooled HTTP client to one backend, as a tower service.
+//!
+//! It speaks HTTP/1.1 by default; [`HttpEndpointBuilder::http_version`] picks HTTP/2 (ALPN `h2`
+//! over TLS, prior-knowledge h2c over plaintext) or lets ALPN choose (see rampart-health's
+//! [`transport`](rampart_health::transport)). With the `tls` feature the base may be
+//! `https://`: rustls on the ring provider, the system's roots unless a
+//! [`TlsConfig`](rampart_health::tls::TlsConfig) says otherwise (custom CA bundle, client
+//! certificate for mutual TLS, server name). Over HTTP/2 every request is one stream on a
+//! shared connection, and the balancer's load (outstanding requests × peak EWMA latency)
+//! counts streams, one per request in flight.
 //!
 //! The request's URI is rewritten to the endpoint: scheme and authority come from the base URI,
 //! the base's path (if any) prefixes the request's path and query. Connections are pooled
@@ -6,11 +15,20 @@
 //! the response head) another one. A `Host` header already on the request is kept (proxy
 //! semantics); without one, hyper-util sets it from the endpoint's authority.
 //!
-//! Errors: a failed connection attempt (refused, unreachable, connect timeout) is returned as
+//! Errors: a failed connection attempt (refused, unreachable, connect timeout, and every TLS
+//! handshake failure: unknown CA, expired or mismatched certificate, a client certificate the
+//! server refused) and an HTTP/2 stream the server refused (`REFUSED_STREAM`, or a stream above
+//! the last-stream-id of a `GOAWAY`) are returned as
 //! [`NeverReached`](rampart_health::NeverReached) with the transport error as its source, so
-//! the balancer retries it elsewhere and outer layers know the backend never saw it; a request
-//! timeout is a [`RequestTimeout`]; other transport errors (a reset before the response) are
-//! hyper-util's error.
+//! the balancer retries them elsewhere, counts them against this endpoint, and outer layers
+//! know the backend never saw the request; a request timeout is a [`RequestTimeout`]; other
+//! transport errors (a reset after the request was sent) are hyper-util's error.
+//!
+//! A request with a [`Deadline`] (an extension set by an outer layer, or `grpc-timeout` /
+//! `x-rampart-deadline-ms` on the request) is bounded by it too (whichever of it and the
+//! request timeout is shorter), and a request whose deadline has already passed (such as
+//! `grpc-timeout: 0m`) is not sent: it fails at once with
+//! [`DeadlineExceeded`](rampart_health::DeadlineExceeded).
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,9 +57,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rampart_health::{BoxError, ConfigError};
+use rampart_health::transport::{Connector, HttpVersion, Transport};
+use rampart_health::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
+use rampart_health::{BoxError, ConfigError, Deadline};
 use tower_service::Service;
 
 pub use error::RequestTimeout;
@@ -56,7 +74,7 @@ struct Base {
 
 /// A pooled client to one backend (see the [module docs](self)).
 pub struct HttpEndpoint<B> {
-    client: Client<HttpConnector, B>,
+    client: Client<Connector, B>,
     base: Arc<Base>,
     name: Arc<str>,
     timeout: Duration,
@@ -93,6 +111,7 @@ impl HttpEndpoint<()> {
             request_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
+            transport: Transport::new(),
         }
     }
 }
@@ -131,6 +150,7 @@ pub struct HttpEndpointBuilder {
     request_timeout: Duration,
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
+    transport: Transport,
 }
 
 impl HttpEndpointBuilder {
@@ -164,7 +184,29 @@ impl HttpEndpointBuilder {
         self
     }
 
-    /// Validates the base URI (`http` scheme and an authority) and the timeouts.
+    /// The HTTP versions to speak (default [`HttpVersion::Http1`]).
+    pub fn http_version(mut self, version: HttpVersion) -> Self {
+        self.transport = self.transport.http_version(version);
+        self
+    }
+
+    /// TLS settings for an `https://` base (default: the system's roots, SNI from the host).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, tls: rampart_health::tls::TlsConfig) -> Self {
+        self.transport = self.transport.tls(tls);
+        self
+    }
+
+    /// HTTP/2 keep-alive: a PING every `interval`, the connection closed when one is not
+    /// answered within `timeout` (defaults 10 s and 5 s).
+    pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.transport = self.transport.http2_keep_alive(interval, timeout);
+        self
+    }
+
+    /// Validates the base URI (`http` scheme, or `https` with the `tls` feature, and an
+    /// authority), the timeouts and the transport settings.
     pub fn build<B>(self) -> Result<HttpEndpoint<B>, ConfigError>
     where
         B: Body + Send + 'static,
@@ -173,16 +215,8 @@ impl HttpEndpointBuilder {
     {
         let base = self.base;
         let name: Arc<str> = base.to_string().trim_end_matches('/').into();
-        let scheme = match base.scheme() {
-            Some(s) if *s == Scheme::HTTP => s.clone(),
-            _ => {
-                return Err(ConfigError::new(
-                    "base",
-                    base.to_string(),
-                    "must be an http:// URI (TLS is not supported)",
-                ));
-            }
-        };
+        let https = self.transport.validate("base", &base)?;
+        let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
         let Some(authority) = base.authority().cloned() else {
             return Err(ConfigError::new(
                 "base",
@@ -205,12 +239,10 @@ impl HttpEndpointBuilder {
             ));
         }
         let prefix = base.path().trim_end_matches('/').to_string();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
+        let connector = self.transport.connector(https, self.connect_timeout)?;
+        let client = self
+            .transport
+            .client_builder()
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .build(connector);
@@ -248,6 +280,24 @@ where
             // Never send a request whose URI we could not point at this endpoint.
             Err(e) => return ResponseFuture::failed(Box::new(e)),
         }
-        ResponseFuture::new(self.client.request(req), self.timeout)
+        let mut timeout = self.timeout;
+        // The caller's deadline: set by an outer layer, or read from `grpc-timeout` /
+        // `x-rampart-deadline-ms` (relative to now: the request has just arrived).
+        let deadline = Deadline::of(&req).or_else(|| {
+            let h = req.headers();
+            if h.contains_key(GRPC_TIMEOUT_HEADER) || h.contains_key(DEADLINE_HEADER) {
+                Deadline::from_headers(h)
+            } else {
+                None
+            }
+        });
+        if let Some(deadline) = deadline {
+            // Past it: sending would only make the backend work for nobody.
+            if let Err(e) = deadline.check() {
+                return ResponseFuture::failed(Box::new(e));
+            }
+            timeout = deadline.attempt_timeout(Some(timeout));
+        }
+        ResponseFuture::new(self.client.request(req), timeout)
     }
 }
