@@ -44,7 +44,16 @@ struct Backend {
     conns: Arc<AtomicUsize>,
 }
 
-async fn app_handler(State(s): State<BackendState>, uri: Uri) -> (StatusCode, String) {
+/// Reads the whole request body before answering, as most handlers do: the server then keeps
+/// the connection alive. (A backend that answers before reading the body closes the connection
+/// after its answer, and a pooled client may send the next request into that closing
+/// connection: that case has tests of its own below, with backends that close exactly when
+/// the test says.)
+async fn app_handler(
+    State(s): State<BackendState>,
+    uri: Uri,
+    _body: Bytes,
+) -> (StatusCode, String) {
     s.hits.fetch_add(1, Ordering::SeqCst);
     match s.mode.load(Ordering::SeqCst) {
         FAIL => (StatusCode::INTERNAL_SERVER_ERROR, "broken".into()),
@@ -723,4 +732,120 @@ async fn the_connect_timeout_bounds_a_connect_that_gets_no_answer() {
         "a connect timeout never reached: {err}"
     );
     drop(listener);
+}
+
+/// What a [`raw_backend`] does after it has read a request head.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// Answers `503` without reading the body, then shuts its side down and discards the
+    /// rest of the body until the client is done (a lingering close, as nginx does).
+    Answer503,
+    /// Closes the connection without answering (and without reading the body).
+    CloseUnanswered,
+}
+
+/// A backend speaking HTTP/1.1 by hand over loopback TCP, so that a test decides exactly when
+/// it answers and closes; returns its URI and the server task.
+async fn raw_backend(what: Raw) -> (Uri, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            conns.spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                match what {
+                    Raw::Answer503 => {
+                        let answer = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy";
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let _ = stream.shutdown().await;
+                    }
+                    Raw::CloseUnanswered => {
+                        let _ = stream.shutdown().await;
+                    }
+                }
+                // Discard the rest of the body until the client closes (bounded), so that
+                // closing never resets the connection under the client's feet.
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    (uri, task)
+}
+
+fn raw_client(backend: Uri) -> Client {
+    let balance = Balance::builder()
+        .http_endpoints(
+            [backend],
+            &HttpEndpoint::builder("http://127.0.0.1".parse().unwrap()),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    ReplayBodyLayer::new().layer(balance)
+}
+
+/// A body of 1 MiB: larger than the replay limit (so streamed, sent once) and than the
+/// socket buffers (so the backend answers while the client is still sending it).
+fn large_upload() -> http::Request<Body> {
+    http::Request::post("/upload")
+        .header("idempotency-key", "u")
+        .body(Full::new(Bytes::from(vec![b'x'; 1024 * 1024])))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_backend_answering_503_before_reading_a_large_body_gives_the_caller_its_503() {
+    let (uri, task) = raw_backend(Raw::Answer503).await;
+    let mut client = raw_client(uri);
+    for i in 0..10 {
+        let (status, body, _) =
+            tokio::time::timeout(Duration::from_secs(10), send(&mut client, large_upload()))
+                .await
+                .expect("answered within 10 s")
+                .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "request {i}");
+        assert_eq!(body, "busy");
+    }
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_whose_connection_closes_unanswered_fails_with_closed_before_response() {
+    let (uri, task) = raw_backend(Raw::CloseUnanswered).await;
+    let mut client = raw_client(uri);
+    for i in 0..5 {
+        let err = tokio::time::timeout(Duration::from_secs(10), send(&mut client, large_upload()))
+            .await
+            .expect("answered within 10 s")
+            .expect_err("no answer, no body to replay: an error");
+        let closed = err
+            .downcast_ref::<rampart_balance::replay::ClosedBeforeResponse>()
+            .unwrap_or_else(|| panic!("request {i}: not ClosedBeforeResponse: {err:?}"));
+        assert!(
+            closed.to_string().contains("could not be replayed"),
+            "{closed}"
+        );
+        assert!(std::error::Error::source(closed).is_some());
+    }
+    task.abort();
 }

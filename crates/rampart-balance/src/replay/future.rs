@@ -12,6 +12,7 @@ use rampart_health::BoxError;
 use tower_service::Service;
 
 use super::ReplayBody;
+use super::error::{ClosedBeforeResponse, closed_before_response};
 
 pin_project! {
     #[project = StateProj]
@@ -21,6 +22,9 @@ pin_project! {
     {
         Collecting { #[pin] collect: Collect<B>, parts: Option<http::request::Parts>, svc: Option<S> },
         Calling { #[pin] fut: F },
+        // A streamed body: sent once; a connection that closes before the answer is reported
+        // as `ClosedBeforeResponse`.
+        Streaming { #[pin] fut: F },
     }
 }
 
@@ -54,6 +58,12 @@ where
     pub(crate) fn calling(fut: S::Future) -> Self {
         Self {
             state: State::Calling { fut },
+        }
+    }
+
+    pub(crate) fn streaming(fut: S::Future) -> Self {
+        Self {
+            state: State::Streaming { fut },
         }
     }
 
@@ -99,6 +109,16 @@ where
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::Streaming { fut } => {
+                    return fut.poll(cx).map_err(|e| {
+                        let e: BoxError = e.into();
+                        if closed_before_response(&*e) {
+                            Box::new(ClosedBeforeResponse::new(e)) as BoxError
+                        } else {
+                            e
+                        }
+                    });
+                }
             }
         }
     }

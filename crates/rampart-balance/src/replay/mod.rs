@@ -6,6 +6,12 @@
 //! (unknown length, or too large) passes through as a streaming [`ReplayBody`] untouched and
 //! is never retried. A body that is empty by its size hint is not polled at all.
 //!
+//! A response always reaches the caller, even one the backend sent before it read the body (a
+//! busy backend's early `503`). When a streamed request's connection ends before any
+//! response (typically a kept-alive connection the backend was closing at that moment), the
+//! body cannot be sent again, and the caller gets a [`ClosedBeforeResponse`] that says so,
+//! with the transport error as its source.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::Full;
@@ -17,6 +23,7 @@
 //! assert!(stream.try_clone_body().is_none());
 //! ```
 
+mod error;
 mod future;
 mod layer;
 
@@ -30,6 +37,7 @@ use pin_project_lite::pin_project;
 use rampart_health::BoxError;
 use tower_service::Service;
 
+pub use error::ClosedBeforeResponse;
 pub use future::ResponseFuture;
 pub use layer::ReplayBodyLayer;
 
@@ -190,7 +198,7 @@ where
             }
             _ => {
                 let req = http::Request::from_parts(parts, ReplayBody::streaming(body));
-                ResponseFuture::calling(self.inner.call(req))
+                ResponseFuture::streaming(self.inner.call(req))
             }
         }
     }
