@@ -57,8 +57,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use rampart_health::transport::{Connector, HttpVersion, Transport};
 use rampart_health::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
+use rampart_health::transport::{Connector, HttpVersion, Transport};
 use rampart_health::{BoxError, ConfigError, Deadline};
 use tower_service::Service;
 

@@ -1,0 +1,270 @@
+//! `HttpEndpoint` over prior-knowledge HTTP/2 (h2c) against real hyper servers on loopback:
+//! a server limiting each connection to two concurrent streams still serves ten concurrent
+//! requests, and a server that drains with GOAWAY in the middle of a run costs no request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rampart_balance::{Balance, HttpEndpoint, ReplayBody, ReplayBodyLayer};
+use rampart_health::transport::HttpVersion;
+use tokio::sync::watch;
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicUsize,
+    h2_hits: AtomicUsize,
+    conns: AtomicUsize,
+    /// The most streams ever in flight on one connection.
+    max_in_flight: AtomicUsize,
+}
+
+/// An h2c server whose handler holds each request for `delay`. `drain` sends every open
+/// connection a graceful GOAWAY and closes the listener. Aborted on drop.
+struct H2Server {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    drain: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H2Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl H2Server {
+    async fn start(max_streams: u32, delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let (drain, mut drained) = watch::channel(false);
+        let c = counters.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let tcp = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(_) => continue,
+                    },
+                    _ = drained.changed() => break,
+                };
+                c.conns.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                let mut drained = drained.clone();
+                conns.spawn(async move {
+                    let in_flight = Arc::new(AtomicUsize::new(0));
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let c = c.clone();
+                        let in_flight = in_flight.clone();
+                        async move {
+                            c.hits.fetch_add(1, Ordering::SeqCst);
+                            if req.version() == http::Version::HTTP_2 {
+                                c.h2_hits.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                                b"ok",
+                            ))))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .max_concurrent_streams(max_streams)
+                        .serve_connection(TokioIo::new(tcp), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = drained.changed() => {}
+                    }
+                    // GOAWAY: streams already accepted finish, new ones are refused.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                });
+            }
+            // Keep draining connections alive until they finish.
+            while conns.join_next().await.is_some() {}
+        });
+        Self {
+            addr,
+            counters,
+            drain,
+            task,
+        }
+    }
+
+    fn uri(&self) -> http::Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn template() -> rampart_balance::HttpEndpointBuilder {
+    HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+        .http_version(HttpVersion::Http2)
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(10))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_requests_through_two_stream_slots_all_succeed() {
+    let server = H2Server::start(2, Duration::from_millis(20)).await;
+    let balance = Balance::builder()
+        .http_endpoints([server.uri()], &template())
+        .unwrap()
+        .max_retries(3)
+        .build()
+        .unwrap();
+    let client = ReplayBodyLayer::new().layer(balance);
+
+    // One request first: the connection is up and the server's SETTINGS are known. (A burst
+    // on a brand-new connection can outrun them: the server refuses the excess streams with
+    // REFUSED_STREAM, which never reached it and is retried on another endpoint.)
+    let warm_up = http::Request::get("/").body(Body::default()).unwrap();
+    let res = client.clone().oneshot(warm_up).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            let req = http::Request::get(format!("/item/{i}"))
+                .body(Body::default())
+                .unwrap();
+            let res = client.ready().await?.call(req).await?;
+            let status = res.status();
+            res.into_body().collect().await?;
+            Ok::<_, rampart_health::BoxError>(status)
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.unwrap().unwrap(), http::StatusCode::OK);
+        ok += 1;
+    }
+    assert_eq!(ok, 10);
+    let c = &server.counters;
+    assert_eq!(c.hits.load(Ordering::SeqCst), 11);
+    assert_eq!(
+        c.h2_hits.load(Ordering::SeqCst),
+        11,
+        "every request over h2c"
+    );
+    assert_eq!(
+        c.conns.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+    assert!(
+        c.max_in_flight.load(Ordering::SeqCst) <= 2,
+        "the server's limit holds on every connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_mid_run_fails_no_request() {
+    let draining = H2Server::start(100, Duration::from_millis(5)).await;
+    let steady = H2Server::start(100, Duration::from_millis(5)).await;
+    let balance = Balance::builder()
+        .http_endpoints([draining.uri(), steady.uri()], &template())
+        .unwrap()
+        .max_retries(3)
+        .build()
+        .unwrap();
+    let client = ReplayBodyLayer::new().layer(balance);
+
+    const WORKERS: usize = 4;
+    const PER_WORKER: usize = 50;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let mut client = client.clone();
+        let sent = sent.clone();
+        tasks.spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..PER_WORKER {
+                sent.fetch_add(1, Ordering::SeqCst);
+                // Idempotent (the key): a stream the server never processed is retried
+                // whatever the error says, a GOAWAY's refusal or the reset of a connection
+                // that the draining server closed with the request unread.
+                let req = http::Request::post(format!("/order/{w}/{i}"))
+                    .header("idempotency-key", format!("{w}-{i}"))
+                    .body(ReplayBody::<Body>::buffered(Bytes::from_static(b"{}")))
+                    .unwrap();
+                let result = async {
+                    let res = client.ready().await?.call(req).await?;
+                    let status = res.status();
+                    res.into_body().collect().await?;
+                    Ok::<_, rampart_health::BoxError>(status)
+                }
+                .await;
+                match result {
+                    Ok(s) if s == http::StatusCode::OK => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            failures
+        });
+    }
+    // Drain one server once a quarter of the run has been sent.
+    for _ in 0..1000 {
+        if sent.load(Ordering::SeqCst) >= WORKERS * PER_WORKER / 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let before = draining.counters.hits.load(Ordering::SeqCst);
+    draining.drain.send(true).unwrap();
+
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        failures.extend(done.unwrap());
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let total =
+        draining.counters.hits.load(Ordering::SeqCst) + steady.counters.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        total,
+        WORKERS * PER_WORKER,
+        "each request served exactly once"
+    );
+    assert!(before > 0, "the drained server served before its GOAWAY");
+}
+
+#[tokio::test]
+async fn a_request_past_its_grpc_deadline_is_not_sent() {
+    let server = H2Server::start(10, Duration::ZERO).await;
+    let endpoint: HttpEndpoint<Body> = template().base(server.uri()).build().unwrap();
+    let req = http::Request::post("/pkg.Svc/Method")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "0m")
+        .body(Body::default())
+        .unwrap();
+    let err = endpoint.clone().oneshot(req).await.unwrap_err();
+    assert!(
+        err.downcast_ref::<rampart_health::DeadlineExceeded>()
+            .is_some(),
+        "{err:?}"
+    );
+    let req = http::Request::post("/pkg.Svc/Method")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "5S")
+        .body(Body::default())
+        .unwrap();
+    assert_eq!(endpoint.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(server.counters.hits.load(Ordering::SeqCst), 1);
+}
