@@ -66,3 +66,8 @@ pub use policy::{
     clone_http_request,
 };
 pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -57,3 +57,8 @@ pub use handle::{BreakerHandle, BreakerSnapshot, Permit};
 pub use keyed::{KeyedBreaker, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use policy::{Policy, PolicyBuilder, SlidingWindow};
 pub use state::BreakerState;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -69,3 +69,8 @@ pub use negotiate::{Format, negotiate};
 pub use stale::{
     STALE_HEADER, StaleBody, StaleIfError, StaleIfErrorBuilder, StaleIfErrorLayer, StaleSnapshot,
 };
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
