@@ -37,6 +37,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the outbox and the checkout database live.
     pub data_dir: PathBuf,
+    /// The shop's order store: a PostgreSQL URL (`postgres://user@host:port/db`, shared by
+    /// every shop instance) instead of the embedded SQLite file in `data_dir`.
+    pub database_url: Option<String>,
     /// The admin bearer token; generated at start-up when absent.
     pub admin_token: Option<String>,
     /// The simulated fleet.
@@ -58,6 +61,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             data_dir: PathBuf::from("./storefront-data"),
+            database_url: None,
             admin_token: None,
             fleet: FleetConfig::default(),
             shop: ShopConfig::default(),
@@ -125,6 +129,11 @@ pub struct ShopConfig {
     /// Largest delay of the outbox replay backoff.
     #[serde(deserialize_with = "duration")]
     pub outbox_retry_max: Duration,
+    /// How long a worker holds the orders it claimed (recorded, or took up for replay)
+    /// before another instance sharing the store may take them over: longer than one
+    /// forwarding attempt.
+    #[serde(deserialize_with = "duration")]
+    pub outbox_lease: Duration,
     /// Bytes of pages kept for stale-if-error.
     pub stale_cache_bytes: u64,
     /// How long the circuit breaker stays open before probing.
@@ -148,6 +157,7 @@ impl Default for ShopConfig {
             health_timeout: Duration::from_millis(500),
             outbox_retry_base: Duration::from_millis(250),
             outbox_retry_max: Duration::from_secs(30),
+            outbox_lease: Duration::from_secs(10),
             stale_cache_bytes: 32 * 1024 * 1024,
             breaker_open_for: Duration::from_secs(5),
             failback_hold: Duration::from_secs(10),
@@ -307,6 +317,7 @@ impl Config {
             ("shop.health_timeout", s.health_timeout),
             ("shop.outbox_retry_base", s.outbox_retry_base),
             ("shop.outbox_retry_max", s.outbox_retry_max),
+            ("shop.outbox_lease", s.outbox_lease),
             ("shop.breaker_open_for", s.breaker_open_for),
             ("shop.failback_hold", s.failback_hold),
             ("shop.ejection_time", s.ejection_time),
@@ -337,6 +348,15 @@ impl Config {
             ));
         }
         self.server.to_server_config("shop")?;
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "database_url",
+                url.split('@').next_back().unwrap_or_default(),
+                "must be a postgres:// URL",
+            ));
+        }
         if let Some(t) = &self.admin_token
             && t.len() < 8
         {

@@ -27,6 +27,7 @@ pub mod chaos;
 pub mod config;
 pub mod edge;
 pub mod fleet;
+pub mod orders;
 pub mod shop;
 
 use std::net::SocketAddr;
@@ -133,6 +134,20 @@ fn prepare(config: &Config) -> Result<String, StartError> {
         .unwrap_or_else(shop::generate_token))
 }
 
+/// The shop over its order store: PostgreSQL at `config.database_url`, else SQLite in the
+/// data directory.
+async fn start_shop(
+    config: &Config,
+    upstreams: &Upstreams,
+    admin: AdminState,
+) -> Result<Shop, StartError> {
+    let store = orders::open(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .map_err(|e| StartError::Shop(shop::ShopError::Outbox(e)))?;
+    tracing::info!(store = store.kind(), "order store ready");
+    Shop::start_with_store(&config.shop, upstreams, admin, store).map_err(StartError::Shop)
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -160,8 +175,7 @@ impl Demo {
             token: admin_token.clone(),
             faults: FaultControl::Local(fleet.faults().clone()),
         };
-        let shop = Shop::start(&config.shop, fleet.upstreams(), admin, &config.data_dir)
-            .map_err(StartError::Shop)?;
+        let shop = start_shop(&config, fleet.upstreams(), admin).await?;
         let listener = bind(config.listen).await?;
         let addr = listener
             .local_addr()
@@ -276,8 +290,7 @@ impl ShopProcess {
                 .as_deref()
                 .map_or(FaultControl::None, FaultControl::remote),
         };
-        let shop = Shop::start(&config.shop, upstreams, admin, &config.data_dir)
-            .map_err(StartError::Shop)?;
+        let shop = start_shop(&config, upstreams, admin).await?;
         let listener = bind(config.listen).await?;
         let addr = listener
             .local_addr()

@@ -54,6 +54,15 @@ struct Common {
     /// Directory for the order outbox and the checkout database.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// The shop's order store in PostgreSQL (`postgres://user@host:port/db`), shared by every
+    /// shop instance; default: SQLite in --data-dir.
+    #[arg(
+        long,
+        global = true,
+        env = "STOREFRONT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Bearer token of the admin routes (else generated and printed).
     #[arg(
         long,
@@ -84,6 +93,9 @@ fn load(common: &Common) -> Result<Config, String> {
     }
     if let Some(t) = &common.admin_token {
         cfg.admin_token = Some(t.clone());
+    }
+    if let Some(u) = &common.database_url {
+        cfg.database_url = Some(u.clone());
     }
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;

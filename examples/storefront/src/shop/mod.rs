@@ -35,7 +35,7 @@ pub use admin::{
 };
 pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
 pub use observe::{RequestMetrics, RequestMetricsLayer, ResponseFuture as RequestMetricsFuture};
-pub use outbox::{Backoff, OrderState, Outbox, OutboxOrder};
+pub use outbox::{Backoff, Checkout, DEFAULT_LEASE, Forwarded, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
     ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream, UpstreamBody,
     UpstreamError, UpstreamService,
@@ -117,8 +117,8 @@ impl std::fmt::Debug for Shop {
 /// Why the shop could not start.
 #[derive(Debug)]
 pub enum ShopError {
-    /// The outbox could not be opened.
-    Outbox(rusqlite::Error),
+    /// The order store could not be opened.
+    Outbox(crate::orders::StoreError),
     /// A service has no addresses.
     MissingUpstream(ServiceName),
     /// A layer refused its configuration.
@@ -135,7 +135,15 @@ impl std::fmt::Display for ShopError {
     }
 }
 
-impl std::error::Error for ShopError {}
+impl std::error::Error for ShopError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShopError::Outbox(e) => Some(e),
+            ShopError::Config(e) => Some(e),
+            ShopError::MissingUpstream(_) => None,
+        }
+    }
+}
 
 /// The process-wide Prometheus recorder (installed once; `None` if another recorder was
 /// installed first).
@@ -151,12 +159,25 @@ fn prometheus() -> Option<PrometheusHandle> {
 }
 
 impl Shop {
-    /// Builds the shop over `upstreams`; the outbox lives in `data_dir/outbox.db`.
+    /// Builds the shop over `upstreams`; the outbox lives in `data_dir/outbox.db` (SQLite).
     pub fn start(
         config: &ShopConfig,
         upstreams: &Upstreams,
         admin: AdminState,
         data_dir: &Path,
+    ) -> Result<Shop, ShopError> {
+        let store = crate::orders::SqliteStore::open(&data_dir.join("outbox.db"))
+            .map_err(ShopError::Outbox)?;
+        Self::start_with_store(config, upstreams, admin, Arc::new(store))
+    }
+
+    /// Builds the shop over `upstreams` with its orders in `store` (see
+    /// [`crate::orders::open`]).
+    pub fn start_with_store(
+        config: &ShopConfig,
+        upstreams: &Upstreams,
+        admin: AdminState,
+        store: Arc<dyn crate::orders::OrderStore>,
     ) -> Result<Shop, ShopError> {
         let registry = admin.faults.registry().cloned();
         let build = |s: ServiceName| {
@@ -170,7 +191,7 @@ impl Shop {
         let catalog = build(ServiceName::Catalog)?;
         let checkout = build(ServiceName::Checkout)?;
         let recommendations = build(ServiceName::Recommendations)?;
-        let outbox = Outbox::open(&data_dir.join("outbox.db")).map_err(ShopError::Outbox)?;
+        let outbox = Outbox::new(store, config.outbox_lease);
         let backoff = Backoff {
             base: config.outbox_retry_base,
             max: config.outbox_retry_max,

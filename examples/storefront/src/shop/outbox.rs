@@ -1,20 +1,27 @@
-//! The local order outbox: an order is written durably *before* it is forwarded, so no order
-//! is lost while checkout is down, and a worker replays pending orders until checkout confirms.
+//! The order outbox: an order is written durably *before* it is forwarded, so no order is
+//! lost while checkout is down, and a worker replays pending orders until checkout confirms
+//! (the transactional-outbox pattern).
 //!
-//! SQLite in WAL mode with `synchronous=FULL`; the idempotency key is UNIQUE and orders are
-//! inserted with `INSERT … ON CONFLICT DO NOTHING` and read back, so submitting the same key
-//! twice yields the same order (the transactional-outbox pattern).
+//! The orders live in an [`OrderStore`] (SQLite by default, or PostgreSQL shared by every
+//! shop instance). The idempotency key is UNIQUE, so submitting the same key twice yields the
+//! same order. Whoever records or replays an order first *claims* it for a lease: the
+//! instance that recorded it forwards it at once, and if that instance dies, any worker
+//! sharing the store takes the order over when the lease runs out.
 
+use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::upstream::{Upstream, UpstreamError};
-use crate::api::{Confirmation, LineItem, OrderRequest};
+use crate::api::{Confirmation, OrderRequest};
+use crate::orders::{
+    Claim, NewOrder, OrderStore, Outcome, SqliteStore, StoreError, instance_name, new_public_id,
+};
 use crate::{AbortOnDrop, unix_now_ms};
 
 /// Where an order stands.
@@ -30,7 +37,7 @@ pub enum OrderState {
 }
 
 impl OrderState {
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "confirmed" => OrderState::Confirmed,
             "rejected" => OrderState::Rejected,
@@ -51,8 +58,12 @@ impl OrderState {
 /// One order in the outbox.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxOrder {
-    /// The shop's order id (what `/orders/{id}` shows).
-    pub id: i64,
+    /// The public order id (what `/orders/{id}` takes): 128 random bits in hex, the only id
+    /// a customer sees.
+    pub id: String,
+    /// The store's internal row id (never shown to customers).
+    #[serde(skip)]
+    pub seq: i64,
     /// The request as forwarded to checkout.
     pub request: OrderRequest,
     /// Where it stands.
@@ -65,36 +76,57 @@ pub struct OutboxOrder {
     pub attempts: u32,
     /// Why checkout refused it, when rejected.
     pub reason: Option<String>,
+    /// The worker that last claimed it (`<host>:<pid>`).
+    pub claimed_by: Option<String>,
+    /// When it was recorded, Unix milliseconds.
+    pub created_ms: i64,
 }
 
-/// The outbox database. Cloning shares it.
+impl OutboxOrder {
+    /// Whether `request` is the same order as this one's: same customer, e-mail and items,
+    /// or the same customer and e-mail with an empty cart (the form sent again after the
+    /// cart was emptied by the first answer).
+    pub fn same_order(&self, request: &OrderRequest) -> bool {
+        self.request.customer == request.customer
+            && self.request.email == request.email
+            && (request.items.is_empty() || self.request.items == request.items)
+    }
+}
+
+/// Where orders go to be confirmed: the checkout service (an [`Upstream`]), or a stand-in in
+/// tests.
+pub trait Checkout: Send + Sync + 'static {
+    /// Submits `order` (idempotent on its key).
+    fn submit<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Confirmation, UpstreamError>> + Send + 'a>>;
+}
+
+impl Checkout for Upstream {
+    fn submit<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Confirmation, UpstreamError>> + Send + 'a>> {
+        Box::pin(self.post_json("/orders", &order.idempotency_key, order))
+    }
+}
+
+/// The outbox over an [`OrderStore`]. Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    conn: Arc<Mutex<Connection>>,
+    store: Arc<dyn OrderStore>,
     wake: Arc<Notify>,
+    owner: String,
+    lease: Duration,
 }
 
-fn row_to_order(row: &Row<'_>) -> rusqlite::Result<OutboxOrder> {
-    let items: String = row.get("items")?;
-    let items: Vec<LineItem> = serde_json::from_str(&items).unwrap_or_default();
-    let state: String = row.get("state")?;
-    let total: Option<i64> = row.get("total_cents")?;
-    let attempts: i64 = row.get("attempts")?;
-    Ok(OutboxOrder {
-        id: row.get("id")?,
-        request: OrderRequest {
-            idempotency_key: row.get("idempotency_key")?,
-            customer: row.get("customer")?,
-            email: row.get("email")?,
-            items,
-        },
-        state: OrderState::parse(&state),
-        confirmation: row.get("confirmation")?,
-        total_cents: total.map(|t| t.max(0) as u64),
-        attempts: attempts.clamp(0, i64::from(u32::MAX)) as u32,
-        reason: row.get("reason")?,
-    })
-}
+/// How long one store call may take before the outbox gives up on it (a database that does
+/// not answer is a database that is down).
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default claim lease.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// What forwarding one order did.
 #[derive(Debug)]
@@ -107,236 +139,199 @@ pub enum Forwarded {
     Pending(OutboxOrder),
 }
 
+async fn timed<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::bare("the database did not answer in time")))
+}
+
 impl Outbox {
-    /// Opens (creating if needed) the outbox at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = crate::fleet::open_durable(path)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS orders (
-                id INTEGER PRIMARY KEY,
-                idempotency_key TEXT NOT NULL UNIQUE,
-                customer TEXT NOT NULL,
-                email TEXT NOT NULL,
-                items TEXT NOT NULL,
-                state TEXT NOT NULL DEFAULT 'pending',
-                confirmation TEXT,
-                total_cents INTEGER,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-                reason TEXT,
-                created_ms INTEGER NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS orders_due ON orders (state, next_attempt_ms);",
-        )?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            wake: Arc::new(Notify::new()),
-        })
+    /// The outbox in the SQLite file at `path` (created if needed), with the default lease.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::new(Arc::new(SqliteStore::open(path)?), DEFAULT_LEASE))
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> rusqlite::Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&guard)
-        })
-        .await
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+    /// The outbox over `store`; an order claimed by this outbox's worker is held for `lease`
+    /// (longer than one forwarding attempt takes) before another worker may take it over.
+    pub fn new(store: Arc<dyn OrderStore>, lease: Duration) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+            owner: instance_name(),
+            lease,
+        }
+    }
+
+    /// The same store under another worker name (tests: two workers in one process).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self.wake = Arc::new(Notify::new());
+        self
+    }
+
+    /// Its store.
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    /// This worker's name, as recorded in `claimed_by`.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease_until(&self, now_ms: i64) -> i64 {
+        now_ms + self.lease.as_millis() as i64
     }
 
     /// Stores `order` durably (once per idempotency key) and returns the stored order and
-    /// whether it was new.
-    pub async fn record(&self, order: OrderRequest) -> rusqlite::Result<(OutboxOrder, bool)> {
-        self.run(move |c| {
-            let items = serde_json::to_string(&order.items).unwrap_or_else(|_| "[]".to_owned());
-            let inserted = c.execute(
-                "INSERT INTO orders (idempotency_key, customer, email, items, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-                params![
-                    order.idempotency_key,
-                    order.customer,
-                    order.email,
-                    items,
-                    unix_now_ms()
-                ],
-            )?;
-            let stored = c.query_row(
-                "SELECT * FROM orders WHERE idempotency_key = ?1",
-                params![order.idempotency_key],
-                row_to_order,
-            )?;
-            Ok((stored, inserted == 1))
-        })
-        .await
+    /// whether it was new. A new order is claimed by this worker for the lease. Returns only
+    /// once the order is durable.
+    pub async fn record(&self, order: OrderRequest) -> Result<(OutboxOrder, bool), StoreError> {
+        let now_ms = unix_now_ms();
+        let new = NewOrder {
+            public_id: new_public_id()?,
+            request: order,
+            owner: self.owner.clone(),
+            now_ms,
+            lease_until_ms: self.lease_until(now_ms),
+        };
+        timed(self.store.record(&new)).await
     }
 
     /// The order stored under `key`, if any.
-    pub async fn by_key(&self, key: String) -> rusqlite::Result<Option<OutboxOrder>> {
-        self.run(move |c| {
-            c.query_row(
-                "SELECT * FROM orders WHERE idempotency_key = ?1",
-                params![key],
-                row_to_order,
-            )
-            .optional()
-        })
-        .await
+    pub async fn by_key(&self, key: &str) -> Result<Option<OutboxOrder>, StoreError> {
+        timed(self.store.by_key(key)).await
     }
 
-    /// The order with shop id `id`, if any.
-    pub async fn get(&self, id: i64) -> rusqlite::Result<Option<OutboxOrder>> {
-        self.run(move |c| {
-            c.query_row(
-                "SELECT * FROM orders WHERE id = ?1",
-                params![id],
-                row_to_order,
-            )
-            .optional()
-        })
-        .await
+    /// The order with public id `id`, if any.
+    pub async fn get(&self, id: &str) -> Result<Option<OutboxOrder>, StoreError> {
+        if !crate::orders::is_public_id(id) {
+            return Ok(None);
+        }
+        timed(self.store.by_public_id(id)).await
     }
 
     /// Orders still pending.
-    pub async fn pending_count(&self) -> rusqlite::Result<u64> {
-        self.run(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM orders WHERE state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-        })
-        .await
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        timed(self.store.pending_count()).await
     }
 
-    async fn due(&self, limit: i64) -> rusqlite::Result<Vec<OutboxOrder>> {
-        self.run(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT * FROM orders WHERE state = 'pending' AND next_attempt_ms <= ?1
-                 ORDER BY next_attempt_ms, id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![unix_now_ms(), limit], row_to_order)?;
-            rows.collect()
-        })
-        .await
+    /// Claims up to `limit` due pending orders for this worker.
+    pub async fn claim_due(&self, limit: u32) -> Result<Vec<OutboxOrder>, StoreError> {
+        let now_ms = unix_now_ms();
+        let claim = Claim {
+            owner: self.owner.clone(),
+            now_ms,
+            lease_until_ms: self.lease_until(now_ms),
+            limit,
+        };
+        timed(self.store.claim_due(&claim)).await
     }
 
-    async fn next_due_ms(&self) -> rusqlite::Result<Option<i64>> {
-        self.run(|c| {
-            c.query_row(
-                "SELECT MIN(next_attempt_ms) FROM orders WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
-    }
-
-    async fn confirm(&self, id: i64, c: Confirmation) -> rusqlite::Result<OutboxOrder> {
-        self.run(move |conn| {
-            conn.execute(
-                "UPDATE orders SET state = 'confirmed', confirmation = ?2, total_cents = ?3,
-                 attempts = attempts + 1 WHERE id = ?1",
-                params![id, c.confirmation, c.total_cents as i64],
-            )?;
-            conn.query_row(
-                "SELECT * FROM orders WHERE id = ?1",
-                params![id],
-                row_to_order,
-            )
-        })
-        .await
-    }
-
-    async fn reject(&self, id: i64, reason: String) -> rusqlite::Result<OutboxOrder> {
-        self.run(move |conn| {
-            conn.execute(
-                "UPDATE orders SET state = 'rejected', reason = ?2, attempts = attempts + 1
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, reason],
-            )?;
-            conn.query_row(
-                "SELECT * FROM orders WHERE id = ?1",
-                params![id],
-                row_to_order,
-            )
-        })
-        .await
-    }
-
-    async fn postpone(&self, id: i64, delay: Duration) -> rusqlite::Result<OutboxOrder> {
-        self.run(move |conn| {
-            conn.execute(
-                "UPDATE orders SET attempts = attempts + 1, next_attempt_ms = ?2
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, unix_now_ms() + delay.as_millis() as i64],
-            )?;
-            conn.query_row(
-                "SELECT * FROM orders WHERE id = ?1",
-                params![id],
-                row_to_order,
-            )
-        })
-        .await
-    }
-
-    /// Forwards one stored order to checkout and records the outcome.
-    pub async fn forward(
+    /// Gives up this worker's claim on `order` after an attempt that did not finish (the
+    /// customer's wait ran out): it is due again after `delay`.
+    pub async fn postpone(
         &self,
-        checkout: &Upstream,
+        order: &OutboxOrder,
+        delay: Duration,
+    ) -> Result<OutboxOrder, StoreError> {
+        let outcome = Outcome::Postponed {
+            until_ms: unix_now_ms() + delay.as_millis() as i64,
+        };
+        let settled = timed(self.store.settle(order.seq, &outcome)).await?;
+        self.wake.notify_one();
+        Ok(settled.order)
+    }
+
+    /// Forwards one claimed order to checkout and records the outcome.
+    pub async fn forward<C: Checkout + ?Sized>(
+        &self,
+        checkout: &C,
         order: &OutboxOrder,
         backoff: &Backoff,
-    ) -> rusqlite::Result<Forwarded> {
-        let result: Result<Confirmation, UpstreamError> = checkout
-            .post_json("/orders", &order.request.idempotency_key, &order.request)
-            .await;
-        match result {
+    ) -> Result<Forwarded, StoreError> {
+        let kind = self.store.kind();
+        match checkout.submit(&order.request).await {
             Ok(c) => {
-                tracing::info!(order = order.id, confirmation = %c.confirmation, "order confirmed");
-                metrics::counter!("storefront_orders_confirmed_total").increment(1);
-                Ok(Forwarded::Confirmed(self.confirm(order.id, c).await?))
+                let outcome = Outcome::Confirmed {
+                    confirmation: c.confirmation.clone(),
+                    total_cents: c.total_cents,
+                };
+                let settled = timed(self.store.settle(order.seq, &outcome)).await?;
+                if settled.changed {
+                    tracing::info!(order = order.seq, confirmation = %c.confirmation, store = kind, "order confirmed");
+                    metrics::counter!("storefront_orders_confirmed_total").increment(1);
+                }
+                Ok(Forwarded::Confirmed(settled.order))
             }
             Err(UpstreamError::Rejected(status, reason)) => {
-                tracing::warn!(order = order.id, %status, %reason, "order rejected by checkout");
-                metrics::counter!("storefront_orders_rejected_total").increment(1);
-                Ok(Forwarded::Rejected(self.reject(order.id, reason).await?))
+                tracing::warn!(order = order.seq, %status, %reason, "order rejected by checkout");
+                let settled =
+                    timed(self.store.settle(order.seq, &Outcome::Rejected { reason })).await?;
+                if settled.changed {
+                    metrics::counter!("storefront_orders_rejected_total").increment(1);
+                }
+                Ok(Forwarded::Rejected(settled.order))
             }
             Err(e) => {
                 let delay = backoff.delay(order.attempts);
-                tracing::info!(order = order.id, error = %e, retry_in = ?delay, "checkout unavailable; order stays pending");
+                tracing::info!(order = order.seq, error = %e, retry_in = ?delay, "checkout unavailable; order stays pending");
                 metrics::counter!("storefront_orders_deferred_total").increment(1);
-                let stored = self.postpone(order.id, delay).await?;
-                self.wake.notify_one();
+                let stored = self.postpone(order, delay).await?;
                 Ok(Forwarded::Pending(stored))
             }
         }
     }
 
-    /// Starts the worker that replays pending orders until checkout confirms them. The worker
-    /// stops when the returned guard is dropped.
-    pub fn spawn_replayer(&self, checkout: Upstream, backoff: Backoff) -> AbortOnDrop {
+    /// One pass of the replay worker: claims due orders and forwards each. Returns how many
+    /// it claimed.
+    pub async fn replay_once<C: Checkout + ?Sized>(
+        &self,
+        checkout: &C,
+        backoff: &Backoff,
+    ) -> Result<usize, StoreError> {
+        let orders = self.claim_due(8).await?;
+        for order in &orders {
+            if let Err(e) = self.forward(checkout, order, backoff).await {
+                tracing::warn!(error = %e, order = order.seq, "order store unavailable; the claim will run out and the order be replayed");
+            }
+        }
+        Ok(orders.len())
+    }
+
+    /// Starts the worker that replays pending orders (this instance's and, with a shared
+    /// store, any other's whose claim ran out) until checkout confirms them. The worker stops
+    /// when the returned guard is dropped. While the store is down it keeps trying, once a
+    /// second.
+    pub fn spawn_replayer<C: Checkout>(&self, checkout: C, backoff: Backoff) -> AbortOnDrop {
         let outbox = self.clone();
         AbortOnDrop(tokio::spawn(async move {
+            let mut store_down = false;
             loop {
-                match outbox.due(32).await {
-                    Ok(orders) => {
-                        for order in orders {
-                            if let Err(e) = outbox.forward(&checkout, &order, &backoff).await {
-                                tracing::error!(error = %e, "outbox write failed");
+                let wait = match outbox.replay_once(&checkout, &backoff).await {
+                    Ok(n) => {
+                        if store_down {
+                            tracing::info!(store = outbox.store.kind(), "order store is back");
+                            store_down = false;
+                        }
+                        if n > 0 {
+                            Duration::from_millis(10)
+                        } else {
+                            match timed(outbox.store.next_due_ms()).await {
+                                Ok(Some(at)) => Duration::from_millis(
+                                    (at - unix_now_ms()).clamp(10, 1000) as u64,
+                                ),
+                                _ => Duration::from_secs(1),
                             }
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "outbox read failed"),
-                }
-                let wait = match outbox.next_due_ms().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis((at - unix_now_ms()).clamp(10, 1000) as u64)
+                    Err(e) => {
+                        if !store_down {
+                            tracing::error!(error = %e, store = outbox.store.kind(), "order store unavailable; pending orders wait for it");
+                            store_down = true;
+                        }
+                        Duration::from_secs(1)
                     }
-                    _ => Duration::from_secs(1),
                 };
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -374,6 +369,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::LineItem;
 
     #[tokio::test]
     async fn same_key_same_order() {
@@ -395,7 +391,14 @@ mod tests {
         assert_eq!(a.state, OrderState::Pending);
         assert_eq!(outbox.pending_count().await.unwrap(), 1);
         assert_eq!(
-            outbox.get(a.id).await.unwrap().unwrap().request.items.len(),
+            outbox
+                .get(&a.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .request
+                .items
+                .len(),
             1
         );
         let _ = std::fs::remove_dir_all(dir);

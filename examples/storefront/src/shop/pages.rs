@@ -7,7 +7,7 @@
 //! | `/search` | catalog | a friendly partial page |
 //! | `/cart` | catalog (names, prices) | the cart without details |
 //! | `POST /checkout` | checkout | the outbox: 202 "order received, confirmation pending" |
-//! | `/orders/{id}` | the local outbox only | — |
+//! | `/orders/{id}` (a 128-bit random public id) | the order store only | the apology |
 
 use std::time::Duration;
 
@@ -43,8 +43,6 @@ pub(crate) enum PageError {
     NotFound(&'static str),
     /// The customer sent something unusable.
     BadRequest(String),
-    /// Our own fault.
-    Internal(String),
 }
 
 impl From<UpstreamError> for PageError {
@@ -60,9 +58,13 @@ impl From<UpstreamError> for PageError {
     }
 }
 
-impl From<rusqlite::Error> for PageError {
-    fn from(e: rusqlite::Error) -> Self {
-        PageError::Internal(format!("outbox: {e}"))
+impl From<crate::orders::StoreError> for PageError {
+    /// The order store is down: the honest apology (nothing was acknowledged).
+    fn from(e: crate::orders::StoreError) -> Self {
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        tracing::warn!(error = %e, cause = cause.as_deref().unwrap_or(""), "order store unavailable");
+        metrics::counter!("storefront_order_store_errors_total").increment(1);
+        PageError::Unavailable(Some(Duration::from_secs(5)))
     }
 }
 
@@ -90,10 +92,6 @@ impl IntoResponse for PageError {
             }
             PageError::NotFound(m) => message(StatusCode::NOT_FOUND, "Not found", m),
             PageError::BadRequest(m) => message(StatusCode::BAD_REQUEST, "That did not work", &m),
-            PageError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
         }
     }
 }
@@ -374,12 +372,35 @@ pub(crate) async fn checkout_submit(
             "Your checkout form has expired; please open the checkout page again.".into(),
         ));
     }
-    // The same key again (a double click, a retry after a timeout): the same order.
-    if let Some(existing) = st.outbox.by_key(key.clone()).await? {
-        return Ok(order_response(existing, true));
-    }
     let customer = f.customer.trim().chars().take(100).collect::<String>();
     let email = f.email.trim().chars().take(200).collect::<String>();
+    let cart = Cart::from_headers(&headers).unwrap_or_default();
+    // The same key again (a double click, a retry after a timeout): the same order, but only
+    // for the same order: a key sent with another body is refused, never answered with the
+    // order stored under it.
+    if let Some(existing) = st.outbox.by_key(&key).await? {
+        let again = OrderRequest {
+            idempotency_key: key,
+            customer,
+            email,
+            items: cart.items,
+        };
+        if existing.same_order(&again) {
+            return Ok(order_response(existing, true));
+        }
+        tracing::info!(
+            order = existing.seq,
+            "idempotency key reused for a different order"
+        );
+        let mut r = message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "That checkout form was already used",
+            "This checkout form was already used for a different order. Please open the \
+             checkout page again.",
+        );
+        no_store(&mut r);
+        return Ok(r);
+    }
     if customer.is_empty() || !email.contains('@') {
         return Err(PageError::BadRequest(
             "Please give your name and a valid e-mail address.".into(),
@@ -395,19 +416,35 @@ pub(crate) async fn checkout_submit(
         email,
         items: cart.items,
     };
-    // Durable first, then forward.
-    let (stored, _new) = st.outbox.record(request).await?;
+    // Durable first, then forward. If the store cannot take the order, the customer gets the
+    // apology: nothing is acknowledged that is not stored.
+    let (stored, new) = st.outbox.record(request.clone()).await?;
+    if !new && !stored.same_order(&request) {
+        // Another request with this key was recorded in between.
+        return Err(PageError::BadRequest(
+            "This checkout form was already used for a different order.".into(),
+        ));
+    }
     metrics::counter!("storefront_orders_received_total").increment(1);
-    // Forward now, but never let a slow checkout hold the customer past the page deadline:
-    // past the budget the order simply stays pending and the worker confirms it later.
-    let order = if stored.state == OrderState::Pending {
+    // Forward now (this instance holds the claim), but never let a slow checkout hold the
+    // customer past the page deadline: past the budget the order stays pending, the claim is
+    // given up, and the worker confirms it later.
+    let order = if new && stored.state == OrderState::Pending {
         let forward = st.outbox.forward(&st.checkout, &stored, &st.backoff);
         match tokio::time::timeout(st.checkout_budget, forward).await {
             Ok(Ok(Forwarded::Confirmed(o) | Forwarded::Rejected(o) | Forwarded::Pending(o))) => o,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                tracing::info!(order = stored.id, "checkout too slow; order stays pending");
+            Ok(Err(e)) => {
+                // Stored, but the outcome could not be written: it is still pending and the
+                // worker replays it when its claim runs out.
+                tracing::warn!(order = stored.seq, error = %e, "order store failed after recording; order stays pending");
                 stored
+            }
+            Err(_) => {
+                tracing::info!(order = stored.seq, "checkout too slow; order stays pending");
+                st.outbox
+                    .postpone(&stored, st.backoff.delay(0))
+                    .await
+                    .unwrap_or(stored)
             }
         }
     } else {
@@ -418,9 +455,9 @@ pub(crate) async fn checkout_submit(
 
 pub(crate) async fn order(
     State(st): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    match st.outbox.get(id).await? {
+    match st.outbox.get(&id).await? {
         Some(order) => {
             let mut resp = order_page(order).into_response();
             no_store(&mut resp);
