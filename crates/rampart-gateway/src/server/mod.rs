@@ -62,7 +62,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 pub use config::{Runtime, ServerConfig, ServerConfigBuilder};
 pub use handler::{Handler, TowerHandler};
-pub use workers::{Workers, spawn_workers};
+pub use workers::{WorkerListeners, Workers, bind_workers, spawn_workers};
 
 use accept::accept_loop;
 use shared::Shared;

@@ -61,62 +61,54 @@ impl Drop for Workers {
     }
 }
 
-/// Binds `listen` and starts the workers [`ServerConfig::runtime`] and
-/// [`ServerConfig::workers`] describe. `make_handler(i)` builds worker `i`'s handler inside
-/// that worker's runtime, so the tasks it spawns (upstream connection pools, timers) live
-/// on the worker's thread.
-///
-/// With [`Runtime::PerCore`] the first socket picks the port when `listen` has port 0 and
-/// the others bind the same one with `SO_REUSEPORT`. The connection cap is shared by all
-/// workers.
-pub fn spawn_workers<H, F>(
-    listen: SocketAddr,
-    config: &ServerConfig,
-    make_handler: F,
-) -> io::Result<Workers>
-where
-    H: Handler,
-    F: Fn(usize) -> H + Send + Sync + 'static,
-{
-    let n = config.effective_workers();
-    let shared = Shared::new(config);
-    let shutdown = CancellationToken::new();
-    let make_handler = Arc::new(make_handler);
-    let backlog = config.backlog();
-    let mut workers = Workers {
-        addr: listen,
-        shutdown: shutdown.clone(),
-        threads: Vec::new(),
-    };
-    match config.runtime() {
-        Runtime::MultiThread => {
-            let listener = bind_std(listen, backlog, false)?;
-            workers.addr = listener.local_addr()?;
+/// Listening sockets bound for workers, not yet served (see [`bind_workers`]): a binary can
+/// learn and announce its address before anything else starts.
+#[derive(Debug)]
+pub struct WorkerListeners {
+    addr: SocketAddr,
+    runtime: Runtime,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+impl WorkerListeners {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts one worker per socket (see [`spawn_workers`]).
+    pub fn spawn<H, F>(self, config: &ServerConfig, make_handler: F) -> io::Result<Workers>
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let n = config.effective_workers();
+        let shared = Shared::new(config);
+        let shutdown = CancellationToken::new();
+        let make_handler = Arc::new(make_handler);
+        let mut workers = Workers {
+            addr: self.addr,
+            shutdown: shutdown.clone(),
+            threads: Vec::new(),
+        };
+        if self.runtime == Runtime::MultiThread {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
                 .thread_name(format!("{}-worker", config.name()))
                 .enable_all()
                 .build()?;
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-accept", config.name()))
-                .spawn(move || {
-                    rt.block_on(run_worker(listener, make_handler(0), shared, shutdown));
-                })?;
-            workers.threads.push(thread);
-        }
-        shape @ (Runtime::PerCore | Runtime::PerCoreShared) => {
-            let mut listeners = Vec::with_capacity(n);
-            let first = bind_std(listen, backlog, shape == Runtime::PerCore)?;
-            workers.addr = first.local_addr()?;
-            for _ in 1..n {
-                listeners.push(if shape == Runtime::PerCore {
-                    bind_std(workers.addr, backlog, true)?
-                } else {
-                    first.try_clone()?
-                });
+            // One socket; the runtime lives (and its connections with it) as long as the
+            // accept loop, which drains gracefully before it returns.
+            if let Some(listener) = self.sockets.into_iter().next() {
+                let thread = std::thread::Builder::new()
+                    .name(format!("{}-accept", config.name()))
+                    .spawn(move || {
+                        rt.block_on(run_worker(listener, make_handler(0), shared, shutdown));
+                    })?;
+                workers.threads.push(thread);
             }
-            listeners.insert(0, first);
-            for (i, listener) in listeners.into_iter().enumerate() {
+        } else {
+            for (i, listener) in self.sockets.into_iter().enumerate() {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -134,15 +126,62 @@ where
                 workers.threads.push(thread);
             }
         }
+        tracing::info!(
+            server = config.name(),
+            addr = %workers.addr,
+            workers = n,
+            runtime = %config.runtime(),
+            "listening"
+        );
+        Ok(workers)
     }
-    tracing::info!(
-        server = config.name(),
-        addr = %workers.addr,
-        workers = n,
-        runtime = %config.runtime(),
-        "listening"
-    );
-    Ok(workers)
+}
+
+/// Binds the sockets [`spawn_workers`] would: one per worker with `SO_REUSEPORT` for
+/// [`Runtime::PerCore`] (the first picks the port when `listen` has port 0, the others bind
+/// the same one), one shared socket otherwise.
+pub fn bind_workers(listen: SocketAddr, config: &ServerConfig) -> io::Result<WorkerListeners> {
+    let n = config.effective_workers();
+    let backlog = config.backlog();
+    let runtime = config.runtime();
+    let first = bind_std(listen, backlog, runtime == Runtime::PerCore)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![];
+    match runtime {
+        Runtime::MultiThread => sockets.push(first),
+        Runtime::PerCore | Runtime::PerCoreShared => {
+            for _ in 1..n {
+                sockets.push(if runtime == Runtime::PerCore {
+                    bind_std(addr, backlog, true)?
+                } else {
+                    first.try_clone()?
+                });
+            }
+            sockets.insert(0, first);
+        }
+    }
+    Ok(WorkerListeners {
+        addr,
+        runtime,
+        sockets,
+    })
+}
+
+/// Binds `listen` and starts the workers [`ServerConfig::runtime`] and
+/// [`ServerConfig::workers`] describe ([`bind_workers`] then [`WorkerListeners::spawn`]).
+/// `make_handler(i)` builds worker `i`'s handler inside that worker's runtime, so the tasks it
+/// spawns (upstream connection pools, timers) live on the worker's thread. The connection cap
+/// is shared by all workers.
+pub fn spawn_workers<H, F>(
+    listen: SocketAddr,
+    config: &ServerConfig,
+    make_handler: F,
+) -> io::Result<Workers>
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    bind_workers(listen, config)?.spawn(config, make_handler)
 }
 
 async fn run_worker<H: Handler>(

@@ -315,15 +315,16 @@ impl Edge {
             .to_builder()
             .workers(config.workers)
             .build()?;
+        let listeners = server::bind_workers(config.listen, &server_config)
+            .map_err(|e| EdgeError::Listen(config.listen, e))?;
+        let addr = listeners.local_addr();
+        on_bound(addr);
         // Built on the caller's runtime (the active checks run there); each worker serves a
         // clone of it on its own runtime.
         let (svc, balance) = stack(&config)?;
-        let workers = server::spawn_workers(config.listen, &server_config, move |_| {
-            TowerHandler::new(svc.clone())
-        })
-        .map_err(|e| EdgeError::Listen(config.listen, e))?;
-        let addr = workers.local_addr();
-        on_bound(addr);
+        let workers = listeners
+            .spawn(&server_config, move |_| TowerHandler::new(svc.clone()))
+            .map_err(|e| EdgeError::Listen(addr, e))?;
         tracing::info!(%addr, upstreams = ?config.upstreams, "edge gateway started");
         Ok(Edge {
             addr,
