@@ -83,17 +83,35 @@ const ITEMS: &[(&str, &str)] = &[
 ];
 
 /// Generates `count` products with ids `1..=count`, always the same for the same `count`.
+///
+/// Every name is unique: the adjective × material × item combinations are dealt out in a
+/// shuffled order without repetition, and past the last combination the names carry an
+/// edition (`Sturdy Oak Lantern No. 2`), so one name never stands for two prices.
 pub fn generate(count: u32) -> Vec<Product> {
     let mut rng = fastrand::Rng::with_seed(0x5eed_cafe);
+    let mut combos: Vec<(usize, usize, usize)> = (0..ADJECTIVES.len())
+        .flat_map(|a| {
+            (0..MATERIALS.len()).flat_map(move |m| (0..ITEMS.len()).map(move |i| (a, m, i)))
+        })
+        .collect();
+    rng.shuffle(&mut combos);
     (1..=count)
         .map(|id| {
-            let adjective = ADJECTIVES[rng.usize(..ADJECTIVES.len())];
-            let material = MATERIALS[rng.usize(..MATERIALS.len())];
-            let (item, category) = ITEMS[rng.usize(..ITEMS.len())];
+            let n = (id - 1) as usize;
+            let (a, m, i) = combos[n % combos.len()];
+            let edition = n / combos.len();
+            let adjective = ADJECTIVES[a];
+            let material = MATERIALS[m];
+            let (item, category) = ITEMS[i];
             let price_cents = u64::from(rng.u32(5..400)) * 100 + u64::from(rng.u32(0..100));
+            let name = if edition == 0 {
+                format!("{adjective} {material} {item}")
+            } else {
+                format!("{adjective} {material} {item} No. {}", edition + 1)
+            };
             Product {
                 id,
-                name: format!("{adjective} {material} {item}"),
+                name,
                 category: category.to_owned(),
                 price_cents,
                 description: format!(
@@ -139,5 +157,15 @@ mod tests {
         assert!(hits.iter().all(|p| p.name.contains("Lantern")));
         assert!(search(&a, "   ", 10).is_empty());
         assert!(search(&a, "zzzz-no-such-thing", 10).is_empty());
+    }
+
+    #[test]
+    fn every_product_name_is_unique() {
+        for count in [300, 2400, 5000] {
+            let products = generate(count);
+            let names: std::collections::HashSet<&str> =
+                products.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names.len(), products.len(), "{count} products");
+        }
     }
 }

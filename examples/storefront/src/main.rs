@@ -110,10 +110,13 @@ fn fault_curl(url: &str, token: &str) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Warnings only by default, so that what the program prints (the demo's banner: where to
+    // look, the admin token) is the first thing a person reads; `RUST_LOG=info` shows the
+    // shop's and the libraries' events as well.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let cli = Cli::parse();

@@ -1,7 +1,9 @@
 //! A headless browser (Debian's Chromium) loads the home page, a product page and the status
 //! page during an outage, and checks what a person would see.
 //!
-//! Where Chromium is absent the test says loudly that it was skipped and passes. Set
+//! Where Chromium is absent the test says loudly that it was skipped and passes, except in CI
+//! (`CI` set to anything but empty, `0` or `false`, as CI services do with `CI=true`): there a
+//! skipped browser test fails the run. `STOREFRONT_CHROMIUM=<path>` names the browser. Set
 //! `STOREFRONT_SCREENSHOT=<file.png>` to also save a screenshot of the status page (the one
 //! in the README was made this way).
 
@@ -23,12 +25,20 @@ use support::{Http, eventually, temp_dir, test_config};
 
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("STOREFRONT_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
+}
+
+/// Whether this run is CI's (`CI=true`, as GitHub Actions, GitLab CI and others set it).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    })
 }
 
 fn base_args(profile: &std::path::Path) -> Vec<String> {
@@ -102,6 +112,12 @@ fn visible_text(dom: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_sees_a_working_shop_and_an_honest_status_page_during_an_outage() {
     let Some(bin) = chromium() else {
+        assert!(
+            !in_ci(),
+            "the headless-browser test cannot run: Chromium not found, and CI is set, where a \
+             skipped browser test fails the run (install it with `apt-get install -y chromium`, \
+             or point STOREFRONT_CHROMIUM at it)"
+        );
         eprintln!();
         eprintln!("==================================================================");
         eprintln!("SKIPPED: headless-browser test — Chromium not found");
@@ -149,13 +165,10 @@ async fn a_browser_sees_a_working_shop_and_an_honest_status_page_during_an_outag
     assert!(home.contains('$'), "no prices on the home page: {home}");
     assert!(!home.contains("taking a short break"), "{home}");
 
-    // A product page without its optional recommendations.
+    // A product page without its optional recommendations: the section is left out.
     let product = visible_text(&dump_dom(&bin, &format!("{}/products/5", demo.url())).await);
     assert!(product.contains("Add to cart"), "{product}");
-    assert!(
-        product.contains("Recommendations are taking a break right now"),
-        "{product}"
-    );
+    assert!(!product.contains("Customers also bought"), "{product}");
 
     // The status page tells the truth about the outage.
     let status = visible_text(&dump_dom(&bin, &format!("{}/status", demo.url())).await);
@@ -197,5 +210,49 @@ async fn a_browser_sees_a_working_shop_and_an_honest_status_page_during_an_outag
         load.abort();
         let _ = std::fs::remove_dir_all(profile);
         assert!(PathBuf::from(&path).exists(), "no screenshot written");
+    }
+}
+
+/// The browser test run alone, as a child process of this test binary, with Chromium missing
+/// (`STOREFRONT_CHROMIUM` names no file) and `CI` as given.
+fn run_browser_test_without_chromium(ci: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "a_browser_sees_a_working_shop_and_an_honest_status_page_during_an_outage",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(
+        "STOREFRONT_CHROMIUM",
+        temp_dir("no-chromium").join("chromium"),
+    )
+    .stdin(Stdio::null());
+    match ci {
+        Some(v) => cmd.env("CI", v),
+        None => cmd.env_remove("CI"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_skipped_browser_test_fails_in_ci_and_passes_loudly_elsewhere() {
+    let ci = run_browser_test_without_chromium(Some("true"));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ci.stdout),
+        String::from_utf8_lossy(&ci.stderr)
+    );
+    assert!(!ci.status.success(), "passed under CI=true: {out}");
+    assert!(out.contains("Chromium not found, and CI is set"), "{out}");
+
+    for not_ci in [None, Some("false"), Some("")] {
+        let run = run_browser_test_without_chromium(not_ci);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "CI={not_ci:?}: {err}");
+        assert!(
+            err.contains("SKIPPED: headless-browser test"),
+            "CI={not_ci:?}: {err}"
+        );
     }
 }

@@ -279,25 +279,52 @@ pub struct FaultCommand {
 ///
 /// `{"service": "catalog", "region": "us-east" | "eu-west" | "*", "replica": 0 | 1 | 2 | "*",
 /// "fault": "none" | "down" | "hang" | "slow" | "error" | "flaky"}`, with optional
-/// `"latency": "800ms"` (for `slow`) and `"error_rate": 0.3` (for `flaky`).
+/// `"latency": "800ms"` (for `slow`, at most one hour) and `"error_rate": 0.3` (for
+/// `flaky`). A key left out takes its default (`"*"` for `region` and `replica`); an unknown
+/// key or an explicit `null` is refused, naming the key, so that a typo never widens the
+/// target (`"regoin": "us-east"` would otherwise hit every region).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FaultRequest {
     /// Service name.
     pub service: serde_json::Value,
-    /// Region or `"*"` (default `"*"`).
-    #[serde(default)]
+    /// Region or `"*"` (`None`, left out: `"*"`; `Some(Null)` is refused).
+    #[serde(default, deserialize_with = "present")]
     pub region: Option<serde_json::Value>,
-    /// Replica index or `"*"` (default `"*"`).
-    #[serde(default)]
+    /// Replica index or `"*"` (`None`, left out: `"*"`; `Some(Null)` is refused).
+    #[serde(default, deserialize_with = "present")]
     pub replica: Option<serde_json::Value>,
     /// Fault name.
     pub fault: serde_json::Value,
     /// Latency for `slow`, humantime (`"800ms"`).
-    #[serde(default)]
-    pub latency: Option<String>,
-    /// Error share for `flaky`.
-    #[serde(default)]
-    pub error_rate: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    pub latency: Option<serde_json::Value>,
+    /// Error share for `flaky`, a number in `0.0..=1.0`.
+    #[serde(default, deserialize_with = "present")]
+    pub error_rate: Option<serde_json::Value>,
+}
+
+/// The longest latency a `slow` fault may add.
+const MAX_LATENCY: Duration = Duration::from_secs(3600);
+
+/// A key that is present keeps its value, `null` included (serde maps `null` to `None` for an
+/// `Option` otherwise, which would make `null` mean "left out").
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// Refuses an explicit `null`, naming the key.
+fn not_null<'a>(
+    key: &str,
+    value: &'a serde_json::Value,
+) -> Result<&'a serde_json::Value, FaultRequestError> {
+    if value.is_null() {
+        Err(FaultRequestError(format!(
+            "`{key}` must not be null (leave the key out to use its default)"
+        )))
+    } else {
+        Ok(value)
+    }
 }
 
 /// Why a fault request was refused; the message says what was wrong.
@@ -329,7 +356,7 @@ impl FaultRequest {
 
     /// Validates the request for a fleet of `replicas` per region.
     pub fn validate(&self, replicas: usize) -> Result<FaultCommand, FaultRequestError> {
-        let service = match &self.service {
+        let service = match not_null("service", &self.service)? {
             serde_json::Value::String(s) => s.parse::<ServiceName>().map_err(|()| {
                 FaultRequestError(format!(
                     "unknown service \"{s}\": expected one of {}",
@@ -342,7 +369,12 @@ impl FaultRequest {
                 )));
             }
         };
-        let region = match &self.region {
+        let region = match self
+            .region
+            .as_ref()
+            .map(|v| not_null("region", v))
+            .transpose()?
+        {
             None => None,
             Some(serde_json::Value::String(s)) if s == "*" => None,
             Some(serde_json::Value::String(s)) => Some(s.parse::<Region>().map_err(|()| {
@@ -357,7 +389,12 @@ impl FaultRequest {
                 )));
             }
         };
-        let replica = match &self.replica {
+        let replica = match self
+            .replica
+            .as_ref()
+            .map(|v| not_null("replica", v))
+            .transpose()?
+        {
             None => None,
             Some(serde_json::Value::String(s)) if s == "*" => None,
             Some(serde_json::Value::Number(n)) => match n.as_u64() {
@@ -376,7 +413,7 @@ impl FaultRequest {
                 )));
             }
         };
-        let fault = match &self.fault {
+        let fault = match not_null("fault", &self.fault)? {
             serde_json::Value::String(s) => s.parse::<Fault>().map_err(|()| {
                 FaultRequestError(format!(
                     "unknown fault \"{s}\": expected one of {}",
@@ -389,19 +426,51 @@ impl FaultRequest {
                 )));
             }
         };
-        let latency = match &self.latency {
+        let latency = match self
+            .latency
+            .as_ref()
+            .map(|v| not_null("latency", v))
+            .transpose()?
+        {
             None => None,
-            Some(s) => Some(humantime::parse_duration(s).map_err(|e| {
-                FaultRequestError(format!("invalid `latency` \"{s}\": {e} (e.g. \"800ms\")"))
-            })?),
-        };
-        let error_rate = match self.error_rate {
-            Some(r) if !(0.0..=1.0).contains(&r) => {
+            Some(serde_json::Value::String(s)) => {
+                let d = humantime::parse_duration(s).map_err(|e| {
+                    FaultRequestError(format!("invalid `latency` \"{s}\": {e} (e.g. \"800ms\")"))
+                })?;
+                if d > MAX_LATENCY {
+                    return Err(FaultRequestError(format!(
+                        "invalid `latency` \"{s}\": at most {}",
+                        humantime::format_duration(MAX_LATENCY)
+                    )));
+                }
+                Some(d)
+            }
+            Some(other) => {
                 return Err(FaultRequestError(format!(
-                    "invalid `error_rate` {r}: must be between 0.0 and 1.0"
+                    "`latency` must be a string such as \"800ms\", got {other}"
                 )));
             }
-            r => r,
+        };
+        let error_rate = match self
+            .error_rate
+            .as_ref()
+            .map(|v| not_null("error_rate", v))
+            .transpose()?
+        {
+            None => None,
+            Some(serde_json::Value::Number(n)) => match n.as_f64() {
+                Some(r) if (0.0..=1.0).contains(&r) => Some(r),
+                _ => {
+                    return Err(FaultRequestError(format!(
+                        "invalid `error_rate` {n}: must be between 0.0 and 1.0"
+                    )));
+                }
+            },
+            Some(other) => {
+                return Err(FaultRequestError(format!(
+                    "`error_rate` must be a number between 0.0 and 1.0, got {other}"
+                )));
+            }
         };
         Ok(FaultCommand {
             target: FaultTarget {
@@ -546,6 +615,39 @@ mod tests {
         assert!(e.0.contains("unknown fault \"melt\""), "{e}");
         let e = parse("nope").unwrap_err();
         assert!(e.0.contains("invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_nulls_and_huge_latencies_are_refused() {
+        let e = parse(
+            r#"{"service":"recommendations","regoin":"us-east","replcia":0,"fault":"error"}"#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("unknown field `regoin`"), "{e}");
+        for key in [
+            "region",
+            "replica",
+            "latency",
+            "error_rate",
+            "service",
+            "fault",
+        ] {
+            let mut body = serde_json::json!(
+                {"service":"catalog","region":"us-east","replica":0,"fault":"slow"}
+            );
+            body[key] = serde_json::Value::Null;
+            let e = parse(&body.to_string()).unwrap_err();
+            assert!(
+                e.0.contains(&format!("`{key}` must not be null")),
+                "{key}: {e}"
+            );
+        }
+        let e = parse(r#"{"service":"catalog","fault":"slow","latency":"2h"}"#).unwrap_err();
+        assert!(e.0.contains("at most 1h"), "{e}");
+        let ok = parse(r#"{"service":"catalog","fault":"slow","latency":"1h"}"#).unwrap();
+        assert_eq!(ok.latency, Some(Duration::from_secs(3600)));
+        let e = parse(r#"{"service":"catalog","fault":"flaky","error_rate":"0.5"}"#).unwrap_err();
+        assert!(e.0.contains("`error_rate` must be a number"), "{e}");
     }
 
     #[test]

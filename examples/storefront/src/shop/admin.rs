@@ -1,8 +1,10 @@
 //! Fault control: `POST /admin/faults`, `POST /admin/faults/reset`, `GET /admin/faults`.
 //!
-//! Every admin route requires `Authorization: Bearer <token>`; the token is compared in
-//! constant time and anything else is a 401. A request naming an unknown service, region,
-//! replica or fault is a 400 whose message says what was wrong.
+//! Every admin route requires `Authorization: Bearer <token>` (the scheme is matched
+//! case-insensitively, RFC 9110 section 11.1); the token is compared in constant time and
+//! anything else is a 401. `POST /admin/faults` takes `Content-Type: application/json` only
+//! (else 415). A request naming an unknown service, region, replica or fault, an unknown key
+//! or a `null` is a 400 whose message says what was wrong.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -52,8 +54,8 @@ pub enum FaultControl {
     Remote {
         /// Its base URL (`http://127.0.0.1:8090`).
         base: String,
-        /// The client.
-        client: Client<HttpConnector, Full<Bytes>>,
+        /// The client (boxed: it is much larger than the other variants).
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
     },
     /// No fleet to control.
     None,
@@ -64,7 +66,7 @@ impl FaultControl {
     pub fn remote(base: &str) -> Self {
         FaultControl::Remote {
             base: base.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Box::new(Client::builder(TokioExecutor::new()).build(HttpConnector::new())),
         }
     }
 
@@ -90,6 +92,25 @@ fn json_error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and
+/// may be followed by several spaces (RFC 9110 section 11.4: `credentials = auth-scheme
+/// [ 1*SP token68 ]`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters such as
+/// `charset` allowed, case-insensitive).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
+}
+
 /// Middleware: 401 unless the bearer token matches.
 pub(crate) async fn require_token(
     State(st): State<AdminState>,
@@ -100,8 +121,7 @@ pub(crate) async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented {
         Some(t) if constant_time_eq(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
         _ => {
@@ -159,6 +179,12 @@ pub(crate) async fn set_fault(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !is_json(&headers) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (send `Content-Type: application/json`)",
+        );
+    }
     let registry = match &st.faults {
         FaultControl::Local(r) => r.clone(),
         FaultControl::Remote { .. } => {
@@ -228,4 +254,25 @@ pub fn router(state: AdminState) -> axum::Router {
             require_token,
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "Bearer   t0k",
+            " bEaReR t0k ",
+        ] {
+            assert_eq!(bearer_token(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k"] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

@@ -313,7 +313,9 @@ fn router(state: AppState, admin: AdminState, layers: &PageLayers) -> Router {
         )
         .route("/orders/{id}", get(pages::order))
         .fallback(pages::not_found)
-        .with_state(state.clone());
+        .with_state(state.clone())
+        // The extractors' plain-text refusals (400, 413, 415, 422) in the shop's look.
+        .layer(axum::middleware::map_response(pages::brand_errors));
     let pages = layers.apply(pages);
     let routes = Router::new()
         .route("/healthz", get(pages::healthz))

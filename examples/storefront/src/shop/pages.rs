@@ -121,15 +121,23 @@ pub(crate) async fn products(
     State(st): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, PageError> {
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1);
+    if page == 0 {
+        return Err(PageError::BadRequest("Page numbers start at 1.".into()));
+    }
+    // A page whose first product lies beyond any possible offset does not exist (checked
+    // arithmetic: a huge page number must never wrap around to page 1).
+    let Some(offset) = (page - 1).checked_mul(PER_PAGE) else {
+        return Err(PageError::NotFound("There is no such page of products."));
+    };
     let list: ProductList = st
         .catalog
-        .get_json(&format!(
-            "/products?offset={}&limit={PER_PAGE}",
-            (page - 1) * PER_PAGE
-        ))
+        .get_json(&format!("/products?offset={offset}&limit={PER_PAGE}"))
         .await?;
     let pages = list.total.div_ceil(PER_PAGE).max(1);
+    if page > pages {
+        return Err(PageError::NotFound("There is no such page of products."));
+    }
     Ok(cacheable(html(&ProductsPage {
         products: list.products,
         page,
@@ -137,10 +145,20 @@ pub(crate) async fn products(
     })))
 }
 
+/// A product id in its one canonical spelling: decimal digits without a sign or leading zeros.
+fn canonical_id(s: &str) -> Option<u32> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
 pub(crate) async fn product(
     State(st): State<AppState>,
-    Path(id): Path<u32>,
+    Path(id): Path<String>,
 ) -> Result<Response, PageError> {
+    // One URL per product: `/products/5` only, never `/products/+5` or `/products/0005`
+    // (aliases would split caches and stale copies).
+    let id = canonical_id(&id).ok_or(PageError::NotFound("We could not find that product."))?;
     let path = format!("/products/{id}");
     let product = st.catalog.get_json::<Product>(&path);
     let recommendations = st.recommendations_for(id);
@@ -222,10 +240,12 @@ fn no_store(resp: &mut Response) {
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let cart = Cart::from_headers(&headers).unwrap_or_default();
+/// The cart's lines with names and prices from the catalog, the total when every price is
+/// known, and whether details are missing (the catalog failed: the rest go unpriced).
+async fn priced_lines(st: &AppState, cart: &Cart) -> (Vec<CartLine>, Option<String>, bool) {
     let mut lines = Vec::new();
     let mut details_missing = false;
+    let mut total = 0u64;
     for item in &cart.items {
         let product = if details_missing {
             None
@@ -243,12 +263,16 @@ pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Resp
             }
         };
         lines.push(match product {
-            Some(p) => CartLine {
-                product_id: p.id,
-                price: Some(format_cents(p.price_cents * u64::from(item.quantity))),
-                name: p.name,
-                quantity: item.quantity,
-            },
+            Some(p) => {
+                let cents = p.price_cents.saturating_mul(u64::from(item.quantity));
+                total = total.saturating_add(cents);
+                CartLine {
+                    product_id: p.id,
+                    price: Some(format_cents(cents)),
+                    name: p.name,
+                    quantity: item.quantity,
+                }
+            }
             None => CartLine {
                 product_id: item.product_id,
                 name: format!("Product #{}", item.product_id),
@@ -257,9 +281,17 @@ pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Resp
             },
         });
     }
+    let total = (!details_missing).then(|| format_cents(total));
+    (lines, total, details_missing)
+}
+
+pub(crate) async fn cart(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let cart = Cart::from_headers(&headers).unwrap_or_default();
+    let (lines, total, details_missing) = priced_lines(&st, &cart).await;
     let mut resp = html(&CartPage {
         lines,
         details_missing,
+        total,
     })
     .into_response();
     no_store(&mut resp);
@@ -299,12 +331,15 @@ pub(crate) async fn cart_remove(headers: HeaderMap, Form(f): Form<CartForm>) -> 
     redirect_with_cart("/cart", &cart)
 }
 
-pub(crate) async fn checkout_form(headers: HeaderMap) -> Response {
+pub(crate) async fn checkout_form(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let existing = Cart::from_headers(&headers);
     let cart = existing.clone().unwrap_or_default();
+    let (lines, total, _) = priced_lines(&st, &cart).await;
     let mut resp = html(&CheckoutPage {
         key: cart.key.clone(),
         items: cart.count(),
+        lines,
+        total,
     })
     .into_response();
     if existing.is_none()
@@ -473,6 +508,49 @@ pub(crate) async fn not_found() -> Response {
         "Not found",
         "We could not find that page.",
     )
+}
+
+/// Gives the framework's own client-error answers (a query, path or form the extractors
+/// refuse: 400, 413, 415, 422, …, plain text) the shop's look, so a customer never sees a bare
+/// text page. The extractor's wording stays out of the page: it names internals.
+pub(crate) async fn brand_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return resp;
+    }
+    let (title, msg) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "That was too much",
+            "What you sent is larger than the shop accepts.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "That did not work",
+            "Please use the forms on our pages to send this.",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("That did not work", "This page cannot be used that way.")
+        }
+        StatusCode::NOT_FOUND => ("Not found", "We could not find that page."),
+        _ => (
+            "That did not work",
+            "We could not understand that request. Please go back and try again.",
+        ),
+    };
+    let mut branded = message(status, title, msg);
+    // Keep what the answer said about itself (`Allow` on a 405, for instance), but describe
+    // the new body.
+    for (name, value) in resp.headers() {
+        if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            branded.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    no_store(&mut branded);
+    branded
 }
 
 pub(crate) async fn healthz() -> &'static str {

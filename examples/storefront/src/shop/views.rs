@@ -53,6 +53,8 @@ pub(crate) struct CartLine {
 pub(crate) struct CartPage {
     pub(crate) lines: Vec<CartLine>,
     pub(crate) details_missing: bool,
+    /// The sum of the lines, when every price is known.
+    pub(crate) total: Option<String>,
 }
 
 /// `GET /checkout`.
@@ -61,6 +63,10 @@ pub(crate) struct CartPage {
 pub(crate) struct CheckoutPage {
     pub(crate) key: String,
     pub(crate) items: u32,
+    /// What is being bought, priced when the catalog answers.
+    pub(crate) lines: Vec<CartLine>,
+    /// The sum of the lines, when every price is known.
+    pub(crate) total: Option<String>,
 }
 
 /// `/orders/{id}` and the checkout answers.
