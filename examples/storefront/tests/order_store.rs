@@ -10,7 +10,10 @@
     clippy::print_stderr
 )]
 
+mod pg;
 mod support;
+
+use pg::postgres;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,32 +67,6 @@ fn claim(owner: &str, now: i64) -> Claim {
         now_ms: now,
         lease_until_ms: now + 10_000,
         limit: 8,
-    }
-}
-
-/// Whether CI is running us (then a skipped PostgreSQL case is a failure).
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// A PostgreSQL server for this test, or `None` (skipped, said loudly) when the binaries are
-/// missing outside CI.
-pub async fn postgres() -> Option<LocalPostgres> {
-    let started = tokio::task::spawn_blocking(|| LocalPostgres::start(&std::env::temp_dir()))
-        .await
-        .unwrap();
-    match started {
-        Ok(pg) => Some(pg),
-        Err(e) if e.is_missing() && !in_ci() => {
-            eprintln!();
-            eprintln!("==================================================================");
-            eprintln!("SKIPPED: PostgreSQL order-store test — {e}");
-            eprintln!("(install it with `apt-get install -y postgresql`; CI's .ci/run does)");
-            eprintln!("==================================================================");
-            eprintln!();
-            None
-        }
-        Err(e) => panic!("cannot start PostgreSQL for the order-store tests: {e}"),
     }
 }
 
