@@ -44,7 +44,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -406,8 +406,10 @@ impl LimiterBuilder {
         Ok(Limiter {
             shared: Arc::new(Shared {
                 algorithm_name: self.algorithm.name(),
-                limit: AtomicUsize::new(limit),
-                in_flight: AtomicUsize::new(0),
+                hot: Hot {
+                    limit: AtomicUsize::new(limit),
+                    in_flight: AtomicUsize::new(0),
+                },
                 single: parts.len() == 1,
                 partitions: parts,
                 window: Window::new(),
@@ -462,8 +464,8 @@ impl fmt::Debug for Limiter {
 pub(crate) struct Shared {
     name: Arc<str>,
     algorithm_name: &'static str,
-    limit: AtomicUsize,
-    in_flight: AtomicUsize,
+    /// The contended counters, on their own cache line.
+    hot: Hot,
     single: bool,
     partitions: Box<[PartitionState]>,
     window: Window,
@@ -495,26 +497,70 @@ struct PartitionState {
     metrics: crate::event::PartitionMetrics,
 }
 
-/// The current measurement window, accumulated with atomics on the request path.
+/// The limit and the calls in flight: read and written by every request, so kept apart
+/// from everything else (no false sharing with the `Arc`'s counts or the window).
+#[repr(align(128))]
+struct Hot {
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// Window shards: threads add their measurements to different cache lines.
+const SHARDS: usize = 4;
+
+/// The current measurement window, accumulated on the request path.
+#[repr(align(128))]
 struct Window {
+    /// When the window opened (ns since the limiter's epoch); read-mostly.
     started: AtomicU64,
-    count: AtomicU32,
-    drops: AtomicU32,
+    shards: [Shard; SHARDS],
+}
+
+/// One thread group's share of the window.
+#[repr(align(128))]
+struct Shard {
+    /// Calls in the low 32 bits, dropped calls in the high 32 bits.
+    counts: AtomicU64,
     rtt_sum: AtomicU64,
     min_rtt: AtomicU64,
     max_in_flight: AtomicUsize,
+    /// Admissions of a single-partition limiter (cumulative, never reset).
+    admitted: AtomicU64,
 }
 
 impl Window {
     fn new() -> Self {
         Self {
             started: AtomicU64::new(0),
-            count: AtomicU32::new(0),
-            drops: AtomicU32::new(0),
-            rtt_sum: AtomicU64::new(0),
-            min_rtt: AtomicU64::new(u64::MAX),
-            max_in_flight: AtomicUsize::new(0),
+            shards: std::array::from_fn(|_| Shard {
+                counts: AtomicU64::new(0),
+                rtt_sum: AtomicU64::new(0),
+                min_rtt: AtomicU64::new(u64::MAX),
+                max_in_flight: AtomicUsize::new(0),
+                admitted: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// This thread's shard (threads are spread over the shards round robin).
+    #[inline]
+    fn shard(&self) -> &Shard {
+        use std::cell::Cell;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        let i = SLOT.with(|s| {
+            let v = s.get();
+            if v < SHARDS {
+                v
+            } else {
+                let v = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                s.set(v);
+                v
+            }
+        });
+        &self.shards[i]
     }
 }
 
@@ -562,12 +608,12 @@ impl Limiter {
 
     /// The current limit.
     pub fn limit(&self) -> usize {
-        self.shared.limit.load(Ordering::Relaxed)
+        self.shared.hot.limit.load(Ordering::Relaxed)
     }
 
     /// Calls in flight now (admitted and not yet finished).
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.shared.hot.in_flight.load(Ordering::Relaxed)
     }
 
     /// The [`Class`] of the partition named `name`.
@@ -591,10 +637,10 @@ impl Limiter {
             Class::Bypass => Ok(Permit::bypass(&self.shared)),
             Class::Partition(i) => {
                 let i = i.min(self.shared.partitions.len() - 1);
-                let now = self.shared.now_ns();
+                let raw = self.shared.clock.raw();
                 self.shared
-                    .try_admit(i, now)
-                    .ok_or_else(|| self.shared.shed(i, ShedReason::Limit, now))
+                    .try_admit(i, raw)
+                    .ok_or_else(|| self.shared.shed(i, ShedReason::Limit, self.shared.ns(raw)))
             }
         }
     }
@@ -626,9 +672,21 @@ impl Limiter {
                     name: p.name.to_string(),
                     share: p.share,
                     guaranteed: p.guaranteed.load(Ordering::Relaxed),
-                    in_flight: p.in_flight.load(Ordering::Relaxed),
+                    in_flight: if s.single {
+                        self.in_flight()
+                    } else {
+                        p.in_flight.load(Ordering::Relaxed)
+                    },
                     queued,
-                    admitted: p.admitted.load(Ordering::Relaxed),
+                    admitted: if s.single {
+                        s.window
+                            .shards
+                            .iter()
+                            .map(|sh| sh.admitted.load(Ordering::Relaxed))
+                            .sum()
+                    } else {
+                        p.admitted.load(Ordering::Relaxed)
+                    },
                     shed: p.shed.load(Ordering::Relaxed),
                 })
                 .collect(),
@@ -677,17 +735,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     #[inline]
     fn now_ns(&self) -> u64 {
-        self.clock.delta_as_nanos(self.epoch, self.clock.raw())
+        self.ns(self.clock.raw())
     }
 
-    /// Takes a slot for partition `i` if the admission rule allows it.
+    /// A raw clock reading as ns since the limiter's epoch.
     #[inline]
-    fn try_admit(self: &Arc<Self>, i: usize, now: u64) -> Option<Permit> {
+    fn ns(&self, raw: u64) -> u64 {
+        self.clock.delta_as_nanos(self.epoch, raw)
+    }
+
+    /// Takes a slot for partition `i` if the admission rule allows it; `raw` is the clock
+    /// now (the call's start).
+    #[inline]
+    fn try_admit(self: &Arc<Self>, i: usize, raw: u64) -> Option<Permit> {
         let p = &self.partitions[i];
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = self.hot.limit.load(Ordering::Relaxed);
         let cap = if self.single {
             limit
         } else {
+            let now = self.ns(raw);
             p.last_arrival.store(now, Ordering::Relaxed);
             if p.in_flight.load(Ordering::Relaxed) < p.guaranteed.load(Ordering::Relaxed) {
                 limit
@@ -695,12 +761,12 @@ impl Shared {
                 limit.saturating_sub(self.reserve(i, now))
             }
         };
-        let mut cur = self.in_flight.load(Ordering::Relaxed);
+        let mut cur = self.hot.in_flight.load(Ordering::Relaxed);
         loop {
             if cur >= cap {
                 return None;
             }
-            match self.in_flight.compare_exchange_weak(
+            match self.hot.in_flight.compare_exchange_weak(
                 cur,
                 cur + 1,
                 Ordering::AcqRel,
@@ -710,14 +776,20 @@ impl Shared {
                 Err(actual) => cur = actual,
             }
         }
-        p.in_flight.fetch_add(1, Ordering::Relaxed);
-        p.admitted.fetch_add(1, Ordering::Relaxed);
+        if self.single {
+            // The partition's in-flight count is the total; count the admission on this
+            // thread's shard instead of a shared line.
+            self.window.shard().admitted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            p.in_flight.fetch_add(1, Ordering::Relaxed);
+            p.admitted.fetch_add(1, Ordering::Relaxed);
+        }
         #[cfg(feature = "metrics")]
         p.metrics.admitted.increment(1);
         Some(Permit {
             shared: Some(Arc::clone(self)),
             partition: i as u32,
-            start: self.clock.raw(),
+            start: raw,
             in_flight: cur + 1,
         })
     }
@@ -761,8 +833,8 @@ impl Shared {
                 limiter = %self.name,
                 partition = %p.name,
                 reason = reason.as_str(),
-                limit = self.limit.load(Ordering::Relaxed),
-                in_flight = self.in_flight.load(Ordering::Relaxed),
+                limit = self.hot.limit.load(Ordering::Relaxed),
+                in_flight = self.hot.in_flight.load(Ordering::Relaxed),
                 more_since_last_warning = suppressed,
                 "request shed"
             ),
@@ -778,17 +850,17 @@ impl Shared {
     }
 
     fn admit_or_queue(self: &Arc<Self>, i: usize) -> Admission {
-        let i = i.min(self.partitions.len() - 1);
-        let now = self.now_ns();
+        let raw = self.clock.raw();
         let Some(queue) = &self.queue else {
-            return match self.try_admit(i, now) {
+            return match self.try_admit(i, raw) {
                 Some(p) => Admission::Admitted(p),
-                None => Admission::Shed(self.shed(i, ShedReason::Limit, now)),
+                None => Admission::Shed(self.shed(i, ShedReason::Limit, self.ns(raw))),
             };
         };
+        let now = self.ns(raw);
         // No barging: while others wait, a newcomer joins the queue.
         if queue.len.load(Ordering::Acquire) == 0 {
-            if let Some(p) = self.try_admit(i, now) {
+            if let Some(p) = self.try_admit(i, raw) {
                 return Admission::Admitted(p);
             }
         } else if !self.single {
@@ -848,7 +920,7 @@ impl Shared {
         {
             let mut state = lock(&queue.state);
             let t = tokio::time::Instant::now();
-            let now = self.now_ns();
+            let raw = self.clock.raw();
             loop {
                 if state.len == 0 {
                     state.last_empty = t;
@@ -887,7 +959,7 @@ impl Shared {
                     if state.lines[j].is_empty() {
                         continue;
                     }
-                    let Some(permit) = self.try_admit(j, now) else {
+                    let Some(permit) = self.try_admit(j, raw) else {
                         continue;
                     };
                     let waiter = if standing {
@@ -927,9 +999,12 @@ impl Shared {
     /// Returns a slot; records the call's sample when it has a verdict.
     #[inline]
     fn release(self: &Arc<Self>, permit: &Permit, outcome: Option<Outcome>, dispatch: bool) {
-        let p = &self.partitions[permit.partition as usize];
-        p.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.single {
+            self.partitions[permit.partition as usize]
+                .in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.hot.in_flight.fetch_sub(1, Ordering::AcqRel);
         let mut limit_rose = false;
         if let Some(outcome) = outcome
             && outcome != Outcome::Ignored
@@ -949,15 +1024,24 @@ impl Shared {
     #[inline]
     fn record(&self, rtt: u64, in_flight: usize, dropped: bool, now: u64) -> bool {
         let w = &self.window;
-        if dropped {
-            w.drops.fetch_add(1, Ordering::Relaxed);
+        let shard = w.shard();
+        // Minimum and maximum by load-compare-store: the shard is (nearly) this thread's
+        // alone, and a lost update only blurs a statistic.
+        let inc = if dropped {
+            1 | (1 << 32)
         } else {
-            w.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
-            w.min_rtt.fetch_min(rtt, Ordering::Relaxed);
+            shard.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
+            if rtt < shard.min_rtt.load(Ordering::Relaxed) {
+                shard.min_rtt.store(rtt, Ordering::Relaxed);
+            }
+            1
+        };
+        if in_flight > shard.max_in_flight.load(Ordering::Relaxed) {
+            shard.max_in_flight.store(in_flight, Ordering::Relaxed);
         }
-        w.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
-        let n = w.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = (shard.counts.fetch_add(inc, Ordering::AcqRel) + inc) as u32;
         let elapsed = now.saturating_sub(w.started.load(Ordering::Relaxed));
+        // Per shard: with several threads a window holds more than `window_samples` calls.
         if (n >= self.window_samples && elapsed >= self.min_window_ns)
             || elapsed >= self.max_window_ns
         {
@@ -974,17 +1058,25 @@ impl Shared {
         };
         let w = &self.window;
         let elapsed = now.saturating_sub(w.started.load(Ordering::Relaxed));
-        let count = w.count.load(Ordering::Acquire);
-        if count == 0 || (count < self.window_samples && elapsed < self.max_window_ns) {
+        let count: u64 = w
+            .shards
+            .iter()
+            .map(|s| s.counts.load(Ordering::Acquire) & 0xffff_ffff)
+            .sum();
+        if count == 0 || (count < u64::from(self.window_samples) && elapsed < self.max_window_ns) {
             return false;
         }
         w.started.store(now, Ordering::Relaxed);
-        let count = w.count.swap(0, Ordering::AcqRel);
-        let drops = w.drops.swap(0, Ordering::Relaxed);
-        let sum = w.rtt_sum.swap(0, Ordering::Relaxed);
-        let min = w.min_rtt.swap(u64::MAX, Ordering::Relaxed);
-        let max_in_flight = w.max_in_flight.swap(0, Ordering::Relaxed);
-        let ok = u64::from(count.saturating_sub(drops));
+        let (mut count, mut drops, mut sum, mut min, mut max_in_flight) = (0, 0, 0, u64::MAX, 0);
+        for s in &w.shards {
+            let c = s.counts.swap(0, Ordering::AcqRel);
+            count += c & 0xffff_ffff;
+            drops += c >> 32;
+            sum += s.rtt_sum.swap(0, Ordering::Relaxed);
+            min = min.min(s.min_rtt.swap(u64::MAX, Ordering::Relaxed));
+            max_in_flight = max_in_flight.max(s.max_in_flight.swap(0, Ordering::Relaxed));
+        }
+        let ok = count.saturating_sub(drops);
         let rtt = Duration::from_nanos(sum.checked_div(ok).unwrap_or(0));
         let min_rtt = if min == u64::MAX {
             Duration::ZERO
@@ -997,24 +1089,28 @@ impl Shared {
             in_flight: max_in_flight,
             dropped: drops > 0,
         };
-        let old = self.limit.load(Ordering::Relaxed);
+        let old = self.hot.limit.load(Ordering::Relaxed);
         let new = control.algorithm.update(&sample).max(1);
         #[cfg(feature = "metrics")]
         {
             self.metrics.rtt.set(rtt.as_secs_f64());
             self.metrics
                 .in_flight
-                .set(self.in_flight.load(Ordering::Relaxed) as f64);
+                .set(self.hot.in_flight.load(Ordering::Relaxed) as f64);
+            let total = self.hot.in_flight.load(Ordering::Relaxed);
             for p in self.partitions.iter() {
-                p.metrics
-                    .in_flight
-                    .set(p.in_flight.load(Ordering::Relaxed) as f64);
+                let n = if self.single {
+                    total
+                } else {
+                    p.in_flight.load(Ordering::Relaxed)
+                };
+                p.metrics.in_flight.set(n as f64);
             }
         }
         if new == old {
             return false;
         }
-        self.limit.store(new, Ordering::Relaxed);
+        self.hot.limit.store(new, Ordering::Relaxed);
         for p in self.partitions.iter() {
             p.guaranteed
                 .store(guarantee(p.share, new), Ordering::Relaxed);
