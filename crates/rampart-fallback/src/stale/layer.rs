@@ -150,7 +150,9 @@ impl Default for StaleIfErrorBuilder {
 }
 
 impl StaleIfErrorBuilder {
-    /// The bound on everything stored, in bytes (bodies, headers and keys; default 64 MiB).
+    /// The bound on everything stored, in bytes of memory (default 64 MiB): bodies, headers
+    /// and keys with their allocations and the cache's bookkeeping per entry, so the process
+    /// holds about this much for its copies, not a multiple of it.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self

@@ -6,15 +6,37 @@
 //! **What is kept.** Responses to `GET` with status 200, 203, 204, 300, 301 or 308 (the
 //! successful statuses RFC 9110 §15.1 calls heuristically cacheable), or any other 2xx/3xx
 //! except 206 and 304 that is explicitly cacheable (RFC 9111 §3: `max-age`, `s-maxage`,
-//! `public`, `stale-if-error` or `Expires`), keyed by method, host, URI, and the request's
-//! values of the headers the response names in `Vary` (RFC 9111 §4.1; a few variants per
-//! URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
+//! `public`, `stale-if-error` or `Expires`), keyed by method, host, URI (or what the key
+//! function makes of it, see below), and the request's values of the headers the response
+//! names in `Vary` (RFC 9111 §4.1; a few variants per URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
 //! (on the request or the response), `private`, `Set-Cookie`, `Vary: *`, requests with
 //! `Authorization` unless the response is `public`/`s-maxage`/`must-revalidate`, responses that
 //! forbid serving stale (`no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`) unless
 //! they carry an explicit `stale-if-error`, responses with trailers, responses cut short, and
-//! responses larger than `max_entry_bytes`. Everything is bounded by total bytes
-//! (`max_bytes`, a [`moka`] cache with a byte weigher).
+//! responses larger than `max_entry_bytes`.
+//!
+//! **Keys.** By default every distinct URI is a key of its own, query string included, so a
+//! client can make up as many as it likes. [`StaleIfErrorLayer::key`] (or
+//! [`StaleIfError::key`]) replaces the URI part of the key with a function of it:
+//! [`path_with_params`] keeps the path and only the query parameters the pages read, so
+//! `?page=2&utm_source=x` and `?page=2&junk=81723` share one copy. A key function may also
+//! return `None` to leave a request alone.
+//!
+//! **Bounded by bytes, honestly.** Everything is bounded by `max_bytes` (a [`moka`] cache with
+//! a byte weigher), and the weight of a copy is what it costs the process: body, header
+//! names and values, the header map's tables, the key, the allocator's rounding and the
+//! cache's own bookkeeping per entry. Stored parts are copied into allocations of their own,
+//! sized exactly, never kept as slices of a larger buffer (hyper parses a request's URI and
+//! an upstream's body as slices of its read buffers, which a stored slice would keep alive
+//! whole). `tests/stale_flood.rs` measures it with a counting allocator.
+//!
+//! **Admission.** While the cache is below seven eighths of `max_bytes`, every storable
+//! response is kept. Past that, a new copy would displace others, so a key enters only on
+//! its second request (a lock-free doorkeeper table remembers the first), or when it is
+//! already stored: a flood of one-hit keys is refused ([`StaleSnapshot::not_admitted`])
+//! instead of evicting the pages read often. A second-hit candidate then faces moka's TinyLFU
+//! policy, which weighs it against the least recently used copies by how often each was
+//! stored or looked up.
 //!
 //! **Streaming.** A response that is not cacheable streams through untouched. A cacheable
 //! body streams through too, while a copy is kept (reference-counted chunks, no copying) up
@@ -46,7 +68,9 @@
 //! A response whose `Vary` names a header for the first time teaches the cache to capture it
 //! and is not stored itself (its request's value was not kept); up to 16 distinct names.
 //! A successful `GET` whose copy is recent costs a parse of its `Cache-Control` and a lookup
-//! in a lock-free table, and allocates nothing; other methods pass straight through.
+//! in a lock-free table, and allocates nothing (with a key function: the string it returns);
+//! other methods pass straight through. Storing a copy costs the copies of its parts (once
+//! per `refresh_after` for a popular page).
 //!
 //! Time is `tokio::time::Instant`, so tests can pause and advance it.
 //!
