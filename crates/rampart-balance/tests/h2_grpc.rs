@@ -1,11 +1,12 @@
-//! A balancer of gRPC servers over h2c with gRPC health checks: a server whose health service
-//! flips to `NOT_SERVING` is taken out of rotation, and put back when it serves again.
+//! A balancer of gRPC servers over h2c: with gRPC health checks, a server whose health
+//! service flips to `NOT_SERVING` is taken out of rotation and put back when it serves again;
+//! with the gRPC classifier, `UNAVAILABLE` answers (HTTP 200) eject a server passively.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,10 +15,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rampart_balance::{Balance, HttpEndpoint, Picker, ReplayBody, ReplayBodyLayer, ServedBy};
+use rampart_balance::{
+    Balance, HttpEndpoint, HttpPolicy, Picker, ReplayBody, ReplayBodyLayer, ServedBy,
+};
 use rampart_health::transport::HttpVersion;
 use rampart_health::{
     BoxError, CheckerConfig, Classify, GrpcClassifier, GrpcHealthProbe, Health, Outcome,
+    OutlierConfig,
 };
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -33,6 +37,8 @@ struct GrpcServer {
     addr: SocketAddr,
     reporter: HealthReporter,
     calls: Arc<AtomicUsize>,
+    /// The `grpc-status` the application methods answer with.
+    status: Arc<AtomicU8>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,6 +58,8 @@ impl GrpcServer {
         let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
+        let status = Arc::new(AtomicU8::new(0));
+        let answer = status.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -60,9 +68,11 @@ impl GrpcServer {
                 };
                 let health = health.clone();
                 let counted = counted.clone();
+                let answer = answer.clone();
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let health = health.clone();
                     let counted = counted.clone();
+                    let code = answer.load(Ordering::SeqCst);
                     async move {
                         if req.uri().path().starts_with("/grpc.health.v1.Health/") {
                             let res = match health.oneshot(req).await {
@@ -81,7 +91,7 @@ impl GrpcServer {
                         );
                         let h = res.headers_mut();
                         h.insert("content-type", HeaderValue::from_static("application/grpc"));
-                        h.insert("grpc-status", HeaderValue::from_static("0"));
+                        h.insert("grpc-status", HeaderValue::from(u16::from(code)));
                         Ok::<http::Response<ServerBody>, Infallible>(res)
                     }
                 });
@@ -97,6 +107,7 @@ impl GrpcServer {
             addr,
             reporter,
             calls,
+            status,
             task,
         }
     }
@@ -215,4 +226,56 @@ async fn not_serving_server_leaves_the_rotation_and_comes_back() {
         }
     }
     assert!(served_by_a, "a is back in rotation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unavailable_answers_eject_an_endpoint_through_the_grpc_classifier() {
+    let a = GrpcServer::start().await;
+    let b = GrpcServer::start().await;
+    let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+        .http_version(HttpVersion::Http2)
+        .request_timeout(Duration::from_secs(5));
+    // HTTP 200 with `grpc-status: 14` is a failure only to a gRPC classifier.
+    let balance = Balance::builder()
+        .policy(HttpPolicy::new().with_classifier(GrpcClassifier::new()))
+        .http_endpoints([a.uri(), b.uri()], &template)
+        .unwrap()
+        .picker(Picker::RoundRobin)
+        .slow_start(Duration::ZERO)
+        .outlier_detection(
+            OutlierConfig::builder()
+                .consecutive_failures(3)
+                .base_ejection_time(Duration::from_secs(30))
+                .max_ejection_percent(50.0)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let handle = balance.handle();
+    let mut client = ReplayBodyLayer::new().layer(balance);
+
+    a.status.store(14, Ordering::SeqCst);
+    let mut unavailable = 0;
+    for _ in 0..50 {
+        let (outcome, served) = call(&mut client).await;
+        if outcome == Outcome::Failure {
+            unavailable += 1;
+            assert_eq!(served, a.name());
+        }
+        if handle.snapshot().endpoint(&a.name()).unwrap().ejected {
+            break;
+        }
+    }
+    assert!(handle.snapshot().endpoint(&a.name()).unwrap().ejected);
+    assert_eq!(
+        unavailable, 3,
+        "ejected after 3 consecutive UNAVAILABLE answers"
+    );
+    let a_calls = a.calls.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        let (outcome, served) = call(&mut client).await;
+        assert_eq!((outcome, served), (Outcome::Success, b.name()));
+    }
+    assert_eq!(a.calls.load(Ordering::SeqCst), a_calls);
 }
