@@ -149,9 +149,9 @@ async fn start_shop(
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Listen(addr, e))
+    // The gateway's backlog (4,096): a burst of connections waits in the kernel instead of
+    // being retried by the clients' TCP stacks.
+    server::bind(addr, &server::ServerConfig::default()).map_err(|e| StartError::Listen(addr, e))
 }
 
 /// Fleet and shop in one process (`storefront demo`).
