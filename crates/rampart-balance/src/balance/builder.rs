@@ -106,6 +106,8 @@ where
             }),
             runtime.clone(),
         ));
+        #[cfg(feature = "metrics")]
+        shared.register_metrics();
         for e in endpoints {
             shared.insert_with(e.name, e.service, e.weight, e.health, false, false);
         }

@@ -255,6 +255,26 @@ impl<S, P> Shared<S, P> {
         }
     }
 
+    /// Registers the counters of rare events, so that they show (at zero) from the start
+    /// rather than from their first event. Every series is looked up when it changes, so a
+    /// recorder installed later still receives them from then on.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn register_metrics(&self) {
+        let name = &self.config.name;
+        drop(metrics::counter!("rampart_balance_ejections_total", "balancer" => name.clone()));
+        drop(metrics::counter!(
+            "rampart_balance_no_healthy_endpoints_total",
+            "balancer" => name.clone()
+        ));
+        for result in ["retried", "budget_exhausted"] {
+            drop(metrics::counter!(
+                "rampart_balance_retries_total",
+                "balancer" => name.clone(),
+                "result" => result
+            ));
+        }
+    }
+
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<S>> {
         // A poisoned registry still holds consistent data (every update is a plain store).
         self.registry

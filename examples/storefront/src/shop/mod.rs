@@ -37,8 +37,8 @@ pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
 pub use observe::{RequestMetrics, RequestMetricsLayer, ResponseFuture as RequestMetricsFuture};
 pub use outbox::{Backoff, Checkout, DEFAULT_LEASE, Forwarded, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
-    ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream, UpstreamBody,
-    UpstreamError, UpstreamService,
+    BreakerStatus, ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream,
+    UpstreamBody, UpstreamError, UpstreamService,
 };
 
 use crate::AbortOnDrop;
@@ -158,6 +158,52 @@ fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Describes the shop's own series and registers the counters of rare events, so that every
+/// series the README lists is on `/metrics` from the start (at zero) rather than from its
+/// first event.
+fn register_shop_metrics() {
+    metrics::describe_counter!(
+        "storefront_http_requests_total",
+        "requests answered, by route and status"
+    );
+    metrics::describe_histogram!(
+        "storefront_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "time to answer, by route"
+    );
+    metrics::describe_gauge!(
+        "storefront_outbox_pending",
+        "orders waiting for checkout's confirmation"
+    );
+    for (name, help) in [
+        (
+            "storefront_orders_received_total",
+            "orders accepted by POST /checkout",
+        ),
+        (
+            "storefront_orders_confirmed_total",
+            "orders confirmed by checkout",
+        ),
+        (
+            "storefront_orders_rejected_total",
+            "orders checkout refused",
+        ),
+        (
+            "storefront_orders_deferred_total",
+            "order forwards deferred for a retry",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+        drop(metrics::counter!(name));
+    }
+    metrics::describe_counter!(
+        "storefront_degraded_total",
+        "pages served degraded, by feature"
+    );
+    drop(metrics::counter!("storefront_degraded_total", "feature" => "search"));
+    metrics::gauge!("storefront_outbox_pending").set(0.0);
+}
+
 impl Shop {
     /// Builds the shop over `upstreams`; the outbox lives in `data_dir/outbox.db` (SQLite).
     pub fn start(
@@ -179,6 +225,10 @@ impl Shop {
         admin: AdminState,
         store: Arc<dyn crate::orders::OrderStore>,
     ) -> Result<Shop, ShopError> {
+        // The recorder first: the middleware takes its metric handles from whatever recorder
+        // is installed when the stack is built or first used.
+        let metrics = prometheus();
+        register_shop_metrics();
         let registry = admin.faults.registry().cloned();
         let build = |s: ServiceName| {
             upstreams
@@ -218,7 +268,7 @@ impl Shop {
                 recommendations,
                 outbox: outbox.clone(),
                 backoff,
-                metrics: prometheus(),
+                metrics,
                 recs_degrade,
                 checkout_budget: config.page_deadline / 2,
                 fallback: layers.fallback.stats().clone(),

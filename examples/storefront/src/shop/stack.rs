@@ -21,15 +21,17 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use rampart::balance::{Balance, BalanceHandle, HttpEndpoint, HttpPolicy};
-use rampart::breaker::{BreakerHandle, CircuitBreakerLayer, Policy, SlidingWindow};
+use rampart::breaker::{
+    BreakerHandle, BreakerSnapshot, BreakerState, CircuitBreakerLayer, Policy, SlidingWindow,
+};
 use rampart::gslb::replay::HttpReplay;
-use rampart::gslb::{Gslb, GslbConfig, GslbHandle, Site, Sites};
+use rampart::gslb::{Gslb, GslbConfig, GslbHandle, Site, SiteSnapshot, Sites};
 use rampart::health::{BoxError, CheckerConfig, ConfigError, Health, OutlierConfig};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::upstream::{
-    ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, Upstream, UpstreamBody,
+    BreakerStatus, ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, Upstream, UpstreamBody,
 };
 use crate::config::ShopConfig;
 use crate::fleet::{FaultRegistry, Region, ReplicaId, ServiceName};
@@ -67,6 +69,7 @@ pub(crate) fn build(
             continue;
         };
         let mut balance = Balance::builder()
+            .name(format!("{}-{}", service.as_str(), region.as_str()))
             .policy(HttpPolicy::new())
             .health_checks(checks.clone())
             .http_health_checks("/healthz")
@@ -187,13 +190,7 @@ impl StackStatus for ServiceStack {
         let rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
         let gslb = self.gslb.snapshot();
         let breaker = self.breaker.snapshot();
-        let mut detail = format!("{} calls, {} failed", breaker.calls, breaker.failures);
-        if let Some(rate) = breaker.failure_rate {
-            detail.push_str(&format!(" ({rate:.0}%)"));
-        }
-        if let Some(after) = breaker.retry_after {
-            detail.push_str(&format!("; next probe in {:.1}s", after.as_secs_f64()));
-        }
+        let detail = breaker_detail(&breaker);
         let sites = self
             .regions
             .iter()
@@ -223,20 +220,23 @@ impl StackStatus for ServiceStack {
                         }
                     })
                     .collect();
-                let health = match site {
-                    Some(s) if s.drained => "drained".to_owned(),
-                    Some(s) if !s.routable => "down".to_owned(),
-                    Some(s) if s.observed_share >= 0.999 => "healthy".to_owned(),
-                    Some(s) => format!("degraded ({:.0}% healthy)", s.observed_share * 100.0),
-                    None => "unknown".to_owned(),
-                };
+                let traffic_share = site.map_or(0.0, |s| s.traffic_share);
                 SiteStatus {
                     region: r.region.to_string(),
                     priority: priority as u32,
-                    health,
-                    traffic_share: site.map_or(0.0, |s| s.traffic_share),
+                    health: site.map_or_else(|| "unknown".to_owned(), site_health),
+                    traffic_share,
                     panic: snap.panic,
                     replicas,
+                    balancer: snap.name.to_string(),
+                    routable: site.is_some_and(|s| s.routable),
+                    observed_share: site.map_or(0.0, |s| s.observed_share),
+                    held_for_failback: site.is_some_and(SiteSnapshot::held_for_failback),
+                    failback_in_secs: site
+                        .filter(|s| s.held_for_failback())
+                        .and_then(|s| s.failback_in)
+                        .map(|d| d.as_secs_f64()),
+                    panic_note: panic_note(snap.panic, traffic_share),
                 }
             })
             .collect();
@@ -246,6 +246,97 @@ impl StackStatus for ServiceStack {
             breaker_detail: detail,
             mode: gslb.mode.as_str().to_owned(),
             sites,
+            breaker_status: BreakerStatus {
+                state: breaker.state.as_str().to_owned(),
+                recorded_state: breaker.recorded_state.as_str().to_owned(),
+                calls: breaker.calls,
+                failures: breaker.failures,
+                minimum_calls: breaker.minimum_calls,
+                below_minimum: breaker.below_minimum(),
+                failure_rate: breaker.failure_rate,
+                awaiting_trial: breaker.awaiting_trial(),
+                retry_after_secs: breaker.retry_after.map(|d| d.as_secs_f64()),
+                half_open_in_flight: breaker.half_open_in_flight,
+                half_open_time_left_secs: breaker.half_open_time_left.map(|d| d.as_secs_f64()),
+            },
         }
     }
+}
+
+/// What the breaker's state means right now, in words: the window against its minimum, the
+/// time to the next trial, or the trials' progress. Time-driven transitions are reported as
+/// the next call will see them (the breaker reads its state lazily).
+fn breaker_detail(b: &BreakerSnapshot) -> String {
+    let window = if b.calls == 0 {
+        "no calls in the window".to_owned()
+    } else if b.below_minimum() {
+        format!(
+            "{}/{} failed, below the minimum of {}",
+            b.failures, b.calls, b.minimum_calls
+        )
+    } else {
+        format!(
+            "{}/{} failed ({:.0}%)",
+            b.failures,
+            b.calls,
+            b.failure_rate.unwrap_or(0.0)
+        )
+    };
+    match b.state {
+        BreakerState::Closed => window,
+        BreakerState::Open => match b.retry_after {
+            Some(left) => format!("next trial call in {:.1}s", left.as_secs_f64()),
+            None => "the trial calls got no verdict in time: the next call re-opens it".to_owned(),
+        },
+        BreakerState::HalfOpen if b.awaiting_trial() => {
+            "open duration over: the next call is a trial".to_owned()
+        }
+        BreakerState::HalfOpen => {
+            let mut d = format!(
+                "trial calls: {} in flight, {} passed, {} failed (of {})",
+                b.half_open_in_flight,
+                b.half_open_successes,
+                b.half_open_failures,
+                b.half_open_permits
+            );
+            if let Some(left) = b.half_open_time_left {
+                d.push_str(&format!("; verdict due within {:.0}s", left.as_secs_f64()));
+            }
+            d
+        }
+        BreakerState::ForcedOpen => "forced open by an operator".to_owned(),
+        BreakerState::Disabled => "disabled: every call passes, nothing is recorded".to_owned(),
+        BreakerState::MetricsOnly => format!("metrics only, never opens; {window}"),
+    }
+}
+
+/// A site's health in words. A site whose replicas are healthy again but which waits out the
+/// failback hold is "healthy, held for failback", not down.
+fn site_health(s: &SiteSnapshot) -> String {
+    if s.drained {
+        "drained".to_owned()
+    } else if s.held_for_failback() {
+        let left = s.failback_in.map_or(0, |d| d.as_secs_f64().ceil() as u64);
+        let what = if s.observed_share >= 0.999 {
+            "healthy".to_owned()
+        } else {
+            format!("{:.0}% healthy", s.observed_share * 100.0)
+        };
+        format!("{what}, held for failback, {left} s left")
+    } else if !s.routable {
+        "down".to_owned()
+    } else if s.observed_share >= 0.999 {
+        "healthy".to_owned()
+    } else {
+        format!("degraded ({:.0}% healthy)", s.observed_share * 100.0)
+    }
+}
+
+/// Panic mode (too few healthy replicas: the site's balancer spreads requests over all of
+/// them) explained where it matters, and left out on a site that takes no traffic (there it
+/// only says what would happen to requests that are not being sent).
+fn panic_note(panic: bool, traffic_share: f64) -> Option<String> {
+    (panic && traffic_share > 0.0).then(|| {
+        "panic mode: too few healthy replicas, requests spread over all of them".to_owned()
+    })
 }

@@ -203,14 +203,45 @@ impl Upstream {
 pub struct ServiceStatus {
     /// The service.
     pub service: ServiceName,
-    /// Breaker state (`closed`, `open`, `half-open`, ...).
+    /// Breaker state as the next call will see it (`closed`, `open`, `half_open`, ...).
     pub breaker: String,
-    /// Extra breaker facts (failure rate, time to the next probe).
+    /// The breaker's state in words: the window against its minimum ("3/4 failed, below the
+    /// minimum of 20"), the time to the next trial call, or the trials' progress.
     pub breaker_detail: String,
     /// The GSLB selector's mode (`normal`, `fallback`, `unavailable`, ...).
     pub mode: String,
     /// Sites, in priority order.
     pub sites: Vec<SiteStatus>,
+    /// The breaker's snapshot, field by field.
+    pub breaker_status: BreakerStatus,
+}
+
+/// A service's circuit breaker, as `/status.json` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerStatus {
+    /// The state the next call will see (same as [`ServiceStatus::breaker`]).
+    pub state: String,
+    /// The state entered by the last transition (time-driven transitions happen on the next
+    /// call, so this lags behind `state` while no calls come).
+    pub recorded_state: String,
+    /// Calls in the sliding window.
+    pub calls: u64,
+    /// Failed calls in the window.
+    pub failures: u64,
+    /// Calls the window must hold before its failure rate can open the breaker.
+    pub minimum_calls: u64,
+    /// `calls < minimum_calls`: however many failed, the rate cannot open it yet.
+    pub below_minimum: bool,
+    /// Failure rate in percent, once the minimum is reached.
+    pub failure_rate: Option<f64>,
+    /// The open duration is over and no call came since: the next call is a trial.
+    pub awaiting_trial: bool,
+    /// Open: seconds until the next trial call.
+    pub retry_after_secs: Option<f64>,
+    /// Half-open: trial calls in flight.
+    pub half_open_in_flight: u32,
+    /// Half-open: seconds left for the trials' verdict.
+    pub half_open_time_left_secs: Option<f64>,
 }
 
 /// One site (region) of a service.
@@ -228,6 +259,18 @@ pub struct SiteStatus {
     pub panic: bool,
     /// Its replicas.
     pub replicas: Vec<ReplicaStatus>,
+    /// The site's balancer (the `balancer` label of its metrics).
+    pub balancer: String,
+    /// The selector sends it new requests.
+    pub routable: bool,
+    /// The healthy share its signals report now, `0.0..=1.0`.
+    pub observed_share: f64,
+    /// Healthy again, but waiting out the failback hold before it takes traffic back.
+    pub held_for_failback: bool,
+    /// Seconds left of the failback hold.
+    pub failback_in_secs: Option<f64>,
+    /// What panic mode means here, when it matters (`None` on a site without traffic).
+    pub panic_note: Option<String>,
 }
 
 /// One replica of a site.
