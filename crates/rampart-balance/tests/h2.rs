@@ -1,6 +1,7 @@
 //! `HttpEndpoint` over prior-knowledge HTTP/2 (h2c) against real hyper servers on loopback:
 //! a server limiting each connection to two concurrent streams still serves ten concurrent
-//! requests, and a server that drains with GOAWAY in the middle of a run costs no request.
+//! requests, a server that drains with GOAWAY in the middle of a run costs no request, and a
+//! peer that goes silent is noticed by keep-alive PINGs long before the request timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -267,4 +268,99 @@ async fn a_request_past_its_grpc_deadline_is_not_sent() {
         .unwrap();
     assert_eq!(endpoint.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(server.counters.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A TCP relay to `upstream` that can be frozen: it then stops moving bytes either way but keeps
+/// both sockets open, like a peer behind a dead link. Aborted on drop.
+struct Relay {
+    addr: SocketAddr,
+    frozen: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = frozen.wait_for(|f| *f) => 0,
+        };
+        let is_frozen = *frozen.borrow();
+        if n == 0 || is_frozen || to.write_all(&buf[..n]).await.is_err() {
+            // Hold both sockets, move nothing.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pumps = tokio::task::JoinSet::new();
+            loop {
+                let Ok((down, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (down_r, down_w) = down.into_split();
+                let (up_r, up_w) = up.into_split();
+                pumps.spawn(pump(down_r, up_w, rx.clone()));
+                pumps.spawn(pump(up_r, down_w, rx.clone()));
+            }
+        });
+        Self { addr, frozen, task }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pings_notice_a_silent_peer_before_the_request_timeout() {
+    let server = H2Server::start(100, Duration::from_millis(1)).await;
+    let relay = Relay::start(server.addr).await;
+    let endpoint: HttpEndpoint<Body> =
+        HttpEndpoint::builder(format!("http://{}", relay.addr).parse().unwrap())
+            .http_version(HttpVersion::Http2)
+            .request_timeout(Duration::from_secs(60))
+            .http2_keep_alive(Duration::from_millis(200), Duration::from_millis(500))
+            .build()
+            .unwrap();
+    let req = || http::Request::get("/").body(Body::default()).unwrap();
+    assert_eq!(endpoint.clone().oneshot(req()).await.unwrap().status(), 200);
+
+    // The link dies silently: no FIN, no RST, nothing.
+    relay.frozen.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), endpoint.oneshot(req())).await;
+    let err = outcome
+        .expect("the dead connection is noticed within 20 s, not the 60 s request timeout")
+        .unwrap_err();
+    assert!(
+        err.downcast_ref::<rampart_balance::RequestTimeout>()
+            .is_none(),
+        "{err:?}"
+    );
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        chain = format!("{chain}: {e}");
+        source = e.source();
+    }
+    assert!(chain.contains("keep-alive timed out"), "{chain}");
 }
