@@ -25,11 +25,11 @@ use pin_project_lite::pin_project;
 use rampart::balance::{Balance, BalancePolicy, Picker};
 use rampart::breaker::{BreakerHandle, CircuitBreakerLayer, Policy, SlidingWindow};
 use rampart::fallback::{FallbackBody, FallbackLayer};
-use rampart_gateway::server::Handler;
 use rampart::health::{
     BoxError, CheckerConfig, Classify, ConfigError, HttpClassifier, HttpProbe, Outcome,
     is_never_reached,
 };
+use rampart_gateway::server::Handler;
 use tower::{Layer, Service, ServiceExt};
 
 use super::strip_hop_by_hop;

@@ -7,7 +7,12 @@
 //! are upper bounds of the server's cost. The two tests take turns: they read the process's
 //! resident size.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod support;
 
@@ -16,8 +21,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use storefront::{AbortOnDrop, Demo};
 use storefront::edge::{Edge, EdgeConfig};
+use storefront::{AbortOnDrop, Demo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -127,9 +132,7 @@ async fn wave(addr: SocketAddr) -> Wave {
         timed_out,
         HELD,
         "every held connection is answered 408 and closed; first other answer: {:?}",
-        answers
-            .iter()
-            .find(|a| !a.starts_with("HTTP/1.1 408"))
+        answers.iter().find(|a| !a.starts_with("HTTP/1.1 408"))
     );
     // The server's connection tasks end right after their last write.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -178,10 +178,7 @@ async fn drain(mut conns: JoinSet<()>, shared: &Shared, name: &str) {
         grace_ms = grace.as_millis() as u64,
         "stopped accepting; letting requests in flight finish"
     );
-    let _ = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if !conns.is_empty() {
         tracing::info!(
             server = name,

@@ -417,6 +417,10 @@ mod size {
         let (io, _peer) = tokio::io::duplex(64);
         let fut = serve_connection(io, TowerHandler::new(app), shared, CancellationToken::new());
         // hyper's connection (about 1 KiB more) is boxed only once a head has arrived.
-        assert!(std::mem::size_of_val(&fut) < 1024, "{}", std::mem::size_of_val(&fut));
+        assert!(
+            std::mem::size_of_val(&fut) < 1024,
+            "{}",
+            std::mem::size_of_val(&fut)
+        );
     }
 }

@@ -32,9 +32,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new(server: &str) -> Self {
         let label = [("server", server.to_owned())];
-        let timed_out = |timeout: &'static str| {
-            metrics::counter!(CONNECTIONS_TIMED_OUT, "server" => server.to_owned(), "timeout" => timeout)
-        };
+        let timed_out = |timeout: &'static str| metrics::counter!(CONNECTIONS_TIMED_OUT, "server" => server.to_owned(), "timeout" => timeout);
         Self {
             open: metrics::gauge!(CONNECTIONS_OPEN, &label),
             accepted: metrics::counter!(CONNECTIONS_ACCEPTED, &label),
