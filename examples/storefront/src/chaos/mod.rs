@@ -1,7 +1,9 @@
 //! `storefront chaos`: the scripted outage that proves the storefront keeps selling.
 //!
 //! It starts the production-like topology as child processes of this binary — the edge
-//! gateway, two shop instances (each with its own order outbox) and the simulated fleet —
+//! gateway, two shop instances (each with its own order outbox, or with `--database postgres`
+//! both on one PostgreSQL order store, a real server started for the run) and the simulated
+//! fleet —
 //! drives open-loop load through the edge at a fixed arrival rate ([`load`](self#the-load)),
 //! and runs a timeline of phases, injecting faults through the fleet's admin API
 //! (`POST /admin/faults`):
@@ -13,7 +15,7 @@
 //! | `primary-region-down` | every service in us-east: `down` |
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
-//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase) |
+//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase); with `--database postgres` it is **not** restarted: shop B takes over its claimed orders when their lease runs out |
 //! | `recovery` | none |
 //!
 //! Every response is classified as ok, degraded, apology or error ([`classify`], by status
@@ -49,6 +51,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::orders::{LocalPostgres, instance_name_for};
+
 pub use load::{Class, Kind, ResponseFacts, classify};
 pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
 
@@ -81,6 +85,11 @@ pub struct ChaosArgs {
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The shops' order store: `sqlite` (one file per shop; the killed shop is restarted) or
+    /// `postgres` (a PostgreSQL server started for the run and shared by both shops; the
+    /// killed shop is not restarted and the other confirms its orders).
+    #[arg(long, value_enum, default_value_t = ChaosDatabase::Sqlite)]
+    pub database: ChaosDatabase,
     /// Where the run's processes keep data and logs (filled from the global `--data-dir`;
     /// default: a fresh directory under the system's temporary directory).
     #[arg(skip)]
@@ -88,6 +97,70 @@ pub struct ChaosArgs {
     /// The admin token shared with the children (filled from the global `--admin-token`).
     #[arg(skip)]
     pub admin_token: Option<String>,
+}
+
+/// The shops' order store in a chaos run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChaosDatabase {
+    /// One SQLite outbox per shop.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by both shops.
+    Postgres,
+}
+
+/// The shared PostgreSQL order store, read by the runner.
+struct SharedDb {
+    client: tokio_postgres::Client,
+    _conn: crate::AbortOnDrop,
+    /// Shop A's name in `claimed_by`.
+    shop_a: String,
+}
+
+impl SharedDb {
+    async fn connect(url: &str, shop_a: String) -> Result<Self, String> {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to the order store: {e}"))?;
+        let conn = crate::AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        Ok(Self {
+            client,
+            _conn: conn,
+            shop_a,
+        })
+    }
+
+    /// Shop A's orders recorded after `recorded_after_ms` and not answered yet (see
+    /// [`unanswered_orders`]: the same rule, on the claim shop A holds).
+    async fn unanswered(&self, recorded_after_ms: i64) -> Result<Vec<String>, String> {
+        let rows = self
+            .client
+            .query(
+                "SELECT idempotency_key FROM orders
+                 WHERE state = 'pending' AND attempts = 0 AND claimed_by = $1
+                   AND created_ms > $2",
+                &[&self.shop_a, &recorded_after_ms],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Of `keys`, how many the other shop confirmed (confirmed, last claimed by another).
+    async fn confirmed_by_others(&self, keys: &[String]) -> Result<u64, String> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT COUNT(*) FROM orders WHERE idempotency_key = ANY($1)
+                   AND state = 'confirmed' AND claimed_by <> $2",
+                &[&keys, &self.shop_a],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
 }
 
 /// One phase of the timeline.
@@ -159,6 +232,7 @@ const PHASES: [PhaseSpec; 7] = [
 const SHOP_SETTINGS: &str = concat!(
     "outbox_retry_base = \"100ms\"\n",
     "outbox_retry_max = \"1s\"\n",
+    "outbox_lease = \"2s\"\n",
     "breaker_open_for = \"500ms\"\n",
     "health_interval = \"500ms\"\n",
 );
@@ -286,16 +360,24 @@ fn unanswered_orders(db: &Path, recorded_after_ms: i64) -> Result<Vec<String>, r
 
 /// Shop A's checkouts that it recorded and has not answered, and whose customer is still
 /// waiting (the load's in-flight keys).
-async fn caught_checkouts(topo: &Topology, inflight: &load::InFlight) -> Vec<String> {
-    let Some(db) = topo.shop_outbox(0) else {
-        return Vec::new();
-    };
+async fn caught_checkouts(
+    topo: &Topology,
+    inflight: &load::InFlight,
+    shared: Option<&SharedDb>,
+) -> Vec<String> {
     let recorded_after = crate::unix_now_ms() - checkout_budget_ms() + 250;
-    let found = tokio::task::spawn_blocking(move || unanswered_orders(&db, recorded_after))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let found = if let Some(db) = shared {
+        db.unanswered(recorded_after).await.unwrap_or_default()
+    } else {
+        let Some(db) = topo.shop_outbox(0) else {
+            return Vec::new();
+        };
+        tokio::task::spawn_blocking(move || unanswered_orders(&db, recorded_after))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
     found.into_iter().filter(|k| inflight.contains(k)).collect()
 }
 
@@ -322,14 +404,15 @@ async fn kill_mid_checkout(
     phase_start: Instant,
     phase_len: Duration,
     kill: &mut KillFacts,
+    shared: Option<&SharedDb>,
 ) -> Result<(), String> {
     tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
     let latest = phase_start + phase_len.mul_f64(0.85);
     while Instant::now() < latest {
-        if inflight.len() > 0 && !caught_checkouts(topo, inflight).await.is_empty() {
+        if inflight.len() > 0 && !caught_checkouts(topo, inflight, shared).await.is_empty() {
             kill.freezes += 1;
             if topo.freeze_shop(0).await? {
-                let caught = caught_checkouts(topo, inflight).await;
+                let caught = caught_checkouts(topo, inflight, shared).await;
                 if !caught.is_empty() {
                     kill.checkouts_in_flight = inflight.len() as u64;
                     kill.caught_orders = caught.len() as u64;
@@ -403,7 +486,37 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         "chaos: starting fleet, two shops and the edge in {}",
         dir.display()
     ));
-    let mut topo = Topology::start(&dir, &token, SHOP_SETTINGS, Duration::from_millis(250)).await?;
+    let postgres = match args.database {
+        ChaosDatabase::Sqlite => None,
+        ChaosDatabase::Postgres => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            say("chaos: starting PostgreSQL for the shops' shared order store");
+            let parent = dir.clone();
+            let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&parent))
+                .await
+                .map_err(|e| format!("starting PostgreSQL: {e}"))?
+                .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
+            let url = server
+                .create_database("storefront")
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((server, url))
+        }
+    };
+    let database_url = postgres.as_ref().map(|(_, url)| url.as_str());
+    let mut topo = Topology::start(
+        &dir,
+        &token,
+        SHOP_SETTINGS,
+        Duration::from_millis(250),
+        database_url,
+    )
+    .await?;
+    let shared = match database_url {
+        Some(url) => Some(SharedDb::connect(url, instance_name_for(topo.shop_pid(0)?)).await?),
+        None => None,
+    };
     say(&format!(
         "chaos: edge at {}; {} phases of {} at {rate} requests/s",
         topo.edge_url(),
@@ -467,8 +580,24 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             }
             if spec.kill {
                 let phase_start = start + phase_len * k as u32;
-                kill_mid_checkout(&mut topo, &inflight, phase_start, phase_len, &mut kill).await?;
+                kill_mid_checkout(
+                    &mut topo,
+                    &inflight,
+                    phase_start,
+                    phase_len,
+                    &mut kill,
+                    shared.as_ref(),
+                )
+                .await?;
                 kill.killed_at_s = start.elapsed().as_secs_f64();
+                if shared.is_some() {
+                    // One shared order store: shop A stays dead, shop B confirms its orders.
+                    events.push((
+                        kill.killed_at_s,
+                        "SIGKILL shop A (not restarted)".to_owned(),
+                    ));
+                    continue;
+                }
                 events.push((kill.killed_at_s, "SIGKILL shop A".to_owned()));
                 // Restart 20 % of a phase later, but within the phase.
                 let phase_end = phase_start + phase_len;
@@ -549,6 +678,10 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         }
     }
     o.duplicated = dup_extra;
+    let caught_by_b = match &shared {
+        Some(db) => Some(db.confirmed_by_others(&kill.caught_keys).await),
+        None => None,
+    };
     drop(topo);
     let outboxes = [dir.join("shop-a/outbox.db"), dir.join("shop-b/outbox.db")];
     let caught = kill.caught_keys.clone();
@@ -558,6 +691,11 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         .and_then(Result::ok);
     of.in_both_outboxes = both.map(|b| b.0);
     kill.caught_retried_on_other_shop = both.map(|b| b.1);
+    if let Some(by_b) = caught_by_b {
+        // One shared outbox: "retried on the other shop" is "confirmed by the other shop".
+        of.in_both_outboxes = None;
+        kill.caught_retried_on_other_shop = by_b.ok();
+    }
     kill.caught_confirmed_once = kill
         .caught_keys
         .iter()

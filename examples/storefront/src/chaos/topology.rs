@@ -1,6 +1,7 @@
 //! The production-like topology as child processes of this very binary
 //! (`std::env::current_exe()`): the fleet, two shop instances (each with its own data
-//! directory, so its own order outbox) and the edge gateway in front of them.
+//! directory, so its own order outbox, unless both share a PostgreSQL order store) and the
+//! edge gateway in front of them.
 //!
 //! Each child's stdout and stderr go to `<dir>/logs/<name>.log`. A child is killed with
 //! SIGKILL (`std::process::Child::kill`) when its [`Proc`] is dropped, so no process outlives
@@ -67,6 +68,7 @@ impl Proc {
             .args(&self.args)
             .env("RUST_LOG", level)
             .env_remove("STOREFRONT_ADMIN_TOKEN")
+            .env_remove("STOREFRONT_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -149,12 +151,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Topology {
     /// Starts fleet, two shops and the edge under `dir`; `shop_settings` is appended to the
-    /// shops' configuration as its `[shop]` table.
+    /// shops' configuration as its `[shop]` table. With `database_url`, both shops keep their
+    /// orders in that PostgreSQL database (one shared outbox).
     pub(crate) async fn start(
         dir: &Path,
         token: &str,
         shop_settings: &str,
         edge_check_interval: Duration,
+        database_url: Option<&str>,
     ) -> Result<Topology, String> {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)
@@ -206,21 +210,21 @@ impl Topology {
         for name in ["shop-a", "shop-b"] {
             shop_dirs.push(dir.join(name));
             let addr = free_addr()?;
-            let mut p = Proc::spawn(
-                name,
-                args(&[
-                    "shop",
-                    "--config",
-                    &shop_toml.to_string_lossy(),
-                    "--data-dir",
-                    &dir.join(name).to_string_lossy(),
-                    "--listen",
-                    &addr.to_string(),
-                    "--admin-token",
-                    token,
-                ]),
-                &logs,
-            )?;
+            let mut shop_args = args(&[
+                "shop",
+                "--config",
+                &shop_toml.to_string_lossy(),
+                "--data-dir",
+                &dir.join(name).to_string_lossy(),
+                "--listen",
+                &addr.to_string(),
+                "--admin-token",
+                token,
+            ]);
+            if let Some(url) = database_url {
+                shop_args.extend(args(&["--database-url", url]));
+            }
+            let mut p = Proc::spawn(name, shop_args, &logs)?;
             wait_healthy(&client, &format!("http://{addr}"), &mut p).await?;
             shops.push((p, addr));
         }
@@ -339,7 +343,8 @@ impl Topology {
         signal(self.shop_pid(i)?, "CONT")
     }
 
-    fn shop_pid(&self, i: usize) -> Result<u32, String> {
+    /// The process id of shop instance `i`, while it runs.
+    pub(crate) fn shop_pid(&self, i: usize) -> Result<u32, String> {
         self.shops
             .get(i)
             .and_then(|(p, _)| p.pid())
@@ -366,11 +371,14 @@ impl Topology {
         Ok(started.elapsed())
     }
 
-    /// Fails when a process of the topology died unexpectedly.
+    /// Fails when a process of the topology died unexpectedly (a shop killed on purpose and
+    /// not restarted is not checked).
     pub(crate) fn check_alive(&mut self) -> Result<(), String> {
         self.edge.check_alive()?;
         for (p, _) in &mut self.shops {
-            p.check_alive()?;
+            if p.child.is_some() {
+                p.check_alive()?;
+            }
         }
         Ok(())
     }

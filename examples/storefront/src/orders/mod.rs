@@ -187,12 +187,17 @@ pub fn is_public_id(id: &str) -> bool {
 /// Who this process is when it claims orders: `<host>:<pid>`, so that an operator (and the
 /// chaos runner) can tell which instance holds a claim.
 pub fn instance_name() -> String {
+    instance_name_for(std::process::id())
+}
+
+/// The name the process `pid` on this host claims orders under (see [`instance_name`]).
+pub fn instance_name_for(pid: u32) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}:{}", std::process::id())
+    format!("{host}:{pid}")
 }
 
 /// Opens the store a shop uses: PostgreSQL at `database_url` when given (its migrations
