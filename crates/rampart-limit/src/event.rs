@@ -1,8 +1,10 @@
 //! Tracing events and metrics of a limiter (one place, so names stay consistent).
 
+#[cfg(feature = "metrics")]
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "metrics")]
 use crate::ShedReason;
 
 /// Nanoseconds between two rate-limited events of one kind.
@@ -125,7 +127,3 @@ impl ThrottleMetrics {
         }
     }
 }
-
-#[cfg(not(feature = "metrics"))]
-#[allow(dead_code)]
-fn _unused(_: &Arc<str>, _: ShedReason) {}

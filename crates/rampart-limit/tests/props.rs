@@ -82,14 +82,14 @@ proptest! {
             match op {
                 Op::Acquire(class) => {
                     let class = if class == 3 { Class::Bypass } else { Class::Partition(class) };
-                    if let Ok(p) = limiter.try_acquire(class) {
-                        if class != Class::Bypass {
-                            held.push((class_index(class, partitioned), p));
-                            // Admitted only below the limit. (The limit moves only when calls
-                            // finish, so this is exact; calls in flight when it falls may
-                            // exceed the new limit until they finish.)
-                            prop_assert!(limiter.in_flight() <= limiter.limit());
-                        }
+                    if let Ok(p) = limiter.try_acquire(class)
+                        && class != Class::Bypass
+                    {
+                        held.push((class_index(class, partitioned), p));
+                        // Admitted only below the limit. (The limit moves only when calls
+                        // finish, so this is exact; calls in flight when it falls may exceed
+                        // the new limit until they finish.)
+                        prop_assert!(limiter.in_flight() <= limiter.limit());
                     }
                 }
                 Op::Finish(i, o) => {

@@ -124,13 +124,13 @@ async fn the_layer_rejects_locally_with_the_never_reached_marker() {
     }));
     let mut local = 0;
     for _ in 0..100 {
-        if let Err(e) = svc.ready().await.unwrap().call(()).await {
-            if let Some(o) = Overloaded::find(&*e) {
-                assert!(rampart_health::is_never_reached(&*e));
-                assert_eq!(o.retry_after(), Some(Duration::from_secs(1)));
-                assert_eq!(o.to_string(), "throttle `dep` rejected the request locally");
-                local += 1;
-            }
+        if let Err(e) = svc.ready().await.unwrap().call(()).await
+            && let Some(o) = Overloaded::find(&*e)
+        {
+            assert!(rampart_health::is_never_reached(&*e));
+            assert_eq!(o.retry_after(), Some(Duration::from_secs(1)));
+            assert_eq!(o.to_string(), "throttle `dep` rejected the request locally");
+            local += 1;
         }
     }
     assert_eq!(local + calls.load(std::sync::atomic::Ordering::SeqCst), 100);

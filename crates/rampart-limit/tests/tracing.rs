@@ -13,9 +13,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Collects `(level, message, from, to)` of every event.
+/// `(level, message, to)` of one event.
+type Seen = (Level, String, Option<String>);
+
+/// Collects every event.
 #[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<(Level, String, Option<String>)>>>);
+struct Collect(Arc<Mutex<Vec<Seen>>>);
 
 #[derive(Default)]
 struct Message {
