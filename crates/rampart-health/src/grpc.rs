@@ -185,6 +185,42 @@ fn is_grpc_content_type(v: &[u8]) -> bool {
         && matches!(v.get(P.len()), None | Some(b'+' | b';' | b' '))
 }
 
+/// What a server's `grpc-retry-pushback-ms` asks of a client's retry (gRPC's retry design,
+/// A6): wait this long before the next attempt, or do not retry at all (a negative value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryPushback {
+    /// Retry no sooner than this.
+    After(std::time::Duration),
+    /// Do not retry this call.
+    DoNotRetry,
+}
+
+impl RetryPushback {
+    /// Reads `grpc-retry-pushback-ms` from headers or trailers; `None` when absent or not a
+    /// decimal integer (then the client's own backoff applies).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rampart_health::grpc::RetryPushback;
+    ///
+    /// let mut h = http::HeaderMap::new();
+    /// assert_eq!(RetryPushback::from_headers(&h), None);
+    /// h.insert("grpc-retry-pushback-ms", "1500".parse().unwrap());
+    /// assert_eq!(RetryPushback::from_headers(&h), Some(RetryPushback::After(Duration::from_millis(1500))));
+    /// h.insert("grpc-retry-pushback-ms", "-1".parse().unwrap());
+    /// assert_eq!(RetryPushback::from_headers(&h), Some(RetryPushback::DoNotRetry));
+    /// ```
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let v = headers.get(GRPC_RETRY_PUSHBACK_MS)?.to_str().ok()?.trim();
+        if let Some(rest) = v.strip_prefix('-') {
+            return rest.parse::<u64>().ok().map(|_| RetryPushback::DoNotRetry);
+        }
+        v.parse::<u64>()
+            .ok()
+            .map(|ms| RetryPushback::After(std::time::Duration::from_millis(ms)))
+    }
+}
+
 /// The gRPC classifier (see the [module docs](self)).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct GrpcClassifier {

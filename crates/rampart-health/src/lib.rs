@@ -71,7 +71,7 @@ pub use probe::{
     TcpProbeBuilder, probe_fn,
 };
 pub use report::{HealthReport, HealthReporter, ReportHealth};
-pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode};
+pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode, RetryPushback};
 #[cfg(feature = "grpc")]
 pub use grpc_health::{GrpcHealthProbe, GrpcHealthProbeBuilder};
 #[cfg(feature = "tls")]

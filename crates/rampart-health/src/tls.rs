@@ -100,12 +100,15 @@ impl TlsConfig {
         }
     }
 
-    /// The operating system's roots, nothing else.
+    /// The operating system's roots, nothing else: loaded on the first call and shared by
+    /// every later one (a pool of endpoints does not parse the store once per endpoint).
     ///
     /// Fails when the system store holds no usable certificate (a minimal container without
     /// a CA bundle): then configure a bundle with [`TlsConfigBuilder::ca_pem_file`].
     pub fn system() -> Result<Self, ConfigError> {
-        Self::builder().build()
+        static SYSTEM: std::sync::OnceLock<Result<TlsConfig, ConfigError>> =
+            std::sync::OnceLock::new();
+        SYSTEM.get_or_init(|| Self::builder().build()).clone()
     }
 
     /// The rustls client configuration, without ALPN (the client sets it).
