@@ -161,14 +161,21 @@ async fn a_flood_of_one_hit_keys_keeps_the_popular_pages_and_the_byte_bound() {
         net as f64 / flooded.bytes as f64,
     );
     assert!(flooded.bytes <= MAX_BYTES, "{flooded:?}");
-    // Honest weights: what the cache holds is what it says it holds (give or take the fixed
-    // tables and the allocator's rounding), and so within 1.5x of the bound.
+    // Honest weights: the cache holds no more than it says it holds (but for its fixed
+    // tables, 72 KiB), and so stays within 1.5x of the bound. The counter sees the sizes
+    // asked for; the weights also count the allocator's rounding, so they sit a little above.
     assert!(
         net as f64 <= 1.5 * MAX_BYTES as f64,
         "the cache holds {net} B for a bound of {MAX_BYTES} B"
     );
     assert!(
-        net as f64 <= 1.25 * flooded.bytes as f64 + 128.0 * 1024.0,
+        net <= flooded.bytes as i64 + 128 * 1024,
+        "the cache holds {net} B but weighs {} B",
+        flooded.bytes
+    );
+    // ... and not far above: the bound is not spent on imagined costs.
+    assert!(
+        net as f64 >= 0.7 * flooded.bytes as f64,
         "the cache holds {net} B but weighs {} B",
         flooded.bytes
     );
