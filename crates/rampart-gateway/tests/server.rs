@@ -157,6 +157,34 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() 
     assert_eq!(read_until_closed(&mut c).await, "");
 }
 
+/// Past a second of idleness a keep-alive connection gives hyper's buffers back and waits on
+/// the bare socket: it still serves its next request, still answers a stalled head with a
+/// `408`, and is still closed at the keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_idle_past_a_second_keeps_every_limit() {
+    let f = start(&short(
+        Duration::from_millis(300),
+        Duration::from_millis(1500),
+    ));
+    let mut c = TcpStream::connect(f.addr()).await.unwrap();
+    c.write_all(GET).await.unwrap();
+    read_response(&mut c, "ok").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.write_all(GET).await.unwrap();
+    let r = read_response(&mut c, "ok").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Idle again, then closed at the keep-alive timeout.
+    assert_eq!(read_until_closed(&mut c).await, "");
+
+    let mut c = TcpStream::connect(f.addr()).await.unwrap();
+    c.write_all(GET).await.unwrap();
+    read_response(&mut c, "ok").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.write_all(b"GET / HTTP/1.1\r\nho").await.unwrap();
+    let got = read_until_closed(&mut c).await;
+    assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_closes_the_connection() {
     let f = start(&short(Duration::from_secs(30), Duration::from_secs(30)));

@@ -36,9 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Handler;
 use super::io::{ConnIo, ConnState, Phase};
 use super::shared::Shared;
+use super::{Handler, ServerConfig};
 
 /// The answer to a client that sent part of a request head and then stalled.
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
@@ -51,15 +51,31 @@ request timeout\n";
 /// Bytes read per poll while waiting for the first head (on the stack, only during a poll).
 const READ_AHEAD: usize = 4096;
 
-enum FirstHead {
-    /// A complete head (or more than the largest allowed, for hyper to refuse).
-    Head(Bytes),
+/// A keep-alive connection idle this long gives hyper's connection (its read and write
+/// buffers, about 10 KiB) back and waits on the bare socket, like a new one.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+enum ReadHead {
+    /// A complete head (or more than the largest allowed, for hyper to refuse), and the
+    /// deadline of the header-read timeout for it.
+    Head(Bytes, Instant),
     /// The client closed, or the socket failed.
     Closed,
-    /// The header-read timeout expired; `partial`: some bytes had arrived.
+    /// The deadline passed; `partial`: part of a head had arrived.
     TimedOut { partial: bool },
     /// The server is shutting down.
     Shutdown,
+}
+
+/// How long [`read_head`] waits.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A new connection: the whole head by `deadline` (the accept plus the header-read
+    /// timeout).
+    First { deadline: Instant },
+    /// A parked keep-alive connection: the first byte by `idle_deadline`, then the whole head
+    /// within the header-read timeout of that byte.
+    Idle { idle_deadline: Instant },
 }
 
 /// Does `tail` (the new bytes plus the three before them) hold the blank line ending a head?
@@ -67,19 +83,27 @@ fn head_complete(tail: &[u8]) -> bool {
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
-async fn read_first_head<I: AsyncRead + Unpin>(
+/// Reads a request head into `head` (which may hold bytes already read).
+async fn read_head<I: AsyncRead + Unpin>(
     io: &mut I,
-    deadline: Instant,
-    max: usize,
+    mut head: Vec<u8>,
+    wait: Wait,
+    config: &ServerConfig,
     shutdown: &CancellationToken,
-) -> FirstHead {
-    let mut head: Vec<u8> = Vec::new();
+) -> ReadHead {
+    let max = config.max_header_size();
+    let mut deadline = match wait {
+        Wait::First { deadline } => deadline,
+        Wait::Idle { idle_deadline } if head.is_empty() => idle_deadline,
+        Wait::Idle { .. } => Instant::now() + config.header_read_timeout(),
+    };
+    let mut header_deadline = deadline;
     let sleep = tokio::time::sleep_until(deadline);
     let cancelled = shutdown.cancelled();
     tokio::pin!(sleep, cancelled);
     poll_fn(|cx| {
         if cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(FirstHead::Shutdown);
+            return Poll::Ready(ReadHead::Shutdown);
         }
         loop {
             let mut buf = [0u8; READ_AHEAD];
@@ -88,22 +112,27 @@ async fn read_first_head<I: AsyncRead + Unpin>(
                 Poll::Ready(Ok(())) => {
                     let got = rb.filled();
                     if got.is_empty() {
-                        return Poll::Ready(FirstHead::Closed);
+                        return Poll::Ready(ReadHead::Closed);
+                    }
+                    if head.is_empty() && matches!(wait, Wait::Idle { .. }) {
+                        // The next request started: the header-read timeout runs from now.
+                        header_deadline = Instant::now() + config.header_read_timeout();
+                        deadline = header_deadline;
+                        sleep.as_mut().reset(deadline);
                     }
                     let from = head.len().saturating_sub(3);
                     head.extend_from_slice(got);
                     if head_complete(&head[from..]) || head.len() >= max {
-                        return Poll::Ready(FirstHead::Head(Bytes::from(std::mem::take(
-                            &mut head,
-                        ))));
+                        let head = Bytes::from(std::mem::take(&mut head));
+                        return Poll::Ready(ReadHead::Head(head, header_deadline));
                     }
                 }
-                Poll::Ready(Err(_)) => return Poll::Ready(FirstHead::Closed),
+                Poll::Ready(Err(_)) => return Poll::Ready(ReadHead::Closed),
                 Poll::Pending => break,
             }
         }
         if sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(FirstHead::TimedOut {
+            return Poll::Ready(ReadHead::TimedOut {
                 partial: !head.is_empty(),
             });
         }
@@ -133,48 +162,79 @@ pub(crate) async fn serve_connection<I, H>(
     H: Handler,
 {
     let config = &shared.config;
-    let accepted = Instant::now();
-    let header_deadline = accepted + config.header_read_timeout();
-    let head = match read_first_head(
-        &mut io,
-        header_deadline,
-        config.max_header_size(),
-        &shutdown,
-    )
-    .await
-    {
-        FirstHead::Head(head) => head,
-        FirstHead::Closed | FirstHead::Shutdown => return,
-        FirstHead::TimedOut { partial } => {
-            shared.metrics.header_timeouts.increment(1);
-            if partial {
-                shared.metrics.answered_408.increment(1);
-                tracing::debug!(server = config.name(), "request head timed out: 408");
-                answer_request_timeout(&mut io).await;
-            } else {
-                tracing::debug!(
-                    server = config.name(),
-                    "connection sent nothing before the header-read timeout: closed"
-                );
-            }
-            return;
-        }
+    let mut wait = Wait::First {
+        deadline: Instant::now() + config.header_read_timeout(),
     };
-
-    // Boxed: a connection still waiting for its first head keeps only the small state above
-    // (under 0.5 KiB instead of 1.4 KiB), not hyper's connection.
-    Box::pin(serve_http1(
-        io,
-        head,
-        handler,
-        &shared,
-        &shutdown,
-        header_deadline,
-    ))
-    .await;
+    let mut carried = Vec::new();
+    loop {
+        let (head, header_deadline) =
+            match read_head(&mut io, carried, wait, config, &shutdown).await {
+                ReadHead::Head(head, deadline) => (head, deadline),
+                ReadHead::Closed | ReadHead::Shutdown => return,
+                ReadHead::TimedOut { partial: true } => {
+                    shared.metrics.header_timeouts.increment(1);
+                    shared.metrics.answered_408.increment(1);
+                    tracing::debug!(server = config.name(), "request head timed out: 408");
+                    answer_request_timeout(&mut io).await;
+                    return;
+                }
+                ReadHead::TimedOut { partial: false } => {
+                    if matches!(wait, Wait::First { .. }) {
+                        shared.metrics.header_timeouts.increment(1);
+                        tracing::debug!(
+                            server = config.name(),
+                            "connection sent nothing before the header-read timeout: closed"
+                        );
+                    } else {
+                        shared.metrics.idle_timeouts.increment(1);
+                        tracing::debug!(
+                            server = config.name(),
+                            "idle keep-alive connection timed out: closed"
+                        );
+                    }
+                    return;
+                }
+            };
+        // Boxed: a connection waiting for a head keeps only the small state above (under
+        // 0.5 KiB), not hyper's connection (1.4 KiB more, and its buffers).
+        match Box::pin(serve_http1(
+            io,
+            head,
+            handler.clone(),
+            &shared,
+            &shutdown,
+            header_deadline,
+        ))
+        .await
+        {
+            Http1End::Closed => return,
+            Http1End::Parked {
+                io: back,
+                read_buf,
+                idle_deadline,
+            } => {
+                io = back;
+                carried = read_buf.to_vec();
+                wait = Wait::Idle { idle_deadline };
+            }
+        }
+    }
 }
 
-/// Serves the connection with hyper from its first head on, under the watchdog.
+/// How hyper's part of a connection ended.
+enum Http1End<I> {
+    /// The connection is done.
+    Closed,
+    /// Idle past [`PARK_AFTER`]: hyper's connection is dropped, the socket handed back with
+    /// the bytes hyper had read but not parsed.
+    Parked {
+        io: I,
+        read_buf: Bytes,
+        idle_deadline: Instant,
+    },
+}
+
+/// Serves the connection with hyper from a complete head on, under the watchdog.
 async fn serve_http1<I, H>(
     io: I,
     head: Bytes,
@@ -182,7 +242,8 @@ async fn serve_http1<I, H>(
     shared: &Shared,
     shutdown: &CancellationToken,
     header_deadline: Instant,
-) where
+) -> Http1End<I>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
@@ -194,9 +255,11 @@ async fn serve_http1<I, H>(
         state: state.clone(),
     };
     let mut conn = shared.http1.serve_connection(io, service);
+    let park = config.keep_alive_timeout() > PARK_AFTER;
 
     let mut seen = state.word();
     let mut deadline = Some(header_deadline);
+    let mut idle_deadline = header_deadline;
     let mut body_reads = 0;
     let sleep = tokio::time::sleep_until(header_deadline);
     let cancelled = shutdown.cancelled();
@@ -221,7 +284,11 @@ async fn serve_http1<I, H>(
             let phase = ConnState::phase_of(word);
             deadline = match phase {
                 Phase::Busy => None,
-                Phase::Idle => Some(Instant::now() + config.keep_alive_timeout()),
+                Phase::Idle => {
+                    let now = Instant::now();
+                    idle_deadline = now + config.keep_alive_timeout();
+                    Some(if park { now + PARK_AFTER } else { idle_deadline })
+                }
                 Phase::Head => Some(Instant::now() + config.header_read_timeout()),
                 Phase::BusyBody => {
                     body_reads = state.body_reads();
@@ -257,13 +324,34 @@ async fn serve_http1<I, H>(
                 }
             }
             if now >= d {
-                return Poll::Ready(Some(phase));
+                if phase == Phase::Idle && now < idle_deadline {
+                    if !draining && !state.write_blocked() {
+                        return Poll::Ready(Some(None));
+                    }
+                    // A response is still unsent: stay with hyper until the idle deadline.
+                    deadline = Some(idle_deadline);
+                    continue;
+                }
+                return Poll::Ready(Some(Some(phase)));
             }
         }
     })
     .await;
 
-    let Some(phase) = end else { return };
+    let phase = match end {
+        None => return Http1End::Closed,
+        Some(None) => {
+            // Idle, every response flushed (hyper writes until the socket refuses; the last
+            // write was accepted): hyper holds nothing still to send.
+            let parts = conn.into_parts();
+            return Http1End::Parked {
+                io: parts.io.into_inner().into_inner(),
+                read_buf: parts.read_buf,
+                idle_deadline,
+            };
+        }
+        Some(Some(phase)) => phase,
+    };
     match phase {
         Phase::Idle => {
             shared.metrics.idle_timeouts.increment(1);
@@ -293,6 +381,7 @@ async fn serve_http1<I, H>(
             );
         }
     }
+    Http1End::Closed
 }
 
 /// hyper's view of the handler: records the phase, wraps the response body.
