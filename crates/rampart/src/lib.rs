@@ -13,6 +13,8 @@
 //! | `limit` | `rampart::limit` | `rampart-limit` | adaptive concurrency limit, priority load shedding, client-side throttling |
 //! | `full` | all of the above | | |
 //! | `metrics` | | | counters and gauges through the [`metrics`](https://docs.rs/metrics) facade in every enabled crate |
+//! | `tls` | | | `https://` for HTTP probes and balancer endpoints (rustls on the ring provider) in every enabled crate that dials |
+//! | `grpc` | | | the gRPC health-checking probe, `rampart::health::GrpcHealthProbe` (tonic-health) |
 //!
 //! `breaker`, `balance`, `gslb`, `fallback` and `limit` each turn on `health`, since their APIs speak
 //! its vocabulary. `metrics` turns on the `metrics` feature of each crate that is enabled and
