@@ -53,22 +53,28 @@ async fn a_breaker_below_its_minimum_and_one_past_its_open_duration_are_reported
     );
 
     // Enough failures open it; then the outage heals and no traffic comes.
-    eventually(
+    let rec = eventually(
         "the recommendations breaker opens",
         Duration::from_secs(20),
         || {
             let http = http.clone();
             async move {
                 let _ = http.get("/products/2").await;
-                (status(&http).await["services"][RECOMMENDATIONS]["breaker"] == "open")
-                    .then_some(())
+                let rec = status(&http).await["services"][RECOMMENDATIONS].clone();
+                (rec["breaker"] == "open").then_some(rec)
             }
         },
     )
     .await;
-    let s = status(&http).await;
-    let b = &s["services"][RECOMMENDATIONS]["breaker_status"];
+    let b = &rec["breaker_status"];
     assert!(b["retry_after_secs"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(
+        rec["breaker_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("next trial call in "),
+        "{rec}"
+    );
     http.reset_faults().await;
 
     // Past the open duration (300 ms, backing off to at most 1.8 s) without a call, it reads
