@@ -286,9 +286,10 @@ impl StaleShared {
         };
         let mut resp = Response::new(StaleBody::stored(body));
         *resp.status_mut() = stored.status;
+        // The stored map already holds the stale marker and an `Age` to replace: the clone
+        // neither grows nor rehashes.
         let mut headers = stored.headers.clone();
         headers.insert(AGE, HeaderValue::from(age.as_secs()));
-        headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
         *resp.headers_mut() = headers;
         Some(resp)
     }
@@ -741,6 +742,9 @@ where
     // Names and values of their own, in a map of their own size (see `cost`).
     let mut headers = cost::detach_headers(resp.headers());
     policy::strip_for_storage(&mut headers);
+    // What a served copy carries besides its stored fields, in place (see `lookup`).
+    headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
+    headers.insert(AGE, HeaderValue::from_static("0"));
     // The vary values, too, are copies of their own.
     let vary = plan
         .vary
