@@ -691,3 +691,49 @@ async fn when_nearly_full_a_new_key_is_admitted_on_its_second_request() {
     }
     assert!(served + 2 >= held, "{served} of {held} kept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn pages_read_often_survive_a_flood_of_keys_each_requested_twice() {
+    let backend = Backend::default();
+    let max_bytes = 256 * 1024;
+    let stale = StaleIfErrorLayer::builder()
+        .max_bytes(max_bytes)
+        .max_entry_bytes(4096)
+        .build()
+        .unwrap();
+    let app = app(&backend, stale.clone());
+    let read_popular = |app: Router| async move {
+        for i in 0..10 {
+            get(&app, &format!("/n/popular-{i}"), &[]).await;
+        }
+    };
+    for _ in 0..10 {
+        read_popular(app.clone()).await;
+        tokio::time::advance(Duration::from_millis(1100)).await;
+    }
+    // Made-up keys, each requested twice (past the doorkeeper), while the popular pages are
+    // still read every second.
+    for n in 0..3000 {
+        let path = format!("/n/junk-{n}");
+        get(&app, &path, &[]).await;
+        get(&app, &path, &[]).await;
+        if n % 100 == 99 {
+            tokio::time::advance(Duration::from_millis(1100)).await;
+            read_popular(app.clone()).await;
+        }
+    }
+    let snap = stale.snapshot();
+    assert!(snap.bytes <= max_bytes, "{snap:?}");
+    backend.set(ERROR);
+    let mut survived = 0;
+    for i in 0..10 {
+        let (status, headers, _) = get(&app, &format!("/n/popular-{i}"), &[]).await;
+        if status == StatusCode::OK && headers.contains_key(STALE_HEADER) {
+            survived += 1;
+        }
+    }
+    assert_eq!(
+        survived, 10,
+        "{survived} of 10 popular pages survived; {snap:?}"
+    );
+}
