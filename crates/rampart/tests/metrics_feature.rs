@@ -52,3 +52,19 @@ fn health_metrics_are_recorded_through_the_umbrella_feature() {
         "{names:?}"
     );
 }
+
+#[cfg(feature = "limit")]
+#[test]
+fn limit_metrics_are_recorded_through_the_umbrella_feature() {
+    let names = Names::default();
+    metrics::with_local_recorder(&names, || {
+        let limiter = rampart::limit::Limiter::builder()
+            .name("l")
+            .build()
+            .unwrap();
+        drop(limiter.try_acquire(rampart::limit::Class::Partition(0)));
+    });
+    let names = names.0.into_inner().unwrap();
+    assert!(names.contains("rampart_limit_limit"), "{names:?}");
+    assert!(names.contains("rampart_limit_shed_total"), "{names:?}");
+}
