@@ -236,3 +236,50 @@ fn https_base_is_accepted_and_bad_schemes_are_named() {
         ("base", "\"ftp://127.0.0.1:21/\"")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_pool_is_health_checked_with_its_own_ca() {
+    let ca = Ca::new("rampart test ca");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], false);
+    let server = serve(server_config(&cert, &key, None)).await;
+    let tls = TlsConfig::builder().ca_pem(ca.pem()).build().unwrap();
+    let template = HttpEndpoint::builder("https://127.0.0.1".parse().unwrap())
+        .http_version(HttpVersion::Auto)
+        .tls(tls);
+    let probes = template.clone();
+    let balance = rampart_balance::Balance::builder::<HttpEndpoint<Empty<Bytes>>>()
+        .http_endpoints(
+            [format!("https://{}", server.addr).parse().unwrap()],
+            &template,
+        )
+        .unwrap()
+        .probe_with(move |name: &str| {
+            probes
+                .http_probe(name.parse().ok()?)
+                .path("/healthz")
+                .build()
+                .ok()
+        })
+        .health_checks(
+            rampart_health::CheckerConfig::builder()
+                .interval(Duration::from_millis(100))
+                .timeout(Duration::from_millis(100))
+                .unhealthy_interval(Duration::from_millis(100))
+                .rise(1)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let handle = balance.handle();
+    let mut healthy = false;
+    for _ in 0..250 {
+        if handle.snapshot().endpoints[0].health == rampart_health::Health::Healthy {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(healthy, "{:?}", handle.snapshot());
+    assert!(server.hits.load(Ordering::SeqCst) >= 1);
+}

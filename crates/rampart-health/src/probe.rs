@@ -479,6 +479,13 @@ impl HttpProbeBuilder {
         self
     }
 
+    /// All transport settings at once (versions, TLS, keep-alive), for instance those of the
+    /// client whose backend this probe checks.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// The most body bytes an attempt reads (default [`DEFAULT_MAX_BODY_BYTES`], 64 KiB); a
     /// longer body fails the attempt with [`ProbeErrorKind::Body`].
     pub fn max_body_bytes(mut self, n: usize) -> Self {

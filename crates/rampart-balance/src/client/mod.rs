@@ -205,6 +205,25 @@ impl HttpEndpointBuilder {
         self
     }
 
+    /// An [`HttpProbe`](rampart_health::HttpProbe) builder for `base` that dials the way this
+    /// endpoint does (HTTP versions, TLS settings, keep-alive): an `https` pool with its own CA
+    /// is checked with that CA.
+    ///
+    /// ```
+    /// use rampart_balance::HttpEndpoint;
+    ///
+    /// let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap());
+    /// let probe = template
+    ///     .http_probe("http://10.0.0.7:8080".parse().unwrap())
+    ///     .path("/healthz")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(probe.uri(), "http://10.0.0.7:8080/healthz");
+    /// ```
+    pub fn http_probe(&self, base: Uri) -> rampart_health::HttpProbeBuilder {
+        rampart_health::HttpProbe::builder(base).transport(self.transport.clone())
+    }
+
     /// Validates the base URI (`http` scheme, or `https` with the `tls` feature, and an
     /// authority), the timeouts and the transport settings.
     pub fn build<B>(self) -> Result<HttpEndpoint<B>, ConfigError>
