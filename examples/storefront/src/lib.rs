@@ -5,6 +5,8 @@
 //!   that obeys an injected fault.
 //! - [`shop`]: the storefront itself — server-rendered pages, a cookie cart, checkout through a
 //!   durable order outbox, `/status`, `/metrics` and fault control.
+//! - [`orders`]: where the outbox keeps its orders — the `OrderStore` trait, embedded SQLite
+//!   by default, or PostgreSQL shared by every shop instance.
 //! - [`Demo`]: both in one process, as `storefront demo` runs them (and the integration tests).
 //!
 //! ```no_run
@@ -25,6 +27,7 @@ pub mod api;
 pub mod catalog;
 pub mod chaos;
 pub mod config;
+pub mod dns;
 pub mod edge;
 pub mod fleet;
 pub mod orders;

@@ -396,6 +396,19 @@ fn order_page(order: OutboxOrder) -> Html<String> {
     html(&OrderPage { order, total })
 }
 
+/// The answer to an idempotency key sent again with a different order: 422, and not a word
+/// about the order stored under that key.
+fn key_reused() -> Response {
+    let mut r = message(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "That checkout form was already used",
+        "This checkout form was already used for a different order. Please open the checkout \
+         page again.",
+    );
+    no_store(&mut r);
+    r
+}
+
 pub(crate) async fn checkout_submit(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -427,14 +440,7 @@ pub(crate) async fn checkout_submit(
             order = existing.seq,
             "idempotency key reused for a different order"
         );
-        let mut r = message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "That checkout form was already used",
-            "This checkout form was already used for a different order. Please open the \
-             checkout page again.",
-        );
-        no_store(&mut r);
-        return Ok(r);
+        return Ok(key_reused());
     }
     if customer.is_empty() || !email.contains('@') {
         return Err(PageError::BadRequest(
@@ -456,9 +462,7 @@ pub(crate) async fn checkout_submit(
     let (stored, new) = st.outbox.record(request.clone()).await?;
     if !new && !stored.same_order(&request) {
         // Another request with this key was recorded in between.
-        return Err(PageError::BadRequest(
-            "This checkout form was already used for a different order.".into(),
-        ));
+        return Ok(key_reused());
     }
     metrics::counter!("storefront_orders_received_total").increment(1);
     // Forward now (this instance holds the claim), but never let a slow checkout hold the
