@@ -5,6 +5,7 @@
 //! - `storefront shop`: the shop alone, over a fleet described by `--config`.
 //! - `storefront edge`: the edge gateway over several shop instances.
 //! - `storefront chaos`: the scripted outage through edge, shops and fleet, with a report.
+//! - `storefront dns`: the GSLB's DNS responder in front of edges in several regions.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -41,6 +42,9 @@ enum Command {
     /// The scripted outage: edge, two shops and the fleet as child processes, open-loop load,
     /// a timeline of faults and a SIGKILL; reports per phase (--report, --chart, --quick).
     Chaos(storefront::chaos::ChaosArgs),
+    /// The GSLB's authoritative DNS responder in front of edges in several regions
+    /// (--edge REGION=IP:PORT..., --listen, default 127.0.0.1:5353).
+    Dns(storefront::dns::DnsArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -134,6 +138,10 @@ async fn main() -> ExitCode {
             c.admin_token = cli.common.admin_token.clone();
             storefront::chaos::run(c).await
         }
+        Some(Command::Dns(mut d)) => {
+            d.listen = cli.common.listen;
+            dns(d).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +150,26 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn dns(args: storefront::dns::DnsArgs) -> Result<(), String> {
+    let front = storefront::dns::start(&args).await?;
+    let addr = front.addr();
+    println!();
+    println!("Rampart GSLB DNS responder is running on {addr} (UDP and TCP)");
+    for site in front.gslb().snapshot().sites {
+        println!(
+            "  {:10} priority {}  {}",
+            &*site.region, site.priority, &*site.name
+        );
+    }
+    println!();
+    println!("Ask it:");
+    println!("  dig @{} -p {} {} A", addr.ip(), addr.port(), args.name);
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_ctrl_c().await;
+    Ok(())
 }
 
 async fn wait_for_ctrl_c() {
