@@ -8,12 +8,13 @@
 //! except 206 and 304 that is explicitly cacheable (RFC 9111 §3: `max-age`, `s-maxage`,
 //! `public`, `stale-if-error` or `Expires`), keyed by method, host, URI (or what the key
 //! function makes of it, see below), and the request's values of the headers the response
-//! names in `Vary` (RFC 9111 §4.1; a few variants per URI). Never kept, as a shared cache (RFC 9111 §3, §3.5): `no-store`
-//! (on the request or the response), `private`, `Set-Cookie`, `Vary: *`, requests with
-//! `Authorization` unless the response is `public`/`s-maxage`/`must-revalidate`, responses that
-//! forbid serving stale (`no-cache`, `must-revalidate`, `proxy-revalidate`, `s-maxage`) unless
-//! they carry an explicit `stale-if-error`, responses with trailers, responses cut short, and
-//! responses larger than `max_entry_bytes`.
+//! names in `Vary` (RFC 9111 §4.1; a few variants per URI). Never kept, as a shared cache
+//! (RFC 9111 §3, §3.5): `no-store` (on the request or the response), `private`,
+//! `Set-Cookie`, `Vary: *`, requests with `Authorization` unless the response is
+//! `public`/`s-maxage`/`must-revalidate`, responses that forbid serving stale (`no-cache`,
+//! `must-revalidate`, `proxy-revalidate`, `s-maxage`) unless they carry an explicit
+//! `stale-if-error`, responses with trailers, responses cut short, and responses larger than
+//! `max_entry_bytes`.
 //!
 //! **Keys.** By default every distinct URI is a key of its own, query string included, so a
 //! client can make up as many as it likes. [`StaleIfErrorLayer::key`] (or
@@ -338,8 +339,7 @@ impl StaleShared {
         );
         let stored_at = stored.stored_at;
         items.push(stored);
-        // A key of its own (not slices of the request's buffer); a refresh keeps the key
-        // already stored.
+        // A key of its own, not slices of the request's read buffer.
         self.cache
             .insert(key.detached(), Arc::new(Variants { items }));
         self.recent.mark(fingerprint, stored_at);
@@ -460,8 +460,9 @@ const DOORKEEPER_SLOTS: usize = 8192;
 ///
 /// A direct-mapped table of key fingerprints (64 KiB): a newer key in the same slot replaces
 /// an older one, so under a flood of new keys a key must come back before its slot is
-/// reused (8192 distinct newer keys land in it with a probability of about 1 − 1/e); a page
-/// that is read often comes back in time. No lock, no allocation per request.
+/// reused, after about 8,192 newer first requests on average; a page that is read often
+/// comes back in time. Consulted only when the cache is nearly full and a copy would be
+/// stored. No lock, no allocation.
 struct Doorkeeper {
     hasher: std::hash::RandomState,
     slots: Box<[AtomicU64]>,
