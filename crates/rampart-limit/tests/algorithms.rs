@@ -307,4 +307,8 @@ fn dropped_calls_count_as_drops_and_cancelled_calls_are_not_measured() {
     let p = limiter.try_acquire(Class::Partition(0)).unwrap();
     p.record(Outcome::Ignored);
     assert_eq!(limiter.limit(), 10);
+    let _held = limiter.try_acquire(Class::Partition(0)).unwrap();
+    let snap = limiter.snapshot();
+    assert_eq!(snap.partitions[0].admitted, 4);
+    assert_eq!(snap.partitions[0].in_flight, 1);
 }

@@ -78,6 +78,7 @@ proptest! {
         let (clock, mock) = quanta::Clock::mock();
         let limiter = build(adaptive, limit, partitioned, clock);
         let mut held: Vec<(usize, Permit)> = Vec::new();
+        let mut admitted = 0u64;
         for op in ops {
             match op {
                 Op::Acquire(class) => {
@@ -86,6 +87,7 @@ proptest! {
                         && class != Class::Bypass
                     {
                         held.push((class_index(class, partitioned), p));
+                        admitted += 1;
                         // Admitted only below the limit. (The limit moves only when calls
                         // finish, so this is exact; calls in flight when it falls may exceed
                         // the new limit until they finish.)
@@ -113,6 +115,7 @@ proptest! {
         let snap = limiter.snapshot();
         prop_assert_eq!(snap.in_flight, 0);
         prop_assert!(snap.partitions.iter().all(|p| p.in_flight == 0));
+        prop_assert_eq!(snap.partitions.iter().map(|p| p.admitted).sum::<u64>(), admitted);
     }
 }
 
