@@ -8,7 +8,12 @@
 //!
 //! `cargo bench -p rampart-gslb --features dns --bench dns` (`DNS_BENCH_SECS`, default 3, per
 //! server; `DNS_BENCH_WINDOW`, default 32).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
