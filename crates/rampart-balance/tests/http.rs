@@ -849,3 +849,40 @@ async fn a_streamed_request_whose_connection_closes_unanswered_fails_with_closed
     }
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_large_upload_to_a_busy_backend_that_answers_before_reading_gets_its_503() {
+    // An ordinary hyper server whose handler never reads the body: hyper answers, reads what
+    // is at hand, and closes the connection. Without care the client pooled that closing
+    // connection and the next upload died on it (about 1 in 100 uploads failed with
+    // `IncompleteMessage` or a broken pipe).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") });
+    let server = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    let mut client = raw_client(format!("http://{addr}").parse().unwrap());
+    for i in 0..200 {
+        let (status, body, _) =
+            tokio::time::timeout(Duration::from_secs(10), send(&mut client, large_upload()))
+                .await
+                .expect("answered within 10 s")
+                .unwrap_or_else(|e| panic!("upload {i}: {e:?}"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "upload {i}");
+        assert_eq!(body, "busy");
+    }
+    server.abort();
+}

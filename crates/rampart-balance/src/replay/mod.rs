@@ -7,10 +7,12 @@
 //! is never retried. A body that is empty by its size hint is not polled at all.
 //!
 //! A response always reaches the caller, even one the backend sent before it read the body (a
-//! busy backend's early `503`). When a streamed request's connection ends before any
-//! response (typically a kept-alive connection the backend was closing at that moment), the
-//! body cannot be sent again, and the caller gets a [`ClosedBeforeResponse`] that says so,
-//! with the transport error as its source.
+//! busy backend's early `503`). Such a backend closes the connection after its answer, so a
+//! streamed request goes out with `Connection: close` (unless it has a `Connection` header):
+//! its connection is never handed to another request while the backend closes it. When a
+//! streamed request's connection still ends before any response, the body cannot be sent
+//! again, and the caller gets a [`ClosedBeforeResponse`] that says so, with the transport error
+//! as its source.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -197,6 +199,16 @@ where
                 ResponseFuture::collecting(body.collect(), parts, ready)
             }
             _ => {
+                let mut parts = parts;
+                // A backend that answers before it has read a body (a busy `503`) closes the
+                // connection right after; returned to the pool, that closing connection would
+                // take the next request down with it. A streamed request's connection is used
+                // once (HTTP/1.1 `Connection: close`; hyper drops the header on HTTP/2), unless
+                // the caller chose a `Connection` header itself.
+                parts
+                    .headers
+                    .entry(http::header::CONNECTION)
+                    .or_insert(http::HeaderValue::from_static("close"));
                 let req = http::Request::from_parts(parts, ReplayBody::streaming(body));
                 ResponseFuture::streaming(self.inner.call(req))
             }
