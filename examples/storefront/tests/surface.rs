@@ -411,6 +411,27 @@ async fn cart_and_checkout_show_the_total() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_catalog_never_holds_up_the_checkout_form() {
+    let (_demo, http) = start("checkout-hang").await;
+    let (cookie, key) = cart_with(&http, 5, 1).await;
+    http.fault("catalog", "*", "*", "hang").await;
+    // Bounded by the client's own timeout: a form that waited on the catalog past the page
+    // deadline would be the apology, not the form.
+    let r = http
+        .send(Method::GET, "/checkout", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("name=\"idempotency_key\" value=\"{key}\"")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("Product #5"), "{}", r.body);
+    assert_eq!(r.header("x-rampart-degraded"), Some("cart-partial"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_two_products_in_the_catalog_share_a_name() {
     let (_demo, http) = start("unique-names").await;
     let mut names = std::collections::HashMap::new();

@@ -334,7 +334,13 @@ pub(crate) async fn cart_remove(headers: HeaderMap, Form(f): Form<CartForm>) -> 
 pub(crate) async fn checkout_form(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let existing = Cart::from_headers(&headers);
     let cart = existing.clone().unwrap_or_default();
-    let (lines, total, _) = priced_lines(&st, &cart).await;
+    // Prices are a courtesy here: a slow catalog must never hold up the checkout form, so past
+    // the checkout budget the form shows the lines unpriced (checkout prices the order).
+    let (lines, total, details_missing) =
+        match tokio::time::timeout(st.checkout_budget, priced_lines(&st, &cart)).await {
+            Ok(priced) => priced,
+            Err(_) => (unpriced_lines(&cart), None, true),
+        };
     let mut resp = html(&CheckoutPage {
         key: cart.key.clone(),
         items: cart.count(),
@@ -348,7 +354,23 @@ pub(crate) async fn checkout_form(State(st): State<AppState>, headers: HeaderMap
         resp.headers_mut().insert(SET_COOKIE, v);
     }
     no_store(&mut resp);
+    if details_missing {
+        mark_degraded(&mut resp, "cart-partial");
+    }
     resp
+}
+
+/// The cart's lines without the catalog's details.
+fn unpriced_lines(cart: &Cart) -> Vec<CartLine> {
+    cart.items
+        .iter()
+        .map(|item| CartLine {
+            product_id: item.product_id,
+            name: format!("Product #{}", item.product_id),
+            quantity: item.quantity,
+            price: None,
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
