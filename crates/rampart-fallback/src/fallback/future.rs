@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::Response;
 use http::header::RETRY_AFTER;
 use pin_project_lite::pin_project;
-use rampart_health::{BoxError, Classify, is_never_reached, retry_after};
+use rampart_health::{
+    BoxError, Classify, DeadlineExceeded, find_in_chain, is_never_reached, retry_after,
+};
 
 use super::handler::{Apologize, Captured, Trigger, retry_after_secs};
 use super::{ErrorChain, Shared, apologize};
@@ -134,9 +136,16 @@ where
             },
         };
         let never_reached = is_never_reached(&*error);
-        let after = retry_after(&*error)
-            .map(retry_after_secs)
-            .or(this.shared.retry_after);
+        // The caller's deadline passed: a timeout, not a capacity problem, so 504 and no
+        // Retry-After (coming back later would not have helped this request).
+        let deadline = find_in_chain::<DeadlineExceeded>(&*error).is_some();
+        let after = if deadline {
+            None
+        } else {
+            retry_after(&*error)
+                .map(retry_after_secs)
+                .or(this.shared.retry_after)
+        };
         let captured = match this.captured.take() {
             Some(c) => c,
             None => Captured {
@@ -168,11 +177,16 @@ where
                 "inner service failed; serving the apology"
             ),
         }
-        Poll::Ready(Ok(apologize(
+        let grpc = captured.grpc;
+        let mut resp = apologize(
             this.shared,
             captured,
             Trigger::Error { never_reached },
             after,
-        )))
+        );
+        if deadline && !grpc {
+            *resp.status_mut() = http::StatusCode::GATEWAY_TIMEOUT;
+        }
+        Poll::Ready(Ok(resp))
     }
 }
