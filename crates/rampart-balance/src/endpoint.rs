@@ -308,6 +308,10 @@ pub(crate) struct Endpoint<S> {
     pub(crate) ejected: AtomicBool,
     pub(crate) draining: AtomicBool,
     pub(crate) failures: AtomicU64,
+    /// Backpressure: the end of the back-off the endpoint asked for (`Retry-After`,
+    /// `grpc-retry-pushback-ms`), in nanoseconds since the balancer's epoch; 0 when it is
+    /// not backing off. While set, the endpoint is out of the routing table but still healthy.
+    pub(crate) backoff_until: AtomicU64,
     /// Static weight (1 by default).
     pub(crate) weight: u32,
     pub(crate) name: Arc<str>,
@@ -361,6 +365,7 @@ impl<S> Endpoint<S> {
             ejected: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            backoff_until: AtomicU64::new(0),
             tracker,
         }
     }
@@ -391,6 +396,19 @@ impl<S> Endpoint<S> {
         self.health().is_routable(unknown_is_routable)
             && !self.ejected.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
+            && !self.backing_off()
+    }
+
+    /// Routable but for a back-off.
+    pub(crate) fn routable_but_for_backoff(&self, unknown_is_routable: bool) -> bool {
+        self.health().is_routable(unknown_is_routable)
+            && !self.ejected.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Asked for a back-off that has not been lifted yet.
+    pub(crate) fn backing_off(&self) -> bool {
+        self.backoff_until.load(Ordering::Acquire) != 0
     }
 }
 

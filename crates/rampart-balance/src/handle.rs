@@ -44,6 +44,9 @@ pub struct EndpointSnapshot {
     pub ejected_until: Option<Duration>,
     /// How often it was ejected (decays while healthy).
     pub ejection_count: u32,
+    /// Time left in the back-off the endpoint asked for (`Retry-After` on a 429 or 503,
+    /// `grpc-retry-pushback-ms`): out of picking until then, but not unhealthy.
+    pub backing_off_until: Option<Duration>,
     /// Taken out of new traffic by an operator.
     pub draining: bool,
     /// Takes new requests (healthy or unknown per policy, not ejected, not draining).

@@ -11,8 +11,11 @@
 //! [`HttpPolicy`] is the HTTP answer: requests whose body is replayable ([`ReplayableBody`],
 //! e.g. a [`ReplayBody`](crate::ReplayBody) buffered by [`ReplayBodyLayer`](crate::ReplayBodyLayer))
 //! are retried when they never reached an endpoint; idempotent methods (RFC 9110 §9.2.2) and
-//! requests carrying an `Idempotency-Key` header are also retried on 502, 503, 504 and on
-//! transport errors after the request left (a reset before the response). [`ServicePolicy`]
+//! requests carrying an `Idempotency-Key` header are also retried on 502, 503, 504, on a 429
+//! that carries `Retry-After`, and on transport errors after the request left (a reset before
+//! the response). Its [`BalancePolicy::backoff`] reads backpressure from responses
+//! ([`http_backoff`]) and its [`BalancePolicy::deadline`] is the request's
+//! [`Deadline`] extension. [`ServicePolicy`]
 //! serves any `Clone` request type.
 //!
 //! ```
@@ -27,11 +30,15 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, Method, StatusCode};
 use http_body_util::{Empty, Full};
-use rampart_health::{BoxError, Classify, FnClassify, HttpClassifier, Outcome, is_never_reached};
+use rampart_health::grpc::RetryPushback;
+use rampart_health::{
+    BoxError, Classify, Deadline, FnClassify, HttpClassifier, Outcome, is_never_reached,
+};
 
 use crate::endpoint::ServedBy;
 
@@ -67,6 +74,67 @@ pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
     fn on_response(&self, response: &mut Res, served_by: &ServedBy) {
         let _ = (response, served_by);
     }
+
+    /// How long the endpoint that sent `response` asked not to be sent new requests
+    /// (backpressure: `429`/`503` with `Retry-After`, `grpc-retry-pushback-ms`). The balancer
+    /// takes it out of picking for that long, bounded by its `max_backoff`, without counting it
+    /// unhealthy. Default: never.
+    fn backoff(&self, response: &Res) -> Option<Duration> {
+        let _ = response;
+        None
+    }
+
+    /// The caller's deadline for `req` (default: none). A request past it is never sent
+    /// ([`DeadlineExceeded`](rampart_health::DeadlineExceeded)) and never retried.
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        let _ = req;
+        None
+    }
+
+    /// Called on every attempt of a request with a [`deadline`](Self::deadline) just before it
+    /// is sent (retries included), to tell the next hop what is left. Default: nothing.
+    fn write_deadline(&self, req: &mut Req, deadline: &Deadline) {
+        let _ = (req, deadline);
+    }
+}
+
+/// The backpressure an HTTP response asks for: `429 Too Many Requests` or
+/// `503 Service Unavailable` with `Retry-After` (delta-seconds or an HTTP-date), or a
+/// `grpc-retry-pushback-ms` of zero or more milliseconds (on any status, gRPC answers in
+/// Trailers-Only form carry it in the headers). `None` when the response asks nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use rampart_balance::policy::http_backoff;
+/// let r = http::Response::builder().status(429).header("retry-after", "2").body(()).unwrap();
+/// assert_eq!(http_backoff(&r), Some(Duration::from_secs(2)));
+/// let r = http::Response::builder().status(429).body(()).unwrap();
+/// assert_eq!(http_backoff(&r), None);
+/// ```
+pub fn http_backoff<B>(response: &http::Response<B>) -> Option<Duration> {
+    if let Some(RetryPushback::After(d)) = RetryPushback::from_headers(response.headers()) {
+        return Some(d);
+    }
+    if !matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    let value = response
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// An HTTP body that may be cloned for a replay.
@@ -182,10 +250,17 @@ where
     }
 
     fn retry_response(&self, req: &http::Request<B>, response: &http::Response<RB>) -> bool {
-        matches!(
-            response.status(),
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-        ) && Self::is_idempotent(req)
+        match response.status() {
+            StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Self::is_idempotent(req),
+            // Turned away before any work, and told when to come back: another endpoint may
+            // have room now.
+            StatusCode::TOO_MANY_REQUESTS => {
+                Self::is_idempotent(req) && http_backoff(response).is_some()
+            }
+            _ => false,
+        }
     }
 
     fn hash_key(&self, req: &http::Request<B>) -> Option<u64> {
@@ -204,6 +279,18 @@ where
 
     fn on_response(&self, response: &mut http::Response<RB>, served_by: &ServedBy) {
         response.extensions_mut().insert(served_by.clone());
+    }
+
+    fn backoff(&self, response: &http::Response<RB>) -> Option<Duration> {
+        http_backoff(response)
+    }
+
+    fn deadline(&self, req: &http::Request<B>) -> Option<Deadline> {
+        Deadline::of(req)
+    }
+
+    fn write_deadline(&self, req: &mut http::Request<B>, deadline: &Deadline) {
+        deadline.write_headers(req.headers_mut());
     }
 }
 

@@ -182,6 +182,8 @@ impl<S, P> BalanceBuilder<S, P> {
                         min_weight: 0.1,
                     }),
                     tick: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(60),
+                    failure_penalty: Duration::ZERO,
                 },
                 budget: RetryBudget::default(),
                 policy,
@@ -287,6 +289,25 @@ impl<S, P> BalanceBuilder<S, P> {
         if let Some(ss) = &mut self.settings.config.slow_start {
             ss.min_weight = share;
         }
+        self
+    }
+
+    /// The longest back-off an endpoint can ask for with `Retry-After` or
+    /// `grpc-retry-pushback-ms` (default 60 s; zero turns backpressure off). While backing off,
+    /// an endpoint takes no new requests but stays healthy: it is not ejected, and the health
+    /// report still counts it. It returns at the next maintenance tick after its time is up.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.settings.config.max_backoff = max;
+        self
+    }
+
+    /// The least latency a failed attempt (per the policy's classifier) counts as in the
+    /// endpoint's peak EWMA (default zero). A failure always counts as twice the larger of its
+    /// own latency and the current average, so an endpoint that fails fast never looks faster
+    /// than its siblings; a penalty (linkerd's "failure penalty") makes a single fast failure
+    /// cost at least this much.
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.settings.config.failure_penalty = penalty;
         self
     }
 
@@ -468,6 +489,20 @@ impl<S, P> BalanceBuilder<S, P> {
                 "maintenance_interval",
                 c.tick,
                 "must be positive",
+            ));
+        }
+        if c.max_backoff > Duration::from_secs(24 * 60 * 60) {
+            return Err(ConfigError::new(
+                "max_backoff",
+                c.max_backoff,
+                "must be at most 24 h",
+            ));
+        }
+        if c.failure_penalty > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "failure_penalty",
+                c.failure_penalty,
+                "must be at most 60 s",
             ));
         }
         if let Picker::ConsistentHash { virtual_nodes } = c.picker

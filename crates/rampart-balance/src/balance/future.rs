@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use rampart_health::{BoxError, NeverReached, Outcome};
+use rampart_health::{BoxError, Deadline, DeadlineExceeded, NeverReached, Outcome};
 use tower_service::Service;
 
 use super::shared::{Shared, Table};
@@ -48,6 +48,8 @@ struct Attempt<S, P, Req, Res> {
     tried: Tried,
     key: Option<u64>,
     seed: u64,
+    /// The caller's deadline: no attempt starts past it.
+    deadline: Option<Deadline>,
 }
 
 pin_project! {
@@ -96,6 +98,7 @@ where
         retries: u32,
         key: Option<u64>,
         seed: u64,
+        deadline: Option<Deadline>,
     ) -> Self {
         let panic = table.panic;
         Self {
@@ -112,6 +115,7 @@ where
                 tried: Tried::default(),
                 key,
                 seed,
+                deadline,
             }),
             error: None,
         }
@@ -130,6 +134,10 @@ where
         // An unsent request (its endpoint failed `poll_ready`) goes as it is; a sent one
         // needs a replayable copy.
         if self.retries_left == 0 || (self.req.is_none() && self.copy.is_none()) {
+            return false;
+        }
+        if self.deadline.is_some_and(|d| d.is_expired()) {
+            tracing::debug!("retry elsewhere: the caller's deadline has passed");
             return false;
         }
         if self.tried.is_empty()
@@ -232,10 +240,21 @@ where
                     };
                     match ready!(svc.poll_ready(cx)) {
                         Ok(()) => {
-                            let Some(req) = attempt.req.take() else {
+                            let Some(mut req) = attempt.req.take() else {
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(closed()));
                             };
+                            if let Some(deadline) = &attempt.deadline {
+                                if deadline.is_expired() {
+                                    // Never sent: nobody would wait for the answer.
+                                    tracing::debug!("deadline passed before the attempt: not sent");
+                                    let result = attempt.give_up(Box::new(DeadlineExceeded::new()));
+                                    this.state.set(State::Done);
+                                    *this.attempt = None;
+                                    return Poll::Ready(result);
+                                }
+                                attempt.shared.policy.write_deadline(&mut req, deadline);
+                            }
                             attempt.start = attempt.shared.clock.raw();
                             let fut = svc.call(req);
                             this.state.set(State::Calling { fut });
@@ -265,6 +284,11 @@ where
                         Ok(mut response) => {
                             let policy = &attempt.shared.policy;
                             attempt.record(policy.classify(Ok(&response)));
+                            if let Some(wait) = policy.backoff(&response)
+                                && let Some(inflight) = &attempt.inflight
+                            {
+                                attempt.shared.back_off(inflight.endpoint(), wait);
+                            }
                             let retry = attempt
                                 .copy
                                 .as_ref()

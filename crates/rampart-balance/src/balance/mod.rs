@@ -289,6 +289,7 @@ where
         };
         let svc = set.endpoints[i].service.clone();
         let retries = shared.config.max_retries;
+        let deadline = shared.policy.deadline(&req);
         let copy = if retries > 0 {
             shared.policy.clone_request(&req)
         } else {
@@ -304,9 +305,12 @@ where
             retries,
             key,
             self.rng.u64(..),
+            deadline,
         )
     }
 }
 
+#[cfg(test)]
+mod backpressure_tests;
 #[cfg(test)]
 mod tests;

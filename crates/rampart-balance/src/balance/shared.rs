@@ -46,6 +46,10 @@ pub(crate) struct Config {
     pub(crate) decay: Duration,
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) tick: Duration,
+    /// The longest back-off an endpoint may ask for (zero: backpressure off).
+    pub(crate) max_backoff: Duration,
+    /// The least latency a failure counts as in the peak EWMA.
+    pub(crate) failure_penalty: Duration,
 }
 
 /// Where an endpoint's active health comes from.
@@ -215,6 +219,8 @@ pub(crate) struct Shared<S, P> {
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     /// Every endpoint's load cell.
     slab: Arc<Slab>,
+    /// The origin of the endpoints' back-off deadlines.
+    epoch: Instant,
 }
 
 impl<S, P> Shared<S, P> {
@@ -252,7 +258,43 @@ impl<S, P> Shared<S, P> {
             checks,
             runtime,
             slab: Arc::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Nanoseconds from the epoch to `at` (at least 1: 0 means "not backing off").
+    fn since_epoch(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+    }
+
+    /// The endpoint asked not to be sent anything for `wanted` (a `Retry-After`, a gRPC
+    /// pushback): it leaves the routing table until then (at most `max_backoff`), healthy.
+    pub(crate) fn back_off(&self, ep: &Endpoint<S>, wanted: Duration) {
+        let d = wanted.min(self.config.max_backoff);
+        if d.is_zero() {
+            return;
+        }
+        let until = self.since_epoch(Instant::now() + d);
+        let before = ep.backoff_until.fetch_max(until, Ordering::AcqRel);
+        if before == 0 {
+            tracing::info!(
+                endpoint = %ep.name,
+                balancer = %self.config.name,
+                backoff_ms = d.as_millis() as u64,
+                "endpoint asked for a back-off: out of picking until then"
+            );
+            #[cfg(feature = "metrics")]
+            metrics::counter!("rampart_balance_backoffs_total", "balancer" => self.config.name.clone())
+                .increment(1);
+            let mut reg = self.registry();
+            self.rebuild(&mut reg);
+        }
+    }
+
+    /// Time left in `ep`'s back-off.
+    fn backoff_left(&self, ep: &Endpoint<S>, now: Instant) -> Option<Duration> {
+        let until = ep.backoff_until.load(Ordering::Acquire);
+        (until != 0).then(|| Duration::from_nanos(until.saturating_sub(self.since_epoch(now))))
     }
 
     /// Registers the counters of rare events, so that they show (at zero) from the start
@@ -266,6 +308,7 @@ impl<S, P> Shared<S, P> {
             "rampart_balance_no_healthy_endpoints_total",
             "balancer" => name.clone()
         ));
+        drop(metrics::counter!("rampart_balance_backoffs_total", "balancer" => name.clone()));
         for result in ["retried", "budget_exhausted"] {
             drop(metrics::counter!(
                 "rampart_balance_retries_total",
@@ -506,8 +549,8 @@ impl<S, P> Shared<S, P> {
         found
     }
 
-    /// Records a finished attempt: latency into the peak EWMA (failures count double, so a
-    /// failing endpoint loses the comparison), the outcome into passive outlier detection.
+    /// Records a finished attempt: latency into the peak EWMA (failures count double, and at
+    /// least the failure penalty, so a failing endpoint loses the comparison), the outcome into passive outlier detection.
     pub(crate) fn record(
         &self,
         ep: &Endpoint<S>,
@@ -523,7 +566,7 @@ impl<S, P> Shared<S, P> {
         let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
         let sample = if outcome.is_failure() {
             ep.failures.fetch_add(1, Ordering::Relaxed);
-            rtt.max(load.ewma_ns()) * 2.0
+            (rtt.max(load.ewma_ns()) * 2.0).max(self.config.failure_penalty.as_nanos() as f64)
         } else {
             rtt
         };
@@ -594,6 +637,20 @@ impl<S, P> Shared<S, P> {
                         metrics::counter!("rampart_balance_ejections_total", "balancer" => self.config.name.clone()).increment(1);
                     }
                 }
+            }
+        }
+        let now_ns = self.since_epoch(now);
+        for e in &reg.entries {
+            let until = e.ep.backoff_until.load(Ordering::Acquire);
+            if until != 0
+                && until <= now_ns
+                && e.ep
+                    .backoff_until
+                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                changed = true;
+                tracing::info!(endpoint = %e.ep.name, balancer = %self.config.name, "endpoint back-off over");
             }
         }
         let decay_every = self.config.tick;
@@ -685,7 +742,13 @@ impl<S, P> Shared<S, P> {
             }
         }
         let total = reg.entries.len();
-        let report = HealthReport::new(routable.len(), total);
+        // An endpoint backing off is healthy, only busy: the report (and panic mode) count it.
+        let backing_off = reg
+            .entries
+            .iter()
+            .filter(|e| e.ep.backing_off() && e.ep.routable_but_for_backoff(unknown))
+            .count();
+        let report = HealthReport::new(routable.len() + backing_off, total);
         let panic = self.config.panic_threshold > 0.0
             && total > 0
             && report.healthy_share() < self.config.panic_threshold;
@@ -769,6 +832,7 @@ impl<S, P> Shared<S, P> {
                         .and_then(|t| t.ejected_until())
                         .map(|u| u.saturating_duration_since(now)),
                     ejection_count: ep.tracker.as_ref().map_or(0, |t| t.ejection_count()),
+                    backing_off_until: self.backoff_left(ep, now),
                     draining: ep.draining.load(Ordering::Relaxed),
                     routable: e.routable,
                     outstanding: u64::from(ep.load().outstanding()),
