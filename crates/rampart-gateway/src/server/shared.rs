@@ -32,6 +32,17 @@ impl Shared {
             .max_headers(config.max_headers())
             .max_header_size(config.max_header_size())
             .max_buf_size(MAX_BUF_SIZE.max(config.max_header_size() + 1024));
+        if let Some(limit) = open_file_limit()
+            && config.max_connections() as u64 > limit
+        {
+            tracing::warn!(
+                server = config.name(),
+                max_connections = config.max_connections(),
+                open_file_limit = limit,
+                "max_connections is above the open-file limit: accepts will fail with EMFILE \
+                 (and back off) before the cap is reached"
+            );
+        }
         Arc::new(Self {
             metrics: Metrics::new(config.name()),
             limit: Arc::new(Semaphore::new(
@@ -40,5 +51,37 @@ impl Shared {
             config: config.clone(),
             http1: h1,
         })
+    }
+}
+
+/// The soft limit of open files, from `/proc/self/limits` (Linux; `None` elsewhere).
+fn open_file_limit() -> Option<u64> {
+    parse_open_file_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+fn parse_open_file_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_open_file_limit;
+
+    #[test]
+    fn the_soft_open_file_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             127431               127431               processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_file_limit(limits), Some(1024));
+        assert_eq!(
+            parse_open_file_limit("Max open files unlimited unlimited files"),
+            None
+        );
     }
 }
