@@ -43,6 +43,10 @@ pub mod checker;
 pub mod classify;
 pub mod config;
 pub mod deadline;
+pub mod grpc;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc_health;
 pub mod health;
 pub mod outlier;
 pub mod probe;
@@ -52,15 +56,14 @@ pub mod signal;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 pub mod transport;
-pub mod grpc;
-#[cfg(feature = "grpc")]
-#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
-pub mod grpc_health;
 
 pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, HealthTransition};
 pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
 pub use config::ConfigError;
 pub use deadline::{DEADLINE_HEADER, Deadline, DeadlineExceeded, DeadlineLayer, SetDeadline};
+pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode, RetryPushback};
+#[cfg(feature = "grpc")]
+pub use grpc_health::{GrpcHealthProbe, GrpcHealthProbeBuilder};
 pub use health::{Health, HealthPublisher, HealthWatch};
 pub use outlier::{
     EjectionReason, EndpointOutlierState, OutlierConfig, OutlierConfigBuilder, OutlierDetector,
@@ -71,13 +74,10 @@ pub use probe::{
     TcpProbeBuilder, probe_fn,
 };
 pub use report::{HealthReport, HealthReporter, ReportHealth};
-pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode, RetryPushback};
-#[cfg(feature = "grpc")]
-pub use grpc_health::{GrpcHealthProbe, GrpcHealthProbeBuilder};
+pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsConfigBuilder};
 pub use transport::{HttpVersion, Transport};
-pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]
