@@ -81,14 +81,14 @@ pub mod handle;
 pub mod metrics;
 pub mod replay;
 pub mod site;
+mod snapshot;
 mod state;
 
 pub use gslb::Gslb;
+pub use gslb::config::{GslbConfig, GslbConfigBuilder, LatencyConfig, MAX_RETRIES, Steering};
 pub use gslb::error::{NoHealthySite, UnknownSite};
 pub use gslb::future::ResponseFuture;
-pub use gslb::layer::{
-    GslbConfig, GslbConfigBuilder, GslbLayer, LatencyConfig, MAX_RETRIES, Steering,
-};
+pub use gslb::layer::GslbLayer;
 pub use handle::{GslbHandle, LevelSnapshot, Mode, SiteSnapshot, Snapshot};
 pub use site::{Site, Sites, SitesBuilder};
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, counter, gauge};
 
-use crate::state::{SiteMeta, SiteView};
+use crate::snapshot::{SiteMeta, SiteView};
 
 #[derive(Debug)]
 pub(crate) struct Metrics {

@@ -119,10 +119,11 @@ impl<S> Site<S> {
         self.health_report(rx)
     }
 
-    /// Follows an active probe of the site (a rampart-health `CheckerHandle::watch()`, or any
-    /// [`HealthWatch`]).
-    pub fn probe(mut self, probe: HealthWatch) -> Self {
-        self.probe = Some(probe.into_inner());
+    /// Follows the health an active probe of the site publishes: a rampart-health
+    /// `CheckerHandle::watch()`, or any [`HealthWatch`]. (Use [`checker`](Self::checker) to
+    /// hand over the checker itself and keep it running.)
+    pub fn health_watch(mut self, watch: HealthWatch) -> Self {
+        self.probe = Some(watch.into_inner());
         self
     }
 
@@ -137,7 +138,7 @@ impl<S> Site<S> {
     /// region's front door, say), and keeps the checker running as long as the selector.
     pub fn checker(self, checker: rampart_health::CheckerHandle) -> Self {
         let watch = checker.watch();
-        self.probe(watch).keep_alive(checker)
+        self.health_watch(watch).keep_alive(checker)
     }
 
     /// The site's name.

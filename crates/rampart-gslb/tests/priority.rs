@@ -225,7 +225,7 @@ async fn probe_and_report_combine() {
     let sites = Sites::builder()
         .site(
             Site::new("a", Mock::new("a"))
-                .probe(probe.subscribe())
+                .health_watch(probe.subscribe())
                 .health_report(report.subscribe()),
         )
         .site(Site::new("b", Mock::new("b")).priority(1))
@@ -250,7 +250,7 @@ async fn probe_and_report_combine() {
 async fn unknown_not_routable_when_configured() {
     let probe = HealthPublisher::new();
     let sites = Sites::builder()
-        .site(Site::new("a", Mock::new("a")).probe(probe.subscribe()))
+        .site(Site::new("a", Mock::new("a")).health_watch(probe.subscribe()))
         .site(Site::new("b", Mock::new("b")).priority(1))
         .build()
         .unwrap();

@@ -28,7 +28,8 @@ use super::config::{DnsConfig, DnsGslb};
 use super::query::{Addresses, DnsQuery, Transport};
 use super::stats::{Rcode, Stats};
 use crate::extract::IpTable;
-use crate::handle::{GslbHandle, Mode, Snapshot};
+use crate::handle::GslbHandle;
+use crate::snapshot::{Mode, Snapshot};
 
 /// One site's records inside a name's record table.
 #[derive(Debug)]

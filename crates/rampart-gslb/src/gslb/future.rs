@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{Shared, Target};
+use crate::gslb::config::MAX_RETRIES;
 use crate::gslb::error::NoHealthySite;
-use crate::gslb::layer::MAX_RETRIES;
 
 const MAX_ATTEMPTS: usize = MAX_RETRIES as usize + 1;
 

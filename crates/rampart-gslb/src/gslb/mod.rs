@@ -1,5 +1,6 @@
 //! The [`Gslb`] service: routes each request to one of several sites.
 
+pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod future;
 pub(crate) mod layer;
@@ -14,12 +15,14 @@ use rampart_health::BoxError;
 use tokio::sync::watch;
 use tower_service::Service;
 
+use self::config::{GslbConfig, Steering};
 use self::future::ResponseFuture;
-use self::layer::{GslbConfig, Steering};
 use crate::failover::factor_percent;
-use crate::handle::{GslbHandle, Mode};
+use crate::handle::GslbHandle;
 use crate::site::Sites;
-use crate::state::{Control, ControlInit, SiteMeta, Table};
+use crate::snapshot::Mode;
+use crate::snapshot::{SiteMeta, Table};
+use crate::state::{Control, ControlInit};
 
 /// FNV-1a (Fowler–Noll–Vo), a fast hash for the short site and region names looked up on
 /// the request path; the maps are built once from configuration, so hash flooding is not a

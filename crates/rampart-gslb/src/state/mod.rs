@@ -6,30 +6,26 @@
 //! `tokio::sync::watch`. Each `Gslb` clone caches an `Arc<Table>` and only re-reads it when the
 //! watch's version moved (one atomic load per request).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 
 use rampart_health::{Health, HealthReport};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use self::failback::{EPS, Hold, Step};
+pub(crate) use self::latency::Latency;
+pub(crate) use self::task::run;
 use crate::failover::{availability, distribute, priority_health};
-use crate::gslb::layer::LatencyConfig;
-use crate::handle::{LevelSnapshot, Mode, SiteSnapshot, Snapshot};
+use crate::gslb::config::LatencyConfig;
+use crate::snapshot::{
+    LevelSnapshot, LevelTable, Mode, SiteMeta, SiteSnapshot, SiteView, Snapshot, Table,
+};
 
-/// Static facts about a site.
-#[derive(Debug)]
-pub(crate) struct SiteMeta {
-    pub(crate) name: Arc<str>,
-    pub(crate) region: Arc<str>,
-    pub(crate) priority: u32,
-    pub(crate) weight: f64,
-    pub(crate) level: usize,
-}
+mod failback;
+mod latency;
+mod task;
 
 /// Mutable, lock-protected health state of one site.
 #[derive(Debug)]
@@ -38,10 +34,8 @@ struct SiteState {
     probe: Option<watch::Receiver<Health>>,
     /// The share the signals say now.
     observed: f64,
-    /// The share the split uses (increases wait for the failback hold).
-    admitted: f64,
-    /// Since when `observed` has been continuously above `admitted`.
-    pending_since: Option<Instant>,
+    /// The share the split uses and the failback hold's progress.
+    hold: Hold,
     drained: bool,
 }
 
@@ -58,119 +52,6 @@ struct Decision {
     mode: Mode,
     loads: Vec<u32>,
     routable: Vec<bool>,
-}
-
-/// One priority level of the precomputed split.
-#[derive(Debug)]
-pub(crate) struct LevelTable {
-    pub(crate) priority: u32,
-    pub(crate) health: u32,
-    pub(crate) load: u32,
-    /// Cumulative load up to and including this level (out of 100).
-    pub(crate) load_cum: u32,
-    /// Sites of this level with a positive effective weight, with cumulative weights.
-    pub(crate) picks: Box<[(f64, usize)]>,
-    pub(crate) total: f64,
-}
-
-impl LevelTable {
-    /// A weighted pick among this level's sites.
-    #[inline]
-    pub(crate) fn pick_weighted(&self) -> Option<usize> {
-        match self.picks.len() {
-            0 => None,
-            1 => Some(self.picks[0].1),
-            n => {
-                let r = fastrand::f64() * self.total;
-                let i = self.picks.partition_point(|&(cum, _)| cum <= r);
-                Some(self.picks[i.min(n - 1)].1)
-            }
-        }
-    }
-}
-
-/// The immutable, precomputed split that the request path reads.
-#[derive(Debug)]
-pub(crate) struct Table {
-    pub(crate) version: u64,
-    pub(crate) mode: Mode,
-    pub(crate) levels: Box<[LevelTable]>,
-    pub(crate) routable: Box<[bool]>,
-    /// Routable sites in failover order: by priority, then effective weight (highest first).
-    pub(crate) failover: Box<[usize]>,
-    pub(crate) active_priority: Option<u32>,
-    pub(crate) sites: Box<[SiteView]>,
-}
-
-/// Per-site facts for the snapshot.
-#[derive(Debug, Clone)]
-pub(crate) struct SiteView {
-    pub(crate) report: Option<HealthReport>,
-    pub(crate) probe: Option<Health>,
-    pub(crate) observed: f64,
-    pub(crate) admitted: f64,
-    pub(crate) drained: bool,
-    pub(crate) traffic_share: f64,
-    pub(crate) failback_at: Option<Instant>,
-}
-
-impl Table {
-    /// Picks a priority level by its load (integer percent, like Envoy).
-    #[inline]
-    pub(crate) fn pick_level(&self) -> Option<(usize, &LevelTable)> {
-        match self.levels.len() {
-            0 => None,
-            1 => Some((0, &self.levels[0])).filter(|(_, l)| l.load > 0),
-            _ => {
-                let r = fastrand::u32(0..100);
-                self.levels
-                    .iter()
-                    .enumerate()
-                    .find(|(_, l)| l.load > 0 && r < l.load_cum)
-            }
-        }
-    }
-}
-
-/// Lowest-latency steering state: one EWMA per site and one leader per level.
-#[derive(Debug)]
-pub(crate) struct Latency {
-    pub(crate) config: LatencyConfig,
-    /// EWMA in nanoseconds as `f64` bits; 0 = no sample yet.
-    ewma: Box<[AtomicU64]>,
-    leaders: Box<[AtomicUsize]>,
-    /// Routability as of the last recompute, so that stale measurements of a site that went
-    /// down do not make it leader again.
-    routable: Box<[AtomicBool]>,
-}
-
-impl Latency {
-    fn new(config: LatencyConfig, sites: usize, level_sites: &[Vec<usize>]) -> Self {
-        Self {
-            config,
-            ewma: (0..sites).map(|_| AtomicU64::new(0)).collect(),
-            routable: (0..sites).map(|_| AtomicBool::new(true)).collect(),
-            leaders: level_sites
-                .iter()
-                .map(|s| AtomicUsize::new(s.first().copied().unwrap_or(0)))
-                .collect(),
-        }
-    }
-
-    /// The EWMA of `site` in nanoseconds, if measured.
-    pub(crate) fn ewma(&self, site: usize) -> Option<f64> {
-        let bits = self.ewma.get(site)?.load(Ordering::Relaxed);
-        (bits != 0).then(|| f64::from_bits(bits))
-    }
-
-    #[inline]
-    pub(crate) fn leader(&self, level: usize) -> Option<usize> {
-        Some(self.leaders.get(level)?.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn is_leader(&self, site: usize, level: usize) -> bool {
-        self.leader(level) == Some(site)
-    }
 }
 
 /// Shared control block: static metadata, the lock-protected state and the table channel.
@@ -243,8 +124,10 @@ impl Control {
                 report,
                 probe,
                 observed: 0.0,
-                admitted: 0.0,
-                pending_since: None,
+                hold: Hold {
+                    admitted: 0.0,
+                    pending_since: None,
+                },
                 drained: false,
             });
         }
@@ -287,7 +170,7 @@ impl Control {
             let mut state = control.lock();
             for s in &mut state.sites {
                 s.observed = observe(s, control.unknown_is_routable);
-                s.admitted = s.observed;
+                s.hold.admitted = s.observed;
             }
         }
         control.recompute(Instant::now());
@@ -349,16 +232,18 @@ impl Control {
         state
             .sites
             .iter()
-            .filter_map(|s| s.pending_since)
+            .filter_map(|s| s.hold.deadline(self.hold))
             .min()
-            .map(|since| since + self.hold)
     }
 
     /// Re-reads every signal, applies the failback hold, rebuilds and publishes the table,
     /// and reports a change of decision.
     pub(crate) fn recompute(&self, now: Instant) {
         let mut state = self.lock();
-        let any_serving = state.sites.iter().any(|s| !s.drained && s.admitted > 0.0);
+        let any_serving = state
+            .sites
+            .iter()
+            .any(|s| !s.drained && s.hold.admitted > 0.0);
         for (i, s) in state.sites.iter_mut().enumerate() {
             let name = &self.meta[i].name;
             let observed = observe(s, self.unknown_is_routable);
@@ -373,54 +258,35 @@ impl Control {
                 );
             }
             s.observed = observed;
-            if observed <= s.admitted + EPS {
-                if observed < s.admitted - EPS {
-                    s.admitted = observed;
-                }
-                if s.pending_since.take().is_some() {
-                    tracing::info!(
-                        target: "rampart_gslb",
-                        gslb = %self.name,
-                        site = %name,
-                        "failback cancelled: site not continuously healthy"
-                    );
-                }
-            } else if !any_serving || self.hold.is_zero() {
-                // Nothing else is serving (or no hold configured): take it at once.
-                s.admitted = observed;
-                s.pending_since = None;
-            } else {
-                match s.pending_since {
-                    None => {
-                        s.pending_since = Some(now);
-                        tracing::info!(
-                            target: "rampart_gslb",
-                            gslb = %self.name,
-                            site = %name,
-                            hold = ?self.hold,
-                            "failback pending: site must stay healthy for the hold time"
-                        );
-                    }
-                    Some(since) if now.saturating_duration_since(since) >= self.hold => {
-                        s.admitted = observed;
-                        s.pending_since = None;
-                        tracing::info!(
-                            target: "rampart_gslb",
-                            gslb = %self.name,
-                            site = %name,
-                            share = observed,
-                            "failback: site admitted after the hold time"
-                        );
-                    }
-                    Some(_) => {}
-                }
+            match s.hold.observe(observed, self.hold, any_serving, now) {
+                Step::Quiet => {}
+                Step::Cancelled => tracing::info!(
+                    target: "rampart_gslb",
+                    gslb = %self.name,
+                    site = %name,
+                    "failback cancelled: site not continuously healthy"
+                ),
+                Step::Pending => tracing::info!(
+                    target: "rampart_gslb",
+                    gslb = %self.name,
+                    site = %name,
+                    hold = ?self.hold,
+                    "failback pending: site must stay healthy for the hold time"
+                ),
+                Step::Admitted => tracing::info!(
+                    target: "rampart_gslb",
+                    gslb = %self.name,
+                    site = %name,
+                    share = observed,
+                    "failback: site admitted after the hold time"
+                ),
             }
         }
 
         let shares: Vec<f64> = state
             .sites
             .iter()
-            .map(|s| if s.drained { 0.0 } else { s.admitted })
+            .map(|s| if s.drained { 0.0 } else { s.hold.admitted })
             .collect();
         let (mut mode, mut built) = self.build_levels(&shares);
         if mode == Mode::Unavailable {
@@ -476,14 +342,14 @@ impl Control {
                 report: s.report.as_ref().map(|r| *r.borrow()),
                 probe: s.probe.as_ref().map(|p| *p.borrow()),
                 observed: s.observed,
-                admitted: s.admitted,
+                admitted: s.hold.admitted,
                 drained: s.drained,
                 traffic_share: if mode == Mode::Fallback {
                     0.0
                 } else {
                     traffic_share
                 },
-                failback_at: s.pending_since.map(|t| t + self.hold),
+                failback_at: s.hold.deadline(self.hold),
             })
             .collect();
 
@@ -607,81 +473,6 @@ impl Control {
         )
     }
 
-    /// Records a latency sample for lowest-latency steering, and moves the level's leader if
-    /// another site is faster by more than the hysteresis margin.
-    pub(crate) fn record_latency(&self, site: usize, elapsed: Duration) {
-        let (Some(lat), Some(meta)) = (&self.latency, self.meta.get(site)) else {
-            return;
-        };
-        let sample = (elapsed.as_nanos() as f64).max(1.0);
-        let alpha = lat.config.alpha;
-        let cell = &lat.ewma[site];
-        let mut new = sample;
-        let mut old = f64::MAX;
-        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-            old = if bits == 0 {
-                f64::MAX
-            } else {
-                f64::from_bits(bits)
-            };
-            new = if bits == 0 {
-                sample
-            } else {
-                alpha * sample + (1.0 - alpha) * f64::from_bits(bits)
-            };
-            Some(new.to_bits())
-        });
-        let level = meta.level;
-        let margin = 1.0 + lat.config.hysteresis;
-        let leader = lat.leaders[level].load(Ordering::Relaxed);
-        if !lat.routable[site].load(Ordering::Relaxed) {
-            // A late answer from a site that is out: measured, but it cannot lead.
-            return;
-        }
-        if leader != site {
-            let better = match lat.ewma(leader) {
-                None => true,
-                Some(l) => new * margin < l,
-            };
-            if better {
-                self.switch_leader(lat, level, leader, site, new);
-            }
-        } else if new > old {
-            // The leader got slower: is anyone else faster by the margin? (If it did not get
-            // slower, no one can have overtaken it: others are checked on their own samples.)
-            let best = self.level_sites[level]
-                .iter()
-                .copied()
-                .filter(|&i| i != site && lat.routable[i].load(Ordering::Relaxed))
-                .filter_map(|i| lat.ewma(i).map(|e| (e, i)))
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((e, i)) = best
-                && e * margin < new
-            {
-                self.switch_leader(lat, level, site, i, e);
-            }
-        }
-    }
-
-    fn switch_leader(&self, lat: &Latency, level: usize, from: usize, to: usize, ewma: f64) {
-        if lat.leaders[level]
-            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            tracing::info!(
-                target: "rampart_gslb",
-                gslb = %self.name,
-                priority = self.level_priorities[level],
-                from = %self.meta[from].name,
-                to = %self.meta[to].name,
-                ewma = ?Duration::from_nanos(ewma as u64),
-                "lowest-latency site changed"
-            );
-            #[cfg(feature = "metrics")]
-            self.metrics.decision_changed();
-        }
-    }
-
     /// A snapshot for operators.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let table = self.table();
@@ -747,8 +538,6 @@ struct Built {
     traffic: Vec<f64>,
 }
 
-const EPS: f64 = 1e-9;
-
 /// A site's healthy share from its signals.
 fn observe(s: &SiteState, unknown_is_routable: bool) -> f64 {
     let probe = s.probe.as_ref().map_or(1.0, |p| {
@@ -763,56 +552,4 @@ fn observe(s: &SiteState, unknown_is_routable: bool) -> f64 {
         .as_ref()
         .map_or(1.0, |r| r.borrow().healthy_share());
     probe * report
-}
-
-/// The background task: recompute on every signal change and at hold deadlines.
-pub(crate) async fn run(control: Arc<Control>, mut watched: Vec<Watched>) {
-    loop {
-        let deadline = control.next_deadline();
-        let woken = control.wake.notified();
-        tokio::select! {
-            closed = any_changed(&mut watched) => {
-                if let Some(i) = closed {
-                    watched.swap_remove(i);
-                }
-            }
-            () = sleep_until(deadline) => {}
-            () = woken => {}
-        }
-        control.recompute(Instant::now());
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits until any watched signal changes; returns the index of a closed one (its sender
-/// dropped) so the caller stops watching it.
-async fn any_changed(watched: &mut [Watched]) -> Option<usize> {
-    if watched.is_empty() {
-        return std::future::pending().await;
-    }
-    type Changed<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
-    let mut futures: Vec<Changed<'_>> = watched
-        .iter_mut()
-        .map(|w| -> Changed<'_> {
-            match w {
-                Watched::Report(rx) => Box::pin(async move { rx.changed().await.is_ok() }),
-                Watched::Probe(rx) => Box::pin(async move { rx.changed().await.is_ok() }),
-            }
-        })
-        .collect();
-    std::future::poll_fn(|cx| {
-        for (i, f) in futures.iter_mut().enumerate() {
-            if let Poll::Ready(open) = f.as_mut().poll(cx) {
-                return Poll::Ready(if open { None } else { Some(i) });
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
