@@ -347,6 +347,15 @@ impl Edge {
     pub fn snapshot(&self) -> Snapshot {
         self.balance.snapshot()
     }
+
+    /// Stops accepting, lets the requests in flight finish within the server's grace period,
+    /// then closes every connection and waits for the workers to end. (Dropping the edge
+    /// starts the same shutdown without waiting for it.)
+    pub async fn shutdown(self) {
+        let workers = self._workers;
+        workers.shutdown();
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+    }
 }
 
 /// `storefront edge`: starts the edge, prints its address as the first line of stdout, and
@@ -372,6 +381,7 @@ pub async fn run(args: EdgeArgs) -> Result<(), String> {
         let _ = out.flush();
     }
     server::shutdown_signal().await;
-    drop(edge);
+    tracing::info!("shutting down: finishing the requests in flight");
+    edge.shutdown().await;
     Ok(())
 }
