@@ -364,7 +364,7 @@ impl ConfigError {
         }
     }
 
-    fn wrap(prefix: &str, e: &dyn fmt::Display) -> Self {
+    pub(crate) fn wrap(prefix: &str, e: &dyn fmt::Display) -> Self {
         Self {
             message: format!("{prefix}: {e}"),
         }
@@ -444,7 +444,56 @@ impl GatewayConfig {
     }
 }
 
+/// A cluster's settings, built and checked by the crates that use them.
+pub(crate) struct ClusterParts {
+    pub(crate) checks: rampart_health::CheckerConfig,
+    pub(crate) outlier: rampart_health::OutlierConfig,
+    pub(crate) budget: rampart_balance::RetryBudget,
+    pub(crate) breaker: rampart_breaker::Policy,
+}
+
 impl ClusterSection {
+    /// Builds the checker, ejection, retry budget and breaker settings (their own builders
+    /// validate them); errors name the cluster's table.
+    pub(crate) fn parts(&self, name: &str) -> Result<ClusterParts, ConfigError> {
+        let wrap =
+            |k: &str, e: &dyn fmt::Display| ConfigError::wrap(&format!("clusters.{name}.{k}"), e);
+        let checks = rampart_health::CheckerConfig::builder()
+            .interval(self.checks.interval)
+            .timeout(self.checks.timeout)
+            .rise(self.checks.rise)
+            .fall(self.checks.fall)
+            .build()
+            .map_err(|e| wrap("checks", &e))?;
+        let outlier = rampart_health::OutlierConfig::builder()
+            .name(name.to_owned())
+            .consecutive_failures(self.ejection.consecutive_failures)
+            .base_ejection_time(self.ejection.base_ejection_time)
+            .max_ejection_time(self.ejection.max_ejection_time)
+            .max_ejection_percent(self.ejection.max_ejection_percent)
+            .build()
+            .map_err(|e| wrap("ejection", &e))?;
+        let budget = rampart_balance::RetryBudget::builder()
+            .ratio(self.retry_budget_ratio)
+            .min_per_second(self.retry_budget_min_per_second)
+            .build()
+            .map_err(|e| wrap("retry_budget_ratio", &e))?;
+        let breaker = rampart_breaker::Policy::builder()
+            .name(name.to_owned())
+            .sliding_window(rampart_breaker::SlidingWindow::count(self.breaker.window))
+            .minimum_calls(self.breaker.minimum_calls)
+            .failure_rate_threshold(self.breaker.failure_rate)
+            .open_duration(self.breaker.open_duration)
+            .build()
+            .map_err(|e| wrap("breaker", &e))?;
+        Ok(ClusterParts {
+            checks,
+            outlier,
+            budget,
+            breaker,
+        })
+    }
+
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("clusters.{name}.{k}");
         if name.is_empty()
@@ -556,6 +605,7 @@ impl ClusterSection {
                 format!("cannot be read: {e}"),
             ));
         }
+        self.parts(name)?;
         Ok(())
     }
 }

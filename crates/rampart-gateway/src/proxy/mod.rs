@@ -57,15 +57,12 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use rampart_balance::{Balance, BalanceHandle, BalancePolicy, Picker, RetryBudget};
-use rampart_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, Policy, SlidingWindow};
+use rampart_balance::{Balance, BalanceHandle, BalancePolicy, Picker};
+use rampart_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use rampart_fallback::{
     ApologyBody, ApologyPage, FailureStatuses, Fallback, FallbackBody, FallbackLayer,
 };
-use rampart_health::{
-    BoxError, CheckerConfig, Classify, HttpClassifier, HttpProbe, Outcome, OutlierConfig,
-    is_never_reached,
-};
+use rampart_health::{BoxError, Classify, HttpClassifier, HttpProbe, Outcome, is_never_reached};
 use tower::timeout::Timeout;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
@@ -166,26 +163,8 @@ fn build_balance(
 > {
     let key = |k: &str| format!("clusters.{name}.{k}");
     let wrap = |k: &str, e: &dyn std::fmt::Display| ConfigError::new(key(k), "", e);
-    let checks = CheckerConfig::builder()
-        .interval(c.checks.interval)
-        .timeout(c.checks.timeout)
-        .rise(c.checks.rise)
-        .fall(c.checks.fall)
-        .build()
-        .map_err(|e| wrap("checks", &e))?;
-    let outlier = OutlierConfig::builder()
-        .name(name.to_owned())
-        .consecutive_failures(c.ejection.consecutive_failures)
-        .base_ejection_time(c.ejection.base_ejection_time)
-        .max_ejection_time(c.ejection.max_ejection_time)
-        .max_ejection_percent(c.ejection.max_ejection_percent)
-        .build()
-        .map_err(|e| wrap("ejection", &e))?;
-    let budget = RetryBudget::builder()
-        .ratio(c.retry_budget_ratio)
-        .min_per_second(c.retry_budget_min_per_second)
-        .build()
-        .map_err(|e| wrap("retry_budget_ratio", &e))?;
+    let parts = c.parts(name)?;
+    let (checks, outlier, budget) = (parts.checks, parts.outlier, parts.budget);
     let mut builder = Balance::builder()
         .name(name.to_owned())
         .policy(GatewayPolicy::default())
@@ -303,15 +282,7 @@ fn wrap_stack<B>(
 }
 
 fn breaker_for(name: &str, c: &ClusterSection) -> Result<BreakerHandle, ConfigError> {
-    let policy = Policy::builder()
-        .name(name.to_owned())
-        .sliding_window(SlidingWindow::count(c.breaker.window))
-        .minimum_calls(c.breaker.minimum_calls)
-        .failure_rate_threshold(c.breaker.failure_rate)
-        .open_duration(c.breaker.open_duration)
-        .build()
-        .map_err(|e| ConfigError::new(format!("clusters.{name}.breaker"), "", e))?;
-    Ok(BreakerHandle::new(policy))
+    Ok(BreakerHandle::new(c.parts(name)?.breaker))
 }
 
 struct Route {
@@ -429,7 +400,7 @@ impl<T> ProxyBalance for T where
 impl Proxy<()> {
     /// Builds the proxy for `config` (validated again here). The balancers' active checks
     /// start on the current tokio runtime and live as long as the clusters.
-    pub fn build(config: &GatewayConfig) -> Result<Proxy<impl ProxyBalance>, ConfigError> {
+    pub fn build(config: &GatewayConfig) -> Result<Proxy<impl ProxyBalance + use<>>, ConfigError> {
         Proxy::with_builder(config, build_balance)
     }
 }
