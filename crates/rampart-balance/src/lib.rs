@@ -13,7 +13,8 @@
 //!   ([`BalanceBuilder::http_health_checks`], [`BalanceBuilder::probe_with`],
 //!   [`BalanceBuilder::health_checks`]), passive ejection
 //!   ([`BalanceBuilder::outlier_detection`]), [`Picker`], panic threshold, retries and
-//!   [`RetryBudget`], slow start; `build()` validates and starts the background tasks.
+//!   [`RetryBudget`], slow start, backpressure (`max_backoff`), hedging ([`Hedge`]);
+//!   `build()` validates and starts the background tasks.
 //! - [`Balance`]: the `Service` (clone it freely; tasks stop when the last clone drops),
 //!   [`Balance::snapshot`], [`Balance::handle`] → [`BalanceHandle`] (drain, snapshot,
 //!   [`ReportHealth`](rampart_health::ReportHealth)).
@@ -50,6 +51,7 @@ pub mod client;
 pub mod discover;
 pub mod endpoint;
 pub mod handle;
+pub mod hedge;
 mod passive;
 pub mod pick;
 pub mod policy;
@@ -60,6 +62,7 @@ pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use client::{HttpEndpoint, HttpEndpointBuilder, RequestTimeout};
 pub use endpoint::ServedBy;
 pub use handle::{BalanceHandle, EndpointSnapshot, Snapshot};
+pub use hedge::Hedge;
 pub use pick::Picker;
 pub use policy::{
     BalancePolicy, HashKey, HttpPolicy, KeyFn, NoKey, ReplayableBody, ServicePolicy,

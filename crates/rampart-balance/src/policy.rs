@@ -84,6 +84,13 @@ pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
         None
     }
 
+    /// Whether `req` may be sent twice at once (a hedge, see [`Hedge`](crate::Hedge)).
+    /// Default: never.
+    fn hedgeable(&self, req: &Req) -> bool {
+        let _ = req;
+        false
+    }
+
     /// The caller's deadline for `req` (default: none). A request past it is never sent
     /// ([`DeadlineExceeded`](rampart_health::DeadlineExceeded)) and never retried.
     fn deadline(&self, req: &Req) -> Option<Deadline> {
@@ -283,6 +290,10 @@ where
 
     fn backoff(&self, response: &http::Response<RB>) -> Option<Duration> {
         http_backoff(response)
+    }
+
+    fn hedgeable(&self, req: &http::Request<B>) -> bool {
+        Self::is_idempotent(req)
     }
 
     fn deadline(&self, req: &http::Request<B>) -> Option<Deadline> {

@@ -184,6 +184,7 @@ impl<S, P> BalanceBuilder<S, P> {
                     tick: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(60),
                     failure_penalty: Duration::ZERO,
+                    hedge: None,
                 },
                 budget: RetryBudget::default(),
                 policy,
@@ -308,6 +309,14 @@ impl<S, P> BalanceBuilder<S, P> {
     /// cost at least this much.
     pub fn failure_penalty(mut self, penalty: Duration) -> Self {
         self.settings.config.failure_penalty = penalty;
+        self
+    }
+
+    /// Hedged requests (off by default): a hedgeable request still unanswered after the
+    /// delay is sent once more to another endpoint, and the first answer wins (see
+    /// [`Hedge`](crate::Hedge)). Hedges spend from the retry budget.
+    pub fn hedge(mut self, hedge: crate::Hedge) -> Self {
+        self.settings.config.hedge = Some(hedge);
         self
     }
 

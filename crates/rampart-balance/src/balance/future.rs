@@ -33,8 +33,18 @@ pin_project! {
     }
 }
 
+/// A hedge: its timer, then its attempt (boxed: only hedged requests pay for it).
+struct Hedging<S, F> {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer fired (a hedge was sent, or could not be).
+    fired: bool,
+    fut: Option<Pin<Box<F>>>,
+    inflight: Option<InFlight<S>>,
+    start: u64,
+}
+
 /// Everything an attempt and its retries need, outside the pinned state.
-struct Attempt<S, P, Req, Res> {
+struct Attempt<S: Service<Req>, P, Req, Res> {
     shared: Arc<Shared<S, P>>,
     inflight: Option<InFlight<S>>,
     svc: Option<S>,
@@ -50,6 +60,8 @@ struct Attempt<S, P, Req, Res> {
     seed: u64,
     /// The caller's deadline: no attempt starts past it.
     deadline: Option<Deadline>,
+    /// The hedge of the first attempt (hedging on and the request hedgeable).
+    hedge: Option<Hedging<S, S::Future>>,
 }
 
 pin_project! {
@@ -116,6 +128,7 @@ where
                 key,
                 seed,
                 deadline,
+                hedge: None,
             }),
             error: None,
         }
@@ -189,6 +202,148 @@ where
         true
     }
 
+    /// Arms the hedge timer for the first attempt of a hedgeable request.
+    fn arm_hedge(&mut self) {
+        let Some(hedge) = self.shared.config.hedge else {
+            return;
+        };
+        if self.hedge.is_some()
+            || !self.tried.is_empty()
+            || !self
+                .copy
+                .as_ref()
+                .is_some_and(|c| self.shared.policy.hedgeable(c))
+        {
+            return;
+        }
+        let mut at = tokio::time::Instant::now() + hedge.delay();
+        if let Some(d) = self.deadline {
+            if d.instant() <= at {
+                // The hedge would start past the deadline.
+                return;
+            }
+            at = at.min(d.instant());
+        }
+        self.hedge = Some(Hedging {
+            timer: Box::pin(tokio::time::sleep_until(at)),
+            fired: false,
+            fut: None,
+            inflight: None,
+            start: 0,
+        });
+    }
+
+    /// Drives the hedge while the first attempt is pending: sends it when its timer fires,
+    /// and returns its response if it answers first with one worth keeping.
+    fn poll_hedge(&mut self, cx: &mut Context<'_>) -> Option<S::Response> {
+        let h = self.hedge.as_mut()?;
+        if h.fut.is_none() {
+            if h.fired || h.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            h.fired = true;
+            self.send_hedge(cx)?;
+        }
+        let h = self.hedge.as_mut()?;
+        let fut = h.fut.as_mut()?;
+        let result = match fut.as_mut().poll(cx) {
+            Poll::Pending => return None,
+            Poll::Ready(r) => r,
+        };
+        let shared = &self.shared;
+        let policy = &shared.policy;
+        let inflight = h.inflight.as_ref()?;
+        match result {
+            Ok(mut response) => {
+                shared.record(
+                    inflight.endpoint(),
+                    inflight.load(),
+                    policy.classify(Ok(&response)),
+                    h.start,
+                );
+                if let Some(wait) = policy.backoff(&response) {
+                    shared.back_off(inflight.endpoint(), wait);
+                }
+                let worse = self
+                    .copy
+                    .as_ref()
+                    .is_some_and(|r| policy.retry_response(r, &response));
+                if worse {
+                    // A 503 from the hedge is no better than waiting for the first attempt.
+                    h.fut = None;
+                    h.inflight = None;
+                    return None;
+                }
+                policy.on_response(&mut response, &inflight.endpoint().served_by);
+                tracing::debug!(endpoint = %inflight.endpoint().name, "hedge answered first");
+                #[cfg(feature = "metrics")]
+                metrics::counter!("rampart_balance_hedges_total", "balancer" => shared.config.name.clone(), "result" => "won")
+                    .increment(1);
+                // The first attempt lost: it was at least this slow.
+                if let Some(first) = &self.inflight {
+                    shared.record_latency(first.load(), self.start);
+                }
+                Some(response)
+            }
+            Err(e) => {
+                let err: BoxError = e.into();
+                shared.record(
+                    inflight.endpoint(),
+                    inflight.load(),
+                    policy.classify(Err(&err)),
+                    h.start,
+                );
+                tracing::debug!(error = %err, "hedge failed; waiting for the first attempt");
+                h.fut = None;
+                h.inflight = None;
+                None
+            }
+        }
+    }
+
+    /// Sends the hedge: another endpoint, within the budget and the deadline.
+    fn send_hedge(&mut self, cx: &mut Context<'_>) -> Option<()> {
+        if self.deadline.is_some_and(|d| d.is_expired()) {
+            return None;
+        }
+        let shared = &self.shared;
+        let mut tried = Tried::default();
+        tried.push(self.endpoint()?.id);
+        let (table, _) = shared.table();
+        let panic = table.panic;
+        let set = table.set();
+        let mut rng = fastrand::Rng::with_seed(self.seed);
+        self.seed = rng.u64(..);
+        let i = pick(shared.config.picker, &set, &mut rng, self.key, &tried)?;
+        if !shared.budget.withdraw() {
+            tracing::debug!("hedge not sent: budget exhausted");
+            #[cfg(feature = "metrics")]
+            metrics::counter!("rampart_balance_hedges_total", "balancer" => shared.config.name.clone(), "result" => "budget_exhausted")
+                .increment(1);
+            return None;
+        }
+        let mut req = shared.policy.clone_request(self.copy.as_ref()?)?;
+        let endpoint = &set.endpoints[i];
+        let mut svc = endpoint.service.clone();
+        // Endpoints that are not ready at once are not worth a hedge.
+        if !matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))) {
+            return None;
+        }
+        if let Some(deadline) = &self.deadline {
+            shared.policy.write_deadline(&mut req, deadline);
+        }
+        tracing::debug!(endpoint = %endpoint.name, "hedge sent");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("rampart_balance_hedges_total", "balancer" => shared.config.name.clone(), "result" => "sent")
+            .increment(1);
+        let inflight = InFlight::start(table.clone(), i, panic);
+        let h = self.hedge.as_mut()?;
+        h.inflight = Some(inflight);
+        h.start = shared.clock.raw();
+        h.fut = Some(Box::pin(svc.call(req)));
+        Some(())
+    }
+
     fn endpoint(&self) -> Option<&Endpoint<S>> {
         self.inflight.as_ref().map(InFlight::endpoint)
     }
@@ -258,6 +413,9 @@ where
                             attempt.start = attempt.shared.clock.raw();
                             let fut = svc.call(req);
                             this.state.set(State::Calling { fut });
+                            if attempt.shared.config.hedge.is_some() {
+                                attempt.arm_hedge();
+                            }
                         }
                         Err(e) => {
                             // The endpoint's service is gone (closed, vanished): the request
@@ -279,7 +437,29 @@ where
                     }
                 }
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx));
+                    let result = match fut.poll(cx) {
+                        Poll::Ready(r) => {
+                            if let Some(h) = attempt.hedge.take()
+                                && let Some(loser) = &h.inflight
+                            {
+                                // The hedge lost: dropping its future cancels it.
+                                attempt.shared.record_latency(loser.load(), h.start);
+                            }
+                            r
+                        }
+                        Poll::Pending => {
+                            if attempt.hedge.is_none() {
+                                return Poll::Pending;
+                            }
+                            let Some(response) = attempt.poll_hedge(cx) else {
+                                return Poll::Pending;
+                            };
+                            // The hedge won; the first attempt is dropped with the state.
+                            this.state.set(State::Done);
+                            *this.attempt = None;
+                            return Poll::Ready(Ok(response));
+                        }
+                    };
                     match result {
                         Ok(mut response) => {
                             let policy = &attempt.shared.policy;

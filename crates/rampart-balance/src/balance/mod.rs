@@ -290,7 +290,7 @@ where
         let svc = set.endpoints[i].service.clone();
         let retries = shared.config.max_retries;
         let deadline = shared.policy.deadline(&req);
-        let copy = if retries > 0 {
+        let copy = if retries > 0 || shared.config.hedge.is_some() {
             shared.policy.clone_request(&req)
         } else {
             None

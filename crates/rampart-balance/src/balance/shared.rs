@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) max_backoff: Duration,
     /// The least latency a failure counts as in the peak EWMA.
     pub(crate) failure_penalty: Duration,
+    /// Hedged requests (off: `None`).
+    pub(crate) hedge: Option<crate::Hedge>,
 }
 
 /// Where an endpoint's active health comes from.
@@ -315,6 +317,15 @@ impl<S, P> Shared<S, P> {
                 "balancer" => name.clone(),
                 "result" => result
             ));
+        }
+        if self.config.hedge.is_some() {
+            for result in ["sent", "won", "budget_exhausted"] {
+                drop(metrics::counter!(
+                    "rampart_balance_hedges_total",
+                    "balancer" => name.clone(),
+                    "result" => result
+                ));
+            }
         }
     }
 
@@ -590,6 +601,17 @@ impl<S, P> Shared<S, P> {
                 let mut reg = self.registry();
                 self.rebuild(&mut reg);
             }
+        }
+    }
+
+    /// Feeds the time an attempt has taken so far into its endpoint's peak EWMA, without an
+    /// outcome (a hedged attempt that lost: it was at least this slow).
+    pub(crate) fn record_latency(&self, load: &LoadCell, start_raw: u64) {
+        let end = self.clock.raw();
+        let rtt = self.clock.delta_as_nanos(start_raw, end) as f64;
+        if rtt > load.ewma_ns() {
+            let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
+            load.observe_latency(rtt, end, elapsed, self.config.decay.as_nanos() as f64);
         }
     }
 
