@@ -25,8 +25,8 @@ use rampart::health::{Checker, CheckerConfig, Health, HttpProbe};
 use rampart_bench::args::Args;
 use rampart_bench::gateway::apology::Apology;
 use rampart_bench::gateway::lean::{Lean, LeanBackend};
-use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
-use rampart_bench::gateway::upstream::Upstream;
+use rampart_gateway::config::GatewayConfig;
+use rampart_gateway::proxy::{Proxy, Upstream};
 use rampart_gateway::server::{Handler, ServerConfig, spawn_workers};
 
 const USAGE: &str = "usage: gateway --listen ADDR --upstream ADDR... [--stack lean|rampart] \
@@ -117,26 +117,33 @@ fn run(s: &Settings) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let connect_timeout = Duration::from_secs(1);
     if s.stack == "rampart" {
-        let stack_config = StackConfig {
-            upstreams: s.upstreams.clone(),
-            checks: config,
-            connect_timeout,
-            max_retries: 2,
-            retry_after: Duration::from_secs(u64::from(s.retry_after)),
-            open_duration: Duration::from_secs(2),
-        };
+        // The crate's proxy, from a configuration generated from the flags (what
+        // `rampart-gateway --config` runs).
+        let endpoints: Vec<String> = s.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let toml = format!(
+            "[[routes]]\ncluster = \"backends\"\n\
+             [clusters.backends]\nendpoints = [{}]\nretry_after = \"{}s\"\n\
+             retry_budget_ratio = 1.0\nconnect_timeout = \"{}ms\"\n\
+             [clusters.backends.checks]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nfall = {}\nrise = {}\n\
+             [clusters.backends.breaker]\nopen_duration = \"2s\"\n",
+            endpoints.join(", "),
+            s.retry_after,
+            connect_timeout.as_millis(),
+            s.interval.as_millis(),
+            s.interval.min(Duration::from_millis(500)).as_millis(),
+            s.fall,
+            s.rise,
+        );
+        let gateway = GatewayConfig::from_toml(&toml)?;
         // Built inside the checks runtime: the balancer's checkers run there.
-        let (balance, breaker) = {
+        let proxy = {
             let _guard = checks.enter();
-            shared_parts(&stack_config)?
+            Proxy::build(&gateway)?
         };
         let checks_thread = std::thread::Builder::new()
             .name("checks".into())
             .spawn(move || checks.block_on(std::future::pending::<()>()))?;
-        let retry_after = stack_config.retry_after;
-        serve(s, move |_| {
-            Stacked::new(worker_stack(balance.clone(), &breaker, retry_after))
-        })?;
+        serve(s, move |_| proxy.clone())?;
         drop(checks_thread);
         return Ok(());
     }

@@ -22,8 +22,8 @@ use hyper::body::Incoming;
 use rampart_gateway::server::Handler;
 
 use super::apology::Apology;
-use super::upstream::{UpBody, Upstream, clone_request};
 use super::{GatewayBody, strip_hop_by_hop};
+use rampart_gateway::proxy::upstream::{UpBody, Upstream, clone_request};
 
 /// One upstream and what the request path knows of its health.
 #[derive(Debug)]

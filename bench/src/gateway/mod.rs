@@ -1,65 +1,27 @@
-//! The Rampart gateway that `bench/run.sh` measures against nginx and HAProxy.
+//! The lean gateway that `bench/run.sh` measures next to `rampart-gateway` (the crate's
+//! binary, run from a generated configuration file), nginx and HAProxy.
 //!
 //! ```text
-//! client ── rampart-gateway's server: HTTP/1.1, one current-thread runtime per core,
-//!            header-read / keep-alive / body timeouts, connection cap, graceful shutdown
-//!             └── handler (static dispatch, no per-request boxing)
-//!                   ├── lean:    round robin + checks + ejection + retry + static apology
-//!                   └── rampart: FallbackLayer → CircuitBreaker → Balance (active checks)
-//!                         └── endpoint: per-worker pooled hyper::client::conn::http1
+//! client ── rampart-gateway's server: HTTP/1.1, one current-thread runtime per core
+//!             └── lean: round robin + checks + ejection + retry + static apology
+//!                   └── rampart_gateway::proxy::Upstream: per-worker pooled hyper::client::conn::http1
 //! ```
 //!
-//! - [`upstream`]: per-worker, lock-free pools of upstream HTTP/1 connections;
-//! - [`lean`]: the lean handler (no Rampart middleware on the request path);
+//! - [`lean`]: the lean handler (no Rampart middleware on the request path), to see what the
+//!   middleware of the real gateway costs;
 //! - [`apology`]: the lean handler's static 503.
 //!
-//! [`stack::shared_parts`] builds the balancer (with its checkers, on the runtime it is called
-//! in) and the breaker once; [`stack::worker_stack`] wraps them in a fallback layer per worker;
-//! `rampart_gateway::server::spawn_workers` runs the workers (per-core `SO_REUSEPORT`
-//! listeners, the handler dispatched statically). The whole gateway:
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use rampart::health::CheckerConfig;
-//! use rampart_gateway::server::{ServerConfig, spawn_workers};
-//! use rampart_bench::gateway::stack::{StackConfig, Stacked, shared_parts, worker_stack};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = StackConfig {
-//!     upstreams: vec!["127.0.0.1:8081".parse()?, "127.0.0.1:8082".parse()?],
-//!     checks: CheckerConfig::builder().interval(Duration::from_secs(1)).fall(2).rise(2).build()?,
-//!     connect_timeout: Duration::from_secs(1),
-//!     max_retries: 2,
-//!     retry_after: Duration::from_secs(5),
-//!     open_duration: Duration::from_secs(2),
-//! };
-//! // The checkers run on their own small runtime, off the request path.
-//! let checks = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-//! let (balance, breaker) = {
-//!     let _in_checks = checks.enter();
-//!     shared_parts(&config)?
-//! };
-//! std::thread::spawn(move || checks.block_on(std::future::pending::<()>()));
-//! let server = ServerConfig::builder().name("gateway").workers(2).build()?;
-//! let workers = spawn_workers("127.0.0.1:8080".parse()?, &server, move |_worker| {
-//!     Stacked::new(worker_stack(balance.clone(), &breaker, config.retry_after))
-//! })?;
-//! println!("{}", workers.local_addr());
-//! workers.run_until_signal()?;
-//! # Ok(()) }
-//! ```
+//! The full gateway is `rampart_gateway::proxy::Proxy`; the `gateway` binary's
+//! `--stack rampart` builds it from its flags, and `bench/run.sh` runs the `rampart-gateway`
+//! binary itself.
 
 pub mod apology;
 pub mod lean;
-pub mod stack;
-pub mod upstream;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
-use http::header::{CONNECTION, HeaderName, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -116,44 +78,15 @@ impl Body for GatewayBody {
     }
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (hyper manages the connection itself).
-///
-/// One pass over the (usually few) header names, comparing each with the hop-by-hop set;
-/// the map is only searched again when one is present (seven `contains_key` hash lookups per
-/// message showed up in the profile, about 0.5 % of the gateway's CPU).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    let hop = |name: &HeaderName| {
-        name == CONNECTION
-            || name == TE
-            || name == TRAILER
-            || name == TRANSFER_ENCODING
-            || name == UPGRADE
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-    };
-    if !headers.keys().any(hop) {
-        return;
-    }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-}
+pub use rampart_gateway::proxy::strip_hop_by_hop;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use http::HeaderMap;
+    use http::header::{CONNECTION, TRANSFER_ENCODING};
 
     #[test]
     fn hop_by_hop_headers_are_removed_and_others_kept() {

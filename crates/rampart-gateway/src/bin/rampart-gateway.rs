@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let Some(path) = args.config else {
         return ExitCode::FAILURE;
     };
-    match run(path) {
+    match run(&path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "rampart-gateway: {e}");
@@ -62,8 +62,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let config = GatewayConfig::from_file(&path)?;
+fn run(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = GatewayConfig::from_file(path)?;
     // The recorder first: the balancers and breakers register their series when built.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let server_config = config.server.to_server_config("gateway")?;
@@ -91,7 +91,7 @@ fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
         let handler = proxy.clone();
         let workers = listeners.spawn(&server_config, move |_| handler.clone())?;
-        wait_for_signals(&path, &proxy).await;
+        wait_for_signals(path, &proxy).await;
         Ok::<_, Box<dyn std::error::Error>>(workers)
     })?;
     tracing::info!("shutting down");

@@ -299,7 +299,7 @@ struct Table<B> {
 
 impl<B> Table<B> {
     fn route(&self, host: Option<&str>, path: &str) -> Option<&Cluster<B>> {
-        let host = host.map(|h| strip_port(h));
+        let host = host.map(strip_port);
         self.routes
             .iter()
             .find(|r| {
@@ -541,6 +541,12 @@ fn no_route() -> Response<ProxyBody> {
     resp
 }
 
+/// A routed request: the cluster's call and, when the access log is on, its entry.
+type Routed<B> = (
+    Oneshot<ClusterStack<B>, Request<UpBody>>,
+    Option<AccessEntry>,
+);
+
 struct AccessEntry {
     method: Method,
     uri: http::Uri,
@@ -562,14 +568,8 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.host());
-        let routed: Result<
-            (
-                Oneshot<ClusterStack<B>, Request<UpBody>>,
-                Option<AccessEntry>,
-            ),
-            (),
-        > = match table.route(host, parts.uri.path()) {
-            None => Err(()),
+        let routed: Option<Routed<B>> = match table.route(host, parts.uri.path()) {
+            None => None,
             Some(cluster) => {
                 let peer = parts.extensions.get::<SocketAddr>().copied();
                 forward::request_headers(&mut parts.headers, peer);
@@ -580,14 +580,13 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
                     start: Instant::now(),
                 });
                 let req = Request::from_parts(parts, UpBody::from_incoming(body));
-                Ok((cluster.stack.clone().oneshot(req), entry))
+                Some((cluster.stack.clone().oneshot(req), entry))
             }
         };
         drop(table);
         async move {
-            let (call, entry) = match routed {
-                Ok(r) => r,
-                Err(()) => return no_route(),
+            let Some((call, entry)) = routed else {
+                return no_route();
             };
             let mut resp = match call.await {
                 Ok(resp) => resp,
