@@ -48,6 +48,8 @@ pub struct Config {
     pub shop: ShopConfig,
     /// Limits of the HTTP server (the shop's, or the fleet's control API): `[server]`.
     pub server: ServerSettings,
+    /// The shop's adaptive concurrency limit and load shedding: `[limit]`.
+    pub limit: LimitConfig,
     /// For `storefront shop`: where the fleet's replicas listen (as `storefront fleet`
     /// prints it). Ignored by `demo`, which starts its own fleet.
     pub upstreams: Option<Upstreams>,
@@ -66,6 +68,7 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             shop: ShopConfig::default(),
             server: ServerSettings::default(),
+            limit: LimitConfig::default(),
             upstreams: None,
             fleet_control: None,
         }
@@ -163,6 +166,129 @@ impl Default for ShopConfig {
             failback_hold: Duration::from_secs(10),
             ejection_time: Duration::from_secs(5),
         }
+    }
+}
+
+/// The shop's adaptive concurrency limit (rampart-limit): `[limit]`.
+///
+/// The limit follows measured latency between `min_limit` and `max_limit`, starting at
+/// `initial_limit`; each partition is guaranteed its share of it and may borrow what the
+/// others leave idle, and the partitions over their share are shed first (a fast `503` with
+/// `Retry-After`).
+///
+/// ```
+/// use storefront::config::Config;
+/// let cfg = Config::from_toml_str("[limit]\nmax_limit = 4\n\n[limit.shares]\ncheckout = 0.6\n").unwrap();
+/// assert_eq!(cfg.limit.max_limit, 4);
+/// assert_eq!(cfg.limit.shares.checkout, 0.6);
+/// let err = Config::from_toml_str("[limit]\nalgorithm = \"magic\"\n").unwrap_err();
+/// assert!(err.to_string().contains("limit.algorithm"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Whether the shop limits its pages at all (`--no-limit` turns it off).
+    pub enabled: bool,
+    /// `gradient2` (the default), `aimd`, `vegas` or `fixed` (always `max_limit`).
+    pub algorithm: String,
+    /// The lowest the limit goes.
+    pub min_limit: usize,
+    /// The highest the limit goes.
+    pub max_limit: usize,
+    /// The limit at start-up.
+    pub initial_limit: usize,
+    /// The partitions' guaranteed shares of the limit: `[limit.shares]`.
+    pub shares: LimitShares,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            algorithm: "gradient2".into(),
+            min_limit: 8,
+            max_limit: 512,
+            initial_limit: 64,
+            shares: LimitShares::default(),
+        }
+    }
+}
+
+/// The partitions' guaranteed shares of the limit, highest priority first.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitShares {
+    /// `POST /checkout`, `GET /checkout`, `/cart`, `/cart/*` and `/orders/*`: the buying path.
+    pub checkout: f64,
+    /// Every other page.
+    pub pages: f64,
+    /// The product pages' calls to the recommendations service.
+    pub recommendations: f64,
+}
+
+impl Default for LimitShares {
+    fn default() -> Self {
+        Self {
+            checkout: 0.5,
+            pages: 0.4,
+            recommendations: 0.1,
+        }
+    }
+}
+
+impl LimitConfig {
+    /// Checks every value; the error names the key (`limit.max_limit`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !["gradient2", "aimd", "vegas", "fixed"].contains(&self.algorithm.as_str()) {
+            return Err(ConfigError::new(
+                "limit.algorithm",
+                &self.algorithm,
+                "must be gradient2, aimd, vegas or fixed",
+            ));
+        }
+        if self.min_limit == 0 {
+            return Err(ConfigError::new(
+                "limit.min_limit",
+                self.min_limit,
+                "must be at least 1",
+            ));
+        }
+        if self.max_limit < self.min_limit {
+            return Err(ConfigError::new(
+                "limit.max_limit",
+                self.max_limit,
+                "must be at least limit.min_limit",
+            ));
+        }
+        if !(self.min_limit..=self.max_limit).contains(&self.initial_limit) {
+            return Err(ConfigError::new(
+                "limit.initial_limit",
+                self.initial_limit,
+                "must be between limit.min_limit and limit.max_limit",
+            ));
+        }
+        let s = &self.shares;
+        for (key, v) in [
+            ("limit.shares.checkout", s.checkout),
+            ("limit.shares.pages", s.pages),
+            ("limit.shares.recommendations", s.recommendations),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(ConfigError::new(
+                    key,
+                    v,
+                    "must be above 0.0 and at most 1.0",
+                ));
+            }
+        }
+        if s.checkout + s.pages + s.recommendations > 1.0 + 1e-9 {
+            return Err(ConfigError::new(
+                "limit.shares",
+                s.checkout + s.pages + s.recommendations,
+                "must add up to at most 1.0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -347,7 +473,6 @@ impl Config {
                 "must be at least shop.outbox_retry_base",
             ));
         }
-        self.server.to_server_config("shop")?;
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -357,6 +482,8 @@ impl Config {
                 "must be a postgres:// URL",
             ));
         }
+        self.server.to_server_config("shop")?;
+        self.limit.validate()?;
         if let Some(t) = &self.admin_token
             && t.len() < 8
         {

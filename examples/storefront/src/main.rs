@@ -75,6 +75,9 @@ struct Common {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Serve the pages without the adaptive concurrency limit (`[limit] enabled = false`).
+    #[arg(long, global = true)]
+    no_limit: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,6 +103,9 @@ fn load(common: &Common) -> Result<Config, String> {
     }
     if let Some(u) = &common.database_url {
         cfg.database_url = Some(u.clone());
+    }
+    if common.no_limit {
+        cfg.limit.enabled = false;
     }
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;

@@ -26,7 +26,9 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
 use http::{HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rampart::fallback::{Degrade, FallbackLayer, FallbackStats, StaleIfErrorLayer};
-use rampart::health::ConfigError;
+use rampart::health::{ConfigError, Outcome};
+use rampart::limit::algorithm::{Aimd, Fixed, Gradient2, Vegas};
+use rampart::limit::{Class, LimitLayer, Limiter, LimiterSnapshot};
 use serde::Serialize;
 use tower::ServiceBuilder;
 
@@ -43,7 +45,7 @@ pub use upstream::{
 
 use crate::AbortOnDrop;
 use crate::catalog::Product;
-use crate::config::ShopConfig;
+use crate::config::{LimitConfig, ShopConfig};
 use crate::fleet::{ServiceName, Upstreams};
 
 /// The header on a page the shop served degraded but working, naming how:
@@ -82,12 +84,26 @@ pub(crate) struct ShopInner {
     pub(crate) checkout_budget: Duration,
     pub(crate) fallback: FallbackStats,
     pub(crate) stale: StaleIfErrorLayer,
+    /// The pages' concurrency limit (`None` with `--no-limit`).
+    pub(crate) limiter: Option<Limiter>,
 }
 
 impl AppState {
     /// Recommendations are optional (rampart-fallback's `Degrade`): whatever fails or is late
     /// within the budget, the page renders without them.
+    ///
+    /// The call takes a slot of the limiter's lowest partition first (the page already holds
+    /// one of its own): under pressure the recommendations are left out before any page or
+    /// checkout is shed.
     pub(crate) async fn recommendations_for(&self, id: u32) -> Option<Vec<Product>> {
+        let permit = match &self.limiter {
+            Some(limiter) => Some(
+                limiter
+                    .try_acquire(Class::Partition(RECOMMENDATIONS))
+                    .ok()?,
+            ),
+            None => None,
+        };
         let path = format!("/recommendations/{id}");
         let call = async {
             self.recommendations
@@ -95,13 +111,89 @@ impl AppState {
                 .await
                 .map(Some)
         };
-        self.recs_degrade.or_default(call).await.value
+        let value = self.recs_degrade.or_default(call).await.value;
+        if let Some(permit) = permit {
+            permit.record(if value.is_some() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            });
+        }
+        value
+    }
+}
+
+/// The limiter's partitions, highest priority first.
+pub const PARTITIONS: [&str; 3] = ["checkout", "pages", "recommendations"];
+const CHECKOUT: usize = 0;
+const PAGES: usize = 1;
+const RECOMMENDATIONS: usize = 2;
+
+/// The shop's limiter as `[limit]` configures it (`None` when `enabled = false`): named
+/// `shop`, with the partitions of [`PARTITIONS`].
+pub fn build_limiter(cfg: &LimitConfig) -> Result<Option<Limiter>, ConfigError> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    cfg.validate()?;
+    let builder = Limiter::builder().name("shop");
+    let builder = match cfg.algorithm.as_str() {
+        "aimd" => builder.algorithm(
+            Aimd::builder()
+                .min_limit(cfg.min_limit)
+                .initial_limit(cfg.initial_limit)
+                .max_limit(cfg.max_limit)
+                .build()?,
+        ),
+        "vegas" => builder.algorithm(
+            Vegas::builder()
+                .min_limit(cfg.min_limit)
+                .initial_limit(cfg.initial_limit)
+                .max_limit(cfg.max_limit)
+                .build()?,
+        ),
+        "fixed" => builder.algorithm(Fixed::new(cfg.max_limit)?),
+        _ => builder.algorithm(
+            Gradient2::builder()
+                .min_limit(cfg.min_limit)
+                .initial_limit(cfg.initial_limit)
+                .max_limit(cfg.max_limit)
+                .build()?,
+        ),
+    };
+    builder
+        .partition(PARTITIONS[CHECKOUT], cfg.shares.checkout)
+        .partition(PARTITIONS[PAGES], cfg.shares.pages)
+        .partition(PARTITIONS[RECOMMENDATIONS], cfg.shares.recommendations)
+        .build()
+        .map(Some)
+}
+
+/// The partition of a page request: the buying path (`/checkout`, `/cart`, `/cart/*`,
+/// `/orders/*`) is `checkout`, every other page `pages`; the operations and admin routes
+/// bypass (they are served outside the page layers anyway).
+///
+/// ```
+/// use rampart::limit::Class;
+/// use storefront::shop::classify_page;
+/// assert_eq!(classify_page("/checkout"), Class::Partition(0));
+/// assert_eq!(classify_page("/products/7"), Class::Partition(1));
+/// assert_eq!(classify_page("/healthz"), Class::Bypass);
+/// ```
+pub fn classify_page(path: &str) -> Class {
+    match path {
+        "/healthz" | "/metrics" => Class::Bypass,
+        p if p.starts_with("/status") || p.starts_with("/admin/") => Class::Bypass,
+        "/checkout" | "/cart" => Class::Partition(CHECKOUT),
+        p if p.starts_with("/cart/") || p.starts_with("/orders/") => Class::Partition(CHECKOUT),
+        _ => Class::Partition(PAGES),
     }
 }
 
 /// The running shop: its router and its background outbox worker (stopped on drop).
 pub struct Shop {
     router: Router,
+    state: AppState,
     outbox: Outbox,
     upstreams: Vec<Upstream>,
     _replayer: AbortOnDrop,
@@ -206,21 +298,24 @@ fn register_shop_metrics() {
 
 impl Shop {
     /// Builds the shop over `upstreams`; the outbox lives in `data_dir/outbox.db` (SQLite).
+    /// Its pages are limited as `limit` says.
     pub fn start(
         config: &ShopConfig,
+        limit: &LimitConfig,
         upstreams: &Upstreams,
         admin: AdminState,
         data_dir: &Path,
     ) -> Result<Shop, ShopError> {
         let store = crate::orders::SqliteStore::open(&data_dir.join("outbox.db"))
             .map_err(ShopError::Outbox)?;
-        Self::start_with_store(config, upstreams, admin, Arc::new(store))
+        Self::start_with_store(config, limit, upstreams, admin, Arc::new(store))
     }
 
     /// Builds the shop over `upstreams` with its orders in `store` (see
-    /// [`crate::orders::open`]).
+    /// [`crate::orders::open`]), its pages limited as `limit` says.
     pub fn start_with_store(
         config: &ShopConfig,
+        limit: &LimitConfig,
         upstreams: &Upstreams,
         admin: AdminState,
         store: Arc<dyn crate::orders::OrderStore>,
@@ -260,7 +355,10 @@ impl Shop {
             .deadline(config.recommendations_budget)
             .build()
             .map_err(ShopError::Config)?;
-        let layers = PageLayers::new(config).map_err(ShopError::Config)?;
+        let limiter = build_limiter(limit).map_err(ShopError::Config)?;
+        let layers = PageLayers::new(config)
+            .map_err(ShopError::Config)?
+            .limited(limiter.clone());
         let state = AppState {
             inner: Arc::new(ShopInner {
                 catalog,
@@ -273,11 +371,13 @@ impl Shop {
                 checkout_budget: config.page_deadline / 2,
                 fallback: layers.fallback.stats().clone(),
                 stale: layers.stale.clone(),
+                limiter,
             }),
         };
-        let router = router(state, admin, &layers);
+        let router = router(state.clone(), admin, &layers);
         Ok(Shop {
             router,
+            state,
             outbox,
             upstreams: upstream_list,
             _replayer: replayer,
@@ -295,16 +395,23 @@ impl Shop {
         &self.outbox
     }
 
+    /// The pages' limiter (`None` when `[limit] enabled = false`).
+    pub fn limiter(&self) -> Option<&Limiter> {
+        self.state.limiter.as_ref()
+    }
+
     /// The live status of every service's stack.
     pub fn status(&self) -> Vec<ServiceStatus> {
         self.upstreams.iter().map(Upstream::status).collect()
     }
 }
 
-/// The layers around the pages. Outermost first: the apology (`FallbackLayer`), stale copies
+/// The layers around the pages. Outermost first: the apology (`FallbackLayer`), the
+/// concurrency limit (rampart-limit's `LimitLayer`, when there is one), stale copies
 /// (`StaleIfError`), panics to 500s (`CatchPanicLayer`), the page deadline (`TimeoutLayer`),
-/// then the handlers. A stale copy is preferred to the apology, and a panic or a late page
-/// becomes a failure the outer layers handle.
+/// then the handlers. A shed request becomes the apology with `503` and `Retry-After` at once;
+/// a stale copy is preferred to the apology, and a panic or a late page becomes a failure the
+/// outer layers handle.
 #[derive(Debug, Clone)]
 pub struct PageLayers {
     /// The apology (line 4).
@@ -313,6 +420,8 @@ pub struct PageLayers {
     pub stale: StaleIfErrorLayer,
     /// The per-page deadline.
     pub deadline: Duration,
+    /// The concurrency limit, partitioned by [`classify_page`].
+    pub limiter: Option<Limiter>,
 }
 
 impl PageLayers {
@@ -329,21 +438,40 @@ impl PageLayers {
                 .build()?
                 .key(rampart::fallback::stale::path_with_params(["page", "q"])),
             deadline: config.page_deadline,
+            limiter: None,
         })
+    }
+
+    /// The same layers with `limiter` (or none).
+    pub fn limited(mut self, limiter: Option<Limiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// `routes` wrapped in the layers.
     pub fn apply(&self, routes: Router) -> Router {
-        routes.layer(
-            ServiceBuilder::new()
-                .layer(self.fallback.clone())
-                .layer(self.stale.clone())
-                .layer(tower_http::catch_panic::CatchPanicLayer::new())
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    self.deadline,
-                )),
-        )
+        let inner = ServiceBuilder::new()
+            .layer(self.stale.clone())
+            .layer(tower_http::catch_panic::CatchPanicLayer::new())
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                self.deadline,
+            ));
+        match &self.limiter {
+            Some(limiter) => routes.layer(
+                ServiceBuilder::new()
+                    .layer(self.fallback.clone())
+                    .layer(LimitLayer::http(limiter.clone()).partition_by(
+                        |req: &http::Request<axum::body::Body>| classify_page(req.uri().path()),
+                    ))
+                    .layer(inner),
+            ),
+            None => routes.layer(
+                ServiceBuilder::new()
+                    .layer(self.fallback.clone())
+                    .layer(inner),
+            ),
+        }
     }
 }
 
@@ -439,6 +567,9 @@ pub struct StatusReport {
     pub pending_orders: u64,
     /// The shop's own last lines of defense.
     pub fallback: FallbackStatus,
+    /// The pages' concurrency limit: the limit, calls in flight, and per partition its
+    /// share, in flight, admitted and shed (`null` when the limiter is off).
+    pub limiter: Option<LimiterSnapshot>,
 }
 
 /// What the fallback layers did so far.
@@ -468,6 +599,7 @@ async fn report(st: &AppState) -> StatusReport {
             stale_entries: st.stale.snapshot().entries,
             recommendations_left_out: st.recs_degrade.snapshot().degraded(),
         },
+        limiter: st.limiter.as_ref().map(Limiter::snapshot),
     }
 }
 
@@ -477,6 +609,7 @@ async fn status_page(State(st): State<AppState>) -> Response {
         services: r.services,
         pending_orders: r.pending_orders,
         fallback: r.fallback,
+        limiter: r.limiter,
     };
     let body = page
         .render()

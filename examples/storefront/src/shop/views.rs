@@ -92,6 +92,7 @@ pub(crate) struct StatusPage {
     pub(crate) services: Vec<ServiceStatus>,
     pub(crate) pending_orders: u64,
     pub(crate) fallback: super::FallbackStatus,
+    pub(crate) limiter: Option<rampart::limit::LimiterSnapshot>,
 }
 
 /// The apology page (static).
