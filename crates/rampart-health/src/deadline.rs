@@ -124,7 +124,9 @@ impl Deadline {
     /// # }
     /// ```
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let grpc = headers.get(GRPC_TIMEOUT_HEADER).and_then(parse_grpc_timeout);
+        let grpc = headers
+            .get(GRPC_TIMEOUT_HEADER)
+            .and_then(parse_grpc_timeout);
         let ours = headers.get(DEADLINE_HEADER).and_then(parse_millis);
         let budget = match (grpc, ours) {
             (Some(a), Some(b)) => a.min(b),
@@ -402,7 +404,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(10)).await;
         let err = d.check().unwrap_err();
         assert!(crate::is_never_reached(&err));
-        assert_eq!(d.attempt_timeout(Some(Duration::from_secs(1))), Duration::ZERO);
+        assert_eq!(
+            d.attempt_timeout(Some(Duration::from_secs(1))),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]

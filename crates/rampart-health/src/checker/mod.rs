@@ -65,8 +65,8 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
-use tokio_util::task::AbortOnDropHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{ConfigError, Health, HealthPublisher, HealthWatch, Probe, ProbeError};
 
