@@ -26,7 +26,8 @@ use rampart_health::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::{DegradeFuture, OrWith};
+use super::future::DegradeFuture;
+use super::strategy::OrWith;
 use super::{Degrade, DegradeReason, Degraded};
 
 /// Wraps a service so that its errors (and calls past the deadline) become

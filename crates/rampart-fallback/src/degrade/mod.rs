@@ -36,9 +36,10 @@
 //! # Ok(()) }
 //! ```
 
-mod error;
 mod future;
 mod layer;
+mod reason;
+mod strategy;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -49,9 +50,10 @@ use std::time::Duration;
 
 use rampart_health::{BoxError, ConfigError};
 
-pub use self::error::DegradeReason;
-pub use self::future::{DegradeFuture, FallbackValue, OrDefault, OrElse, OrValue, OrWith};
+pub use self::future::DegradeFuture;
 pub use self::layer::{DegradeLayer, DegradeService, DegradeServiceFuture};
+pub use self::reason::DegradeReason;
+pub use self::strategy::{FallbackValue, OrDefault, OrElse, OrValue, OrWith};
 
 /// A result that may have been degraded: the value, and why it is a fallback if it is one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! [`DegradeReason`]: why a dependency's answer was replaced by its fallback.
+//! [`DegradeReason`]: why a dependency's answer was replaced by its fallback (a reason
+//! recorded beside the value, not an error: a degraded call still succeeds).
 
 use std::fmt;
 
