@@ -98,12 +98,14 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod body;
 mod cost;
 mod future;
 mod key;
 mod layer;
 mod policy;
+mod record;
 
 use std::fmt;
 use std::sync::Arc;
@@ -112,7 +114,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_LENGTH};
+use http::header::AGE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -122,7 +124,9 @@ pub use self::future::ResponseFuture;
 pub use self::key::path_with_params;
 pub use self::layer::{StaleIfErrorBuilder, StaleIfErrorLayer};
 
+use self::admission::{Doorkeeper, RecentStores};
 pub(crate) use self::key::{Key, KeyFn};
+pub(crate) use self::record::{Pending, record};
 
 /// The header that marks a response served from the stale-if-error cache: `x-rampart-stale`,
 /// with the value `1`.
@@ -297,29 +301,6 @@ impl StaleShared {
 
     /// Whether a new copy of about `weight` bytes for `key` may enter the cache.
     ///
-    /// Frequency-aware admission: while the cache has room below seven eighths of its bound,
-    /// anything storable enters; past that, a copy would displace others, and enters only
-    /// when its key is already stored (a refresh) or was seen before (its second request
-    /// within the doorkeeper's memory). One-hit wonders, such as a flood of made-up query
-    /// strings, are refused instead of evicting the pages read often; `moka`'s TinyLFU policy
-    /// then weighs a second-hit candidate against its victims by how often each was used.
-    fn admits(&self, key: &Key, weight: usize) -> bool {
-        let limit = self.config.max_bytes - self.config.max_bytes / 8;
-        if self.cache.weighted_size().saturating_add(weight as u64) <= limit
-            || self.doorkeeper.seen_else_mark(key)
-            || self.cache.contains_key(key)
-        {
-            return true;
-        }
-        self.counters.not_admitted.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(
-            target: "rampart_fallback",
-            path = key.path(),
-            "not admitted to the stale cache on a first request (the cache is nearly full)"
-        );
-        false
-    }
-
     /// Stores a complete response.
     pub(crate) fn store(&self, key: &Key, stored: Stored, fingerprint: u64) {
         let stored = Arc::new(stored);
@@ -376,141 +357,6 @@ impl StaleShared {
             too_old: c.too_old.load(Ordering::Relaxed),
             missed: c.missed.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Slots of [`RecentStores`] (a power of two).
-const RECENT_SLOTS: usize = 1024;
-
-/// When each recently stored request (key and `Vary` values) was stored, so that a success
-/// within `refresh_after` of it streams through without a cache lookup.
-///
-/// A direct-mapped table of `AtomicU64`: the high 32 bits are a tag from the request's
-/// fingerprint (never 0), the low 32 the store time in milliseconds since `base` (wrapping).
-/// Two requests sharing a slot overwrite each other, which only means an extra store; a
-/// wrong "recent" needs a 32-bit tag collision in the same slot, and then only delays a
-/// refresh by at most `refresh_after`. No lock, no allocation per request.
-struct RecentStores {
-    base: Instant,
-    refresh_ms: u32,
-    hasher: std::hash::RandomState,
-    slots: Box<[AtomicU64]>,
-}
-
-impl RecentStores {
-    fn new(refresh_after: Duration) -> Self {
-        let slots = if refresh_after.is_zero() {
-            0
-        } else {
-            RECENT_SLOTS
-        };
-        Self {
-            base: Instant::now(),
-            // Capped well below the 32-bit wrap (about 49 days).
-            refresh_ms: u32::try_from(refresh_after.as_millis())
-                .unwrap_or(u32::MAX)
-                .min(u32::MAX / 2),
-            hasher: std::hash::RandomState::new(),
-            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn fingerprint(&self, key: &Key, vary: &[Option<HeaderValue>]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one((key, vary))
-    }
-
-    fn millis(&self, at: Instant) -> u32 {
-        // Wrapping on purpose: only differences of recent times are compared.
-        at.saturating_duration_since(self.base).as_millis() as u32
-    }
-
-    fn slot(&self, fingerprint: u64) -> Option<(&AtomicU64, u64)> {
-        let tag = (fingerprint >> 32) | 1;
-        let slot = self.slots.get(fingerprint as usize & (RECENT_SLOTS - 1))?;
-        Some((slot, tag))
-    }
-
-    /// `true` when this fingerprint was stored less than `refresh_after` before `now`.
-    fn is_recent(&self, fingerprint: u64, now: Instant) -> bool {
-        let Some((slot, tag)) = self.slot(fingerprint) else {
-            return false;
-        };
-        let v = slot.load(Ordering::Relaxed);
-        v >> 32 == tag && self.millis(now).wrapping_sub(v as u32) < self.refresh_ms
-    }
-
-    fn mark(&self, fingerprint: u64, at: Instant) {
-        if let Some((slot, tag)) = self.slot(fingerprint) {
-            slot.store(tag << 32 | u64::from(self.millis(at)), Ordering::Relaxed);
-        }
-    }
-
-    fn clear(&self) {
-        for s in &*self.slots {
-            s.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Slots of [`Doorkeeper`] (a power of two).
-const DOORKEEPER_SLOTS: usize = 8192;
-
-/// The keys refused admission once, so that their second request is admitted.
-///
-/// A direct-mapped table of key fingerprints (64 KiB): a newer key in the same slot replaces
-/// an older one, so under a flood of new keys a key must come back before its slot is
-/// reused, after about 8,192 newer first requests on average; a page that is read often
-/// comes back in time. Consulted only when the cache is nearly full and a copy would be
-/// stored. No lock, no allocation.
-struct Doorkeeper {
-    hasher: std::hash::RandomState,
-    slots: Box<[AtomicU64]>,
-}
-
-impl Doorkeeper {
-    fn new() -> Self {
-        Self {
-            hasher: std::hash::RandomState::new(),
-            slots: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    /// `true` when `key` was marked before; else marks it.
-    fn seen_else_mark(&self, key: &Key) -> bool {
-        use std::hash::BuildHasher;
-        let fp = self.hasher.hash_one(key) | 1;
-        let Some(slot) = self.slots.get(fp as usize >> 1 & (DOORKEEPER_SLOTS - 1)) else {
-            return false;
-        };
-        if slot.load(Ordering::Relaxed) == fp {
-            return true;
-        }
-        slot.store(fp, Ordering::Relaxed);
-        false
-    }
-
-    fn clear(&self) {
-        for s in &*self.slots {
-            s.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-impl fmt::Debug for Doorkeeper {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Doorkeeper")
-            .field("slots", &self.slots.len())
-            .finish()
-    }
-}
-
-impl fmt::Debug for RecentStores {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecentStores")
-            .field("refresh_ms", &self.refresh_ms)
-            .field("slots", &self.slots.len())
-            .finish()
     }
 }
 
@@ -669,161 +515,5 @@ where
             None
         };
         ResponseFuture::new(self.inner.call(req), info, Arc::clone(&self.shared))
-    }
-}
-
-/// After a successful response head: decides whether to record it, and wraps the body.
-pub(crate) fn record<B>(
-    shared: &Arc<StaleShared>,
-    info: RequestInfo,
-    resp: Response<B>,
-) -> Response<StaleBody<B>>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    let cfg = &shared.config;
-    let plan = match policy::plan(
-        info.facts,
-        &info.vary,
-        &shared.vary_names,
-        resp.status(),
-        resp.headers(),
-        policy::Limits {
-            default_window: cfg.default_window,
-            max_window: cfg.max_window,
-            max_entry_bytes: cfg.max_entry_bytes,
-        },
-    ) {
-        Ok(plan) => plan,
-        Err(policy::NotStored::Status) => return resp.map(StaleBody::passthrough),
-        Err(why) => {
-            shared.not_stored(why, info.key.path());
-            return resp.map(StaleBody::passthrough);
-        }
-    };
-    let now = Instant::now();
-    let fingerprint = if shared.recent.slots.is_empty() {
-        0
-    } else {
-        let fp = shared.recent.fingerprint(&info.key, &info.vary);
-        if shared.recent.is_recent(fp, now) {
-            shared.counters.recent.fetch_add(1, Ordering::Relaxed);
-            return resp.map(StaleBody::passthrough);
-        }
-        fp
-    };
-    // The copy's cost, its body estimated by `Content-Length` (known only at its end
-    // otherwise).
-    let headers_weight = cost::headers_weight(resp.headers());
-    let vary_weight =
-        cost::heap(plan.vary.len() * std::mem::size_of::<(usize, Option<HeaderValue>)>())
-            + plan
-                .vary
-                .iter()
-                .map(|(_, v)| v.as_ref().map_or(0, |v| cost::heap(v.len())))
-                .sum::<usize>();
-    let overhead = STORED_SIZE + headers_weight + vary_weight;
-    let content_length = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    if !shared.admits(&info.key, overhead + info.key.weight() + content_length) {
-        return resp.map(StaleBody::passthrough);
-    }
-    let upstream_age = resp
-        .headers()
-        .get(AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let initial_age =
-        Duration::from_secs(upstream_age) + now.saturating_duration_since(info.sent_at);
-    // Names and values of their own, in a map of their own size (see `cost`).
-    let mut headers = cost::detach_headers(resp.headers());
-    policy::strip_for_storage(&mut headers);
-    // What a served copy carries besides its stored fields, in place (see `lookup`).
-    headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
-    headers.insert(AGE, HeaderValue::from_static("0"));
-    // The vary values, too, are copies of their own.
-    let vary = plan
-        .vary
-        .into_iter()
-        .map(|(slot, v)| {
-            let v = v.map(|v| HeaderValue::from_bytes(v.as_bytes()).unwrap_or(v));
-            (slot, v)
-        })
-        .collect();
-    let pending = Pending {
-        shared: Arc::clone(shared),
-        key: info.key,
-        status: resp.status(),
-        headers,
-        vary,
-        stored_at: now,
-        initial_age,
-        usable_for: plan.usable_for,
-        // Content-Length is set to the body's length when it is stored: room for its value.
-        overhead: overhead + 32,
-        fingerprint,
-    };
-    let (parts, body) = resp.into_parts();
-    let body = StaleBody::recording(body, pending, cfg.max_entry_bytes);
-    Response::from_parts(parts, body)
-}
-
-/// A response being recorded, waiting for its body to end.
-pub(crate) struct Pending {
-    shared: Arc<StaleShared>,
-    key: Key,
-    status: StatusCode,
-    headers: HeaderMap,
-    vary: policy::VarySelection,
-    stored_at: Instant,
-    initial_age: Duration,
-    usable_for: Duration,
-    overhead: usize,
-    fingerprint: u64,
-}
-
-impl Pending {
-    /// The body ended: store it.
-    pub(crate) fn finish(mut self, body: Bytes) {
-        // The replay has exactly this body (a 204 carries no Content-Length, RFC 9110 §8.6).
-        if self.status == StatusCode::NO_CONTENT {
-            self.headers.remove(CONTENT_LENGTH);
-        } else {
-            self.headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        // `body` owns an exactly-sized allocation (the recorder copied it).
-        let weight = cost::heap(body.len()) + self.overhead;
-        let stored = Stored {
-            status: self.status,
-            headers: self.headers,
-            body,
-            vary: self.vary,
-            stored_at: self.stored_at,
-            initial_age: self.initial_age,
-            usable_for: self.usable_for,
-            weight,
-        };
-        self.shared.store(&self.key, stored, self.fingerprint);
-    }
-
-    /// The body grew past the per-entry limit.
-    pub(crate) fn too_large(self) {
-        self.shared
-            .not_stored(policy::NotStored::TooLarge, self.key.path());
-    }
-}
-
-impl fmt::Debug for Pending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pending")
-            .field("key", &self.key)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
     }
 }
