@@ -22,24 +22,58 @@ use crate::site::Sites;
 ///
 /// # With axum
 ///
-/// axum wants an `Infallible` service, and a `Gslb`'s error is a `BoxError` (for instance
-/// [`NoHealthySite`](crate::NoHealthySite)): put a layer that turns errors into responses
-/// outside it, such as rampart-fallback's apology layer or axum's `HandleErrorLayer`. The
-/// sites take axum's request type (`http::Request<axum::body::Body>`); they can be axum
-/// `Router`s themselves, or balancers over HTTP clients. axum's streaming body cannot be
-/// copied, so [`HttpReplay`](crate::replay::HttpReplay) does not apply: buffer the body first
-/// (rampart-balance's `ReplayBodyLayer`) and replay with a closure, or leave retries to each
-/// site's balancer. The workspace test `tests/tests/gslb_axum.rs` serves such a stack:
+/// axum wants a service that never fails, and a `Gslb`'s error is a `BoxError` (for instance
+/// [`NoHealthySite`](crate::NoHealthySite)). Mounted as is, the stack does not compile, and
+/// the message names that mismatch: `Infallible: From<Box<dyn Error + Send + Sync>>` is not
+/// satisfied (in short, `Infallible: From<BoxError>`). Put a layer that turns errors into
+/// responses outside it, such as rampart-fallback's `FallbackLayer` or axum's
+/// `HandleErrorLayer`. The sites take axum's request type (`axum::extract::Request`); they
+/// can be axum `Router`s themselves, or balancers over HTTP clients. axum's streaming body
+/// cannot be copied, so [`HttpReplay`](crate::replay::HttpReplay) does not apply: buffer the
+/// body first (rampart-balance's `ReplayBodyLayer`) and replay with a closure, or leave
+/// retries to each site's balancer.
 ///
-/// ```text
-/// let selector = ServiceBuilder::new().layer(GslbLayer::new(config)).service(sites);
-/// let handle = selector.handle();               // take the operator handle before wrapping
+/// ```
+/// use axum::{BoxError, Router, error_handling::HandleErrorLayer, extract::Request};
+/// use axum::{http::StatusCode, routing::get};
+/// use rampart_gslb::{GslbConfig, GslbLayer, Site, Sites};
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), rampart_health::ConfigError> {
+/// let region = |name: &'static str| Router::new().route("/", get(move || async move { name }));
+/// let sites = Sites::builder()
+///     .site(Site::new("eu-west", region("eu-west")))
+///     .site(Site::new("us-east", region("us-east")).priority(1))
+///     .build()?;
+/// let selector = ServiceBuilder::new()
+///     .layer(GslbLayer::new(GslbConfig::<Request>::default()))
+///     .service(sites);
+/// let handle = selector.handle(); // take the operator handle before wrapping
 /// let api = ServiceBuilder::new()
 ///     .layer(HandleErrorLayer::new(|e: BoxError| async move {
 ///         (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 ///     }))
 ///     .service(selector);
-/// let app = Router::new().route("/healthz", get(|| async { "ok" })).fallback_service(api);
+/// let app: Router = Router::new()
+///     .route("/healthz", get(|| async { "ok" }))
+///     .fallback_service(api);
+/// # let _ = (app, handle);
+/// # Ok(()) }
+/// ```
+///
+/// Without the error layer it does not compile:
+///
+/// ```compile_fail,E0277
+/// use axum::{Router, extract::Request, routing::get};
+/// use rampart_gslb::{GslbConfig, GslbLayer, Site, Sites};
+/// use tower::ServiceBuilder;
+///
+/// let region = |name: &'static str| Router::new().route("/", get(move || async move { name }));
+/// let sites = Sites::builder().site(Site::new("eu-west", region("eu-west"))).build().unwrap();
+/// let selector = ServiceBuilder::new()
+///     .layer(GslbLayer::new(GslbConfig::<Request>::default()))
+///     .service(sites);
+/// let app: Router = Router::new().fallback_service(selector); // Infallible: From<BoxError>
 /// ```
 ///
 /// # Example
