@@ -142,6 +142,7 @@ async fn main() -> ExitCode {
         Some(Command::Chaos(mut c)) => {
             c.data_dir = cli.common.data_dir.clone();
             c.admin_token = cli.common.admin_token.clone();
+            c.no_limit = cli.common.no_limit;
             storefront::chaos::run(c).await
         }
         Some(Command::Dns(mut d)) => {

@@ -64,17 +64,29 @@ fn quick_chaos_run_has_no_errors_and_loses_no_order() {
             "checkout-down",
             "everything-down",
             "shop-killed",
-            "recovery"
+            "recovery",
+            "surge"
         ]
     );
     for p in phases {
-        assert_eq!(
-            keys(p),
-            set(&[
-                "name", "requests", "ok", "degraded", "apology", "errors", "p50_ms", "p99_ms",
-                "max_ms"
-            ])
-        );
+        let mut shape = set(&[
+            "name", "requests", "ok", "degraded", "apology", "errors", "p50_ms", "p99_ms", "max_ms",
+        ]);
+        if p["name"] == "surge" {
+            // The surge adds its checkouts and the limiters' sheds by partition.
+            shape.extend(set(&["checkouts", "shed"]));
+            let c = &p["checkouts"];
+            assert_eq!(keys(c), set(&["attempted", "acknowledged"]));
+            let attempted = c["attempted"].as_u64().unwrap();
+            assert!(attempted > 0, "{p}");
+            assert!(c["acknowledged"].as_u64().unwrap() <= attempted, "{p}");
+            assert_eq!(
+                keys(&p["shed"]),
+                set(&["checkout", "pages", "recommendations"]),
+                "{p}"
+            );
+        }
+        assert_eq!(keys(p), shape);
         assert!(p["requests"].as_u64().unwrap() > 0, "{p}");
         assert_eq!(p["errors"], 0, "no errors in any phase: {p}\n{stdout}");
         let sum: u64 = ["ok", "degraded", "apology", "errors"]

@@ -283,6 +283,8 @@ pub(crate) struct LoadPlan {
     pub(crate) timeout: Duration,
     /// Seed of the request mix.
     pub(crate) seed: u64,
+    /// The phase run at another arrival rate (the surge), and that rate.
+    pub(crate) surge: Option<(usize, f64)>,
 }
 
 /// Runs the load until the last phase ends and every request has finished; every sample
@@ -300,18 +302,28 @@ pub(crate) async fn run(
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
     let mut rng = fastrand::Rng::with_seed(plan.seed);
-    let period = Duration::from_secs_f64(1.0 / plan.rate.max(0.001));
     let total = plan.phase_len * plan.phases as u32;
+    // Intended send times, phase by phase, each at its phase's rate.
+    let offsets = (0..plan.phases).flat_map(|phase| {
+        let rate = match plan.surge {
+            Some((p, r)) if p == phase => r,
+            _ => plan.rate,
+        };
+        let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        let begin = plan.phase_len * phase as u32;
+        let len = plan.phase_len;
+        (0u64..)
+            .map(move |i| period.mul_f64(i as f64))
+            .take_while(move |o| *o < len)
+            .map(move |o| (phase, begin + o))
+    });
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0u64.. {
-        let offset = period.mul_f64(i as f64);
+    for (phase, offset) in offsets {
         if offset >= total {
             break;
         }
         let intended = plan.start + offset;
         tokio::time::sleep_until(intended).await;
-        let phase =
-            ((offset.as_nanos() / plan.phase_len.as_nanos().max(1)) as usize).min(plan.phases - 1);
         let kind = pick_kind(&mut rng);
         let (req, key) = build_request(kind, &plan.base, &mut rng);
         let client = client.clone();

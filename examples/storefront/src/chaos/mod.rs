@@ -17,6 +17,7 @@
 //! | `everything-down` | every service everywhere: `down` |
 //! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase); with `--database postgres` it is **not** restarted: shop B takes over its claimed orders when their lease runs out |
 //! | `recovery` | none |
+//! | `surge` | none; the load runs at `--surge-rate` (default 5 × `--rate`): the shops' concurrency limits shed the excess as apologies (`503` + `Retry-After`), recommendations and pages before checkout. Its report entry adds `checkouts: {attempted, acknowledged}` and `shed: {<partition>: count}` (summed over the shops; `{}` with `--no-limit`). The target, at least 99 % of its checkouts acknowledged, is reported, not enforced: on a small shared machine the edge's health checks of the shops time out under the surge and the edge apologises for everything, checkout included |
 //!
 //! Every response is classified as ok, degraded, apology or error ([`classify`], by status
 //! and headers: the shop marks its partial pages with `x-rampart-degraded`). At the end the
@@ -26,6 +27,8 @@
 //! bar while running on a terminal), writes the JSON [`Report`] (`--report`), the [`Facts`]
 //! side file (`--facts`, by default next to the report) and an SVG chart (`--chart`), and
 //! fails (non-zero exit) when any phase has errors or any order is lost or duplicated.
+//! `--no-limit` runs the shops without their concurrency limit, to see the same surge without
+//! it.
 //!
 //! # The load
 //!
@@ -85,6 +88,13 @@ pub struct ChaosArgs {
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Arrival rate of the `surge` phase, requests per second (default: 5 × --rate).
+    #[arg(long)]
+    pub surge_rate: Option<f64>,
+    /// Run the shops without their concurrency limit (filled from the global `--no-limit`),
+    /// to see the surge without it.
+    #[arg(skip)]
+    pub no_limit: bool,
     /// The shops' order store: `sqlite` (one file per shop; the killed shop is restarted) or
     /// `postgres` (a PostgreSQL server started for the run and shared by both shops; the
     /// killed shop is not restarted and the other confirms its orders).
@@ -179,7 +189,7 @@ enum Replica {
     One(u32),
 }
 
-const PHASES: [PhaseSpec; 7] = [
+const PHASES: [PhaseSpec; 8] = [
     PhaseSpec {
         name: "baseline",
         faults: &[],
@@ -223,7 +233,16 @@ const PHASES: [PhaseSpec; 7] = [
         faults: &[],
         kill: false,
     },
+    // Open-loop load at --surge-rate (5 × --rate by default), the usual mix, a healthy fleet.
+    PhaseSpec {
+        name: SURGE,
+        faults: &[],
+        kill: false,
+    },
 ];
+
+/// The phase at `--surge-rate`.
+const SURGE: &str = "surge";
 
 /// The shops' `[shop]` settings for a chaos run: pending orders are replayed within about a
 /// second, open breakers probe again after 0.5 s (backing off to 3 s), and active checks run
@@ -467,6 +486,12 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     if !(rate > 0.0 && rate <= 20_000.0) {
         return Err(format!("--rate {rate}: must be between 0 and 20000"));
     }
+    let surge_rate = args.surge_rate.unwrap_or(rate * 5.0);
+    if !(surge_rate > 0.0 && surge_rate <= 20_000.0) {
+        return Err(format!(
+            "--surge-rate {surge_rate}: must be between 0 and 20000"
+        ));
+    }
     if phase_len < Duration::from_secs(2) {
         return Err(format!("--phase {phase_len:?}: must be at least 2s"));
     }
@@ -505,10 +530,15 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         }
     };
     let database_url = postgres.as_ref().map(|(_, url)| url.as_str());
+    let shop_settings = if args.no_limit {
+        format!("{SHOP_SETTINGS}\n[limit]\nenabled = false\n")
+    } else {
+        SHOP_SETTINGS.to_owned()
+    };
     let mut topo = Topology::start(
         &dir,
         &token,
-        SHOP_SETTINGS,
+        &shop_settings,
         Duration::from_millis(250),
         database_url,
     )
@@ -544,6 +574,10 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         phases: PHASES.len(),
         timeout: Duration::from_secs(15),
         seed: args.seed,
+        surge: PHASES
+            .iter()
+            .position(|p| p.name == SURGE)
+            .map(|k| (k, surge_rate)),
     };
     let load_task = tokio::spawn(load::run(plan, tx, inflight.clone()));
     let phase_now = Arc::new(AtomicUsize::new(0));
@@ -562,6 +596,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let timeline = async {
         let mut kill = KillFacts::default();
         let mut events = Vec::new();
+        let mut shed_before = None;
         for (k, spec) in PHASES.iter().enumerate() {
             tokio::time::sleep_until(start + phase_len * k as u32).await;
             topo.check_alive()?;
@@ -575,6 +610,13 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
                 ));
             }
             topo.reset().await?;
+            if spec.name == SURGE {
+                shed_before = topo.limiter_sheds().await;
+                events.push((
+                    start.elapsed().as_secs_f64(),
+                    format!("surge: {surge_rate} requests/s"),
+                ));
+            }
             for f in spec.faults {
                 topo.fault(fault_body(f)).await?;
             }
@@ -611,7 +653,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             }
         }
         tokio::time::sleep_until(start + total).await;
-        Ok::<_, String>((kill, events))
+        Ok::<_, String>((kill, events, shed_before))
     };
     // Ctrl-C stops the run; the children are killed when `topo` is dropped on return.
     let timeline = tokio::select! {
@@ -626,7 +668,9 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let _ = sink.await;
     done.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    let (mut kill, events) = timeline?;
+    let (mut kill, events, shed_before) = timeline?;
+    // Every surge request has been answered: the shops' shed counters are final.
+    let shed_after = topo.limiter_sheds().await;
     let _ = topo.reset().await;
 
     // Orders: wait for the pending ones to be confirmed, then count.
@@ -703,8 +747,30 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         .count() as u64;
 
     let c = lock(&collector);
+    let mut phase_reports = c.phase_reports();
+    if let Some((p, (t, _))) = phase_reports
+        .iter_mut()
+        .zip(&c.phases)
+        .find(|(p, _)| p.name == SURGE)
+    {
+        p.checkouts = Some(report::CheckoutCounts {
+            attempted: t.checkouts_attempted,
+            acknowledged: t.checkouts_acknowledged,
+        });
+        let before = shed_before.unwrap_or_default();
+        p.shed = Some(
+            shed_after
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, n)| {
+                    let was = before.get(&k).copied().unwrap_or(0);
+                    (k, n.saturating_sub(was))
+                })
+                .collect(),
+        );
+    }
     let report = Report {
-        phases: c.phase_reports(),
+        phases: phase_reports,
         orders: o,
     };
     let facts = Facts {

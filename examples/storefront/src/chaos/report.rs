@@ -12,7 +12,7 @@
 //!     phases: vec![PhaseReport {
 //!         name: "baseline".into(),
 //!         requests: 10, ok: 9, degraded: 1, apology: 0, errors: 0,
-//!         p50_ms: 1.5, p99_ms: 4.0, max_ms: 4.2,
+//!         p50_ms: 1.5, p99_ms: 4.0, max_ms: 4.2, checkouts: None, shed: None,
 //!     }],
 //!     orders: OrdersReport { submitted: 2, acknowledged: 2, confirmed: 2, lost: 0, duplicated: 0 },
 //! };
@@ -52,6 +52,24 @@ pub struct PhaseReport {
     pub p99_ms: f64,
     /// Largest latency, in milliseconds.
     pub max_ms: f64,
+    /// The `surge` phase only: checkouts sent and acknowledged (303 confirmed, or 202
+    /// pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkouts: Option<CheckoutCounts>,
+    /// The `surge` phase only: requests the shops' concurrency limiters shed, by partition
+    /// (empty when the limiter is off). A shed request is answered with the apology and
+    /// counted as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed: Option<BTreeMap<String, u64>>,
+}
+
+/// Checkouts of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CheckoutCounts {
+    /// Checkouts sent.
+    pub attempted: u64,
+    /// Checkouts acknowledged (303 confirmed, or 202 pending).
+    pub acknowledged: u64,
 }
 
 /// What became of the orders.
@@ -278,6 +296,8 @@ pub(crate) struct Tally {
     pub(crate) degraded: u64,
     pub(crate) apology: u64,
     pub(crate) errors: u64,
+    pub(crate) checkouts_attempted: u64,
+    pub(crate) checkouts_acknowledged: u64,
     pub(crate) latency_us: Histogram<u64>,
 }
 
@@ -289,6 +309,8 @@ impl Default for Tally {
             degraded: 0,
             apology: 0,
             errors: 0,
+            checkouts_attempted: 0,
+            checkouts_acknowledged: 0,
             latency_us: histogram(),
         }
     }
@@ -302,6 +324,10 @@ impl Tally {
             Class::Degraded => self.degraded += 1,
             Class::Apology => self.apology += 1,
             Class::Error => self.errors += 1,
+        }
+        if s.order_key.is_some() {
+            self.checkouts_attempted += 1;
+            self.checkouts_acknowledged += u64::from(s.acknowledged);
         }
         let us = (s.latency.as_micros() as u64).clamp(1, MAX_US);
         self.latency_us.saturating_record(us);
@@ -408,6 +434,8 @@ impl Collector {
                 p50_ms: round1(t.percentile_ms(0.50)),
                 p99_ms: round1(t.percentile_ms(0.99)),
                 max_ms: round1(t.max_ms()),
+                checkouts: None,
+                shed: None,
             })
             .collect()
     }
@@ -437,6 +465,8 @@ mod tests {
             p50_ms: 1.0,
             p99_ms: 2.0,
             max_ms: 3.0,
+            checkouts: None,
+            shed: None,
         }
     }
 

@@ -289,6 +289,40 @@ impl Topology {
         self.admin("/admin/faults/reset", String::new()).await
     }
 
+    /// The requests the shops' concurrency limiters shed so far, summed by partition over
+    /// the shops that answer; `None` when no shop has a limiter (`--no-limit`).
+    pub(crate) async fn limiter_sheds(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        let mut total: Option<std::collections::BTreeMap<String, u64>> = None;
+        for (_, addr) in &self.shops {
+            let Ok(req) =
+                Request::get(format!("http://{addr}/status.json")).body(Full::new(Bytes::new()))
+            else {
+                continue;
+            };
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await
+            else {
+                continue;
+            };
+            let Ok(body) = resp.into_body().collect().await else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+                continue;
+            };
+            let Some(parts) = v["limiter"]["partitions"].as_array() else {
+                continue;
+            };
+            let t = total.get_or_insert_with(Default::default);
+            for p in parts {
+                if let (Some(name), Some(shed)) = (p["name"].as_str(), p["shed"].as_u64()) {
+                    *t.entry(name.to_owned()).or_default() += shed;
+                }
+            }
+        }
+        total
+    }
+
     async fn admin(&self, path: &str, body: String) -> Result<(), String> {
         let req = Request::post(format!("{}{path}", self.fleet_control))
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
