@@ -90,14 +90,25 @@ async fn get(pool: &mut Pool) -> (u16, String) {
 
 #[tokio::test]
 async fn a_replica_50x_slower_rarely_answers_and_losers_leave_no_poisoned_connection() {
-    let slow = Backend::new(500);
-    let fast = [Backend::new(10), Backend::new(10)];
-    let (mut pool, names) = pool(
-        &[&slow, &fast[0], &fast[1]],
-        Hedge::fixed(Duration::from_millis(40)),
-        RetryBudget::default(),
+    slow_replica(Hedge::fixed(Duration::from_millis(40))).await;
+}
+
+#[tokio::test]
+async fn the_same_with_a_percentile_delay() {
+    // No samples in the first second: the cap (60 ms) is the delay; then the p90 of the
+    // observed latencies (about 10 ms), never below the 20 ms floor.
+    slow_replica(
+        Hedge::percentile(0.9)
+            .floor(Duration::from_millis(20))
+            .cap(Duration::from_millis(60)),
     )
     .await;
+}
+
+async fn slow_replica(hedge: Hedge) {
+    let slow = Backend::new(500);
+    let fast = [Backend::new(10), Backend::new(10)];
+    let (mut pool, names) = pool(&[&slow, &fast[0], &fast[1]], hedge, RetryBudget::default()).await;
     let mut by_slow = 0;
     for _ in 0..60 {
         let (status, by) = get(&mut pool).await;
@@ -106,7 +117,7 @@ async fn a_replica_50x_slower_rarely_answers_and_losers_leave_no_poisoned_connec
             by_slow += 1;
         }
     }
-    // Every request the slow replica got was hedged to a fast one after 40 ms, which answered
+    // Every request the slow replica got was hedged to a fast one after the delay, which answered
     // long before the slow replica's 500 ms: the slow replica answered none.
     assert!(slow.hits() >= 1, "P2C tried the slow replica");
     assert_eq!(by_slow, 0, "no request waited for the slow replica");

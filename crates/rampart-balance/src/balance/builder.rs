@@ -500,6 +500,9 @@ impl<S, P> BalanceBuilder<S, P> {
                 "must be positive",
             ));
         }
+        if let Some(hedge) = &c.hedge {
+            hedge.validate()?;
+        }
         if c.max_backoff > Duration::from_secs(24 * 60 * 60) {
             return Err(ConfigError::new(
                 "max_backoff",

@@ -62,6 +62,8 @@ struct Attempt<S: Service<Req>, P, Req, Res> {
     deadline: Option<Deadline>,
     /// The hedge of the first attempt (hedging on and the request hedgeable).
     hedge: Option<Hedging<S, S::Future>>,
+    /// The request was considered for a hedge.
+    hedge_checked: bool,
 }
 
 pin_project! {
@@ -129,6 +131,7 @@ where
                 seed,
                 deadline,
                 hedge: None,
+                hedge_checked: false,
             }),
             error: None,
         }
@@ -202,9 +205,10 @@ where
         true
     }
 
-    /// Arms the hedge timer for the first attempt of a hedgeable request.
+    /// Arms the hedge timer for the first attempt of a hedgeable request (called on its first
+    /// pending poll).
     fn arm_hedge(&mut self) {
-        let Some(hedge) = self.shared.config.hedge else {
+        let Some(hedge) = &self.shared.hedge else {
             return;
         };
         if self.hedge.is_some()
@@ -413,9 +417,6 @@ where
                             attempt.start = attempt.shared.clock.raw();
                             let fut = svc.call(req);
                             this.state.set(State::Calling { fut });
-                            if attempt.shared.config.hedge.is_some() {
-                                attempt.arm_hedge();
-                            }
                         }
                         Err(e) => {
                             // The endpoint's service is gone (closed, vanished): the request
@@ -449,7 +450,16 @@ where
                         }
                         Poll::Pending => {
                             if attempt.hedge.is_none() {
-                                return Poll::Pending;
+                                if attempt.shared.hedge.is_none() || attempt.hedge_checked {
+                                    return Poll::Pending;
+                                }
+                                // Armed on the first pending poll: an attempt that answers at
+                                // once costs no timer.
+                                attempt.hedge_checked = true;
+                                attempt.arm_hedge();
+                                if attempt.hedge.is_none() {
+                                    return Poll::Pending;
+                                }
                             }
                             let Some(response) = attempt.poll_hedge(cx) else {
                                 return Poll::Pending;

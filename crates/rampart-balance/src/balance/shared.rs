@@ -223,6 +223,8 @@ pub(crate) struct Shared<S, P> {
     slab: Arc<Slab>,
     /// The origin of the endpoints' back-off deadlines.
     epoch: Instant,
+    /// The hedge delay (hedging on).
+    pub(crate) hedge: Option<crate::hedge::HedgeState>,
 }
 
 impl<S, P> Shared<S, P> {
@@ -235,6 +237,7 @@ impl<S, P> Shared<S, P> {
         checks: Option<crate::balance::Checks>,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
+        let hedge = config.hedge.map(crate::hedge::HedgeState::new);
         Self {
             config,
             policy,
@@ -261,6 +264,7 @@ impl<S, P> Shared<S, P> {
             runtime,
             slab: Arc::default(),
             epoch: Instant::now(),
+            hedge,
         }
     }
 
@@ -582,6 +586,11 @@ impl<S, P> Shared<S, P> {
             rtt
         };
         load.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
+        if let Some(hedge) = &self.hedge
+            && hedge.observes()
+        {
+            hedge.observe(rtt);
+        }
         if outcome.is_success() && !self.record_successes && !load.failing() {
             // Nothing for the outlier tracker to reset: skip the endpoint's (cold) memory.
             return;
@@ -637,6 +646,9 @@ impl<S, P> Shared<S, P> {
         }
         if let Some(detector) = &self.detector {
             detector.evaluate();
+        }
+        if let Some(hedge) = &self.hedge {
+            hedge.maintain(now);
         }
         for e in &reg.entries {
             if let Some(t) = &e.ep.tracker {
