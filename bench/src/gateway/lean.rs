@@ -23,7 +23,7 @@ use rampart_gateway::server::Handler;
 
 use super::apology::Apology;
 use super::{GatewayBody, strip_hop_by_hop};
-use rampart_gateway::proxy::upstream::{UpBody, Upstream, clone_request};
+use rampart_gateway::proxy::upstream::{Upstream, clone_request, up_body};
 
 /// One upstream and what the request path knows of its health.
 #[derive(Debug)]
@@ -122,9 +122,9 @@ impl Lean {
         let inner = &*self.inner;
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let mut req = Some(Request::from_parts(parts, UpBody::from_incoming(body)));
+        let mut req = Some(Request::from_parts(parts, up_body(body)));
         let replayable = req.as_ref().is_some_and(|r| {
-            matches!(r.body(), UpBody::Empty)
+            r.body().is_buffered()
                 && matches!(*r.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         });
         let n = inner.backends.len();

@@ -71,7 +71,7 @@ use crate::config::{self, ClusterSection, ConfigError, GatewayConfig, HostMode};
 use crate::server::Handler;
 
 pub use forward::strip_hop_by_hop;
-pub use upstream::{UpBody, Upstream, UpstreamError, clone_request};
+pub use upstream::{UpBody, Upstream, UpstreamError, clone_request, up_body};
 
 /// The proxy's response body: the upstream's body streamed through, or an apology.
 pub type ProxyBody = FallbackBody<Incoming>;
@@ -579,7 +579,7 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
                     cluster: cluster.name.clone(),
                     start: Instant::now(),
                 });
-                let req = Request::from_parts(parts, UpBody::from_incoming(body));
+                let req = Request::from_parts(parts, up_body(body));
                 Some((cluster.stack.clone().oneshot(req), entry))
             }
         };

@@ -20,87 +20,36 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rampart_balance::{ReplayBody, ReplayableBody as _};
 use rampart_health::NeverReached;
 
-/// The body of a request sent upstream: the client's streamed body, or nothing.
-///
-/// A request without a body is sent as [`UpBody::Empty`], which can be copied for a retry
-/// on another upstream; a streamed body cannot.
-#[derive(Debug)]
-pub enum UpBody {
-    /// The client's body, streamed through.
-    Streaming {
-        /// The body.
-        body: Incoming,
-    },
-    /// No body.
-    Empty,
-}
+/// The body of a request sent upstream: the client's body, streamed through, or bytes in
+/// memory (no body, or a small body buffered by `rampart_balance::ReplayBodyLayer`), which can
+/// be copied for a retry on another upstream.
+pub type UpBody = ReplayBody<Incoming>;
 
-impl UpBody {
-    /// Wraps a client body: `Empty` when it is already at its end (a bodiless GET).
-    pub fn from_incoming(body: Incoming) -> Self {
-        if body.is_end_stream() {
-            Self::Empty
-        } else {
-            Self::Streaming { body }
-        }
-    }
-
-    /// A copy for a replay, when there is no body to consume.
-    pub fn try_clone(&self) -> Option<Self> {
-        match self {
-            Self::Empty => Some(Self::Empty),
-            Self::Streaming { .. } => None,
-        }
+/// Wraps a client body: empty (replayable) when it is already at its end, as a bodiless GET
+/// is; streamed otherwise.
+pub fn up_body(body: Incoming) -> UpBody {
+    if body.is_end_stream() {
+        UpBody::empty()
+    } else {
+        UpBody::streaming(body)
     }
 }
 
-impl Body for UpBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // `Incoming` is `Unpin`: no pin projection needed.
-        match self.get_mut() {
-            Self::Streaming { body } => Pin::new(body).poll_frame(cx),
-            Self::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Streaming { body } => body.is_end_stream(),
-            Self::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Streaming { body } => body.size_hint(),
-            Self::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// Copies a request whose body is [`UpBody::Empty`] (method, URI, version, headers; not the
-/// extensions), for a retry elsewhere.
+/// Copies a request whose body is in memory (method, URI, version, headers; not the
+/// extensions), for a retry elsewhere; `None` for a streamed body.
 pub fn clone_request(req: &Request<UpBody>) -> Option<Request<UpBody>> {
-    let body = req.body().try_clone()?;
+    let body = req.body().try_clone_body()?;
     let mut out = Request::new(body);
     *out.method_mut() = req.method().clone();
     *out.uri_mut() = req.uri().clone();
@@ -204,12 +153,18 @@ fn take_ready(slot: usize) -> Option<Sender> {
     })
 }
 
+/// At most this many connections per upstream are kept per worker; past it, a connection is
+/// closed once its response is read.
+const MAX_POOLED: usize = 512;
+
 fn put_back(slot: usize, sender: Sender) {
     POOLS.with_borrow_mut(|pools| {
         if pools.len() <= slot {
             pools.resize_with(slot + 1, Vec::new);
         }
-        pools[slot].push(sender);
+        if pools[slot].len() < MAX_POOLED {
+            pools[slot].push(sender);
+        }
     });
 }
 
@@ -343,7 +298,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let up = Upstream::new(addr, Duration::from_secs(1));
-        let req = Request::get("/").body(UpBody::Empty).unwrap();
+        let req = Request::get("/").body(UpBody::empty()).unwrap();
         let err = up.send(req).await.unwrap_err();
         assert!(err.is_never_reached());
         assert!(rampart_health::is_never_reached(&err));
@@ -351,9 +306,13 @@ mod tests {
     }
 
     #[test]
-    fn a_streamed_body_is_not_replayable() {
-        assert!(UpBody::Empty.try_clone().is_some());
-        assert!(UpBody::Empty.is_end_stream());
-        assert_eq!(UpBody::Empty.size_hint().exact(), Some(0));
+    fn a_bodiless_request_is_replayable() {
+        let req = Request::get("/")
+            .header("x-test", "1")
+            .body(UpBody::empty())
+            .unwrap();
+        let copy = clone_request(&req).unwrap();
+        assert_eq!(copy.headers()["x-test"], "1");
+        assert_eq!(copy.uri(), "/");
     }
 }

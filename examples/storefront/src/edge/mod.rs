@@ -37,7 +37,6 @@
 
 mod classify;
 mod config;
-mod upstream;
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -46,17 +45,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use rampart::balance::{Balance, BalanceHandle, HttpPolicy, ReplayBodyLayer, Snapshot};
 use rampart::fallback::{Apologized, ApologyPage, FallbackBody, FallbackLayer};
 use rampart::health::{CheckerConfig, ConfigError, OutlierConfig};
+use rampart_gateway::proxy::strip_hop_by_hop as remove_hop_by_hop;
 use rampart_gateway::server::{self, TowerHandler, Workers};
 use tower::{Service, ServiceBuilder};
 
 pub use classify::ShopFailures;
 pub use config::{EdgeConfig, EdgeConfigError};
-pub use upstream::{UpBody, Upstream, UpstreamError};
+pub use rampart_gateway::proxy::{UpBody, Upstream, UpstreamError};
 
 /// The header the edge puts on its own apology: why it apologised (`never_reached`,
 /// `error`, `status`).
@@ -172,10 +172,11 @@ impl From<EdgeConfigError> for EdgeError {
     }
 }
 
-/// One shop instance as a tower service: a closure over a cheap [`Upstream`] handle, whose
-/// future is the concrete `async` block (no boxing).
+/// One shop instance as a tower service: the gateway's endpoint (a closure over a `Copy`
+/// [`Upstream`] handle with the per-attempt timeout, its future concrete, no boxing).
 fn endpoint(
     up: Upstream,
+    timeout: Duration,
 ) -> impl Service<
     Request<UpBody>,
     Response = Response<Incoming>,
@@ -185,10 +186,7 @@ fn endpoint(
 + Send
 + Sync
 + 'static {
-    tower::service_fn(move |req: Request<UpBody>| {
-        let up = up.clone();
-        async move { up.send(req).await }
-    })
+    rampart_gateway::proxy::endpoint(up, timeout, None)
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 from a request (hyper manages each
@@ -196,23 +194,6 @@ fn endpoint(
 fn strip_hop_by_hop<B>(mut req: Request<B>) -> Request<B> {
     remove_hop_by_hop(req.headers_mut());
     req
-}
-
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    for name in [
-        &http::header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &http::header::TE,
-        &http::header::TRAILER,
-        &http::header::UPGRADE,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
 }
 
 /// Marks the edge's own apology with [`EDGE_APOLOGY_HEADER`]; strips hop-by-hop headers of
@@ -264,8 +245,8 @@ fn stack(
         .outlier_detection(outliers)
         .max_retries(cfg.max_retries);
     for addr in cfg.upstream_addrs()? {
-        let up = Upstream::new(addr, cfg.connect_timeout, cfg.timeout);
-        balance = balance.endpoint(format!("http://{addr}"), endpoint(up));
+        let up = Upstream::new(addr, cfg.connect_timeout);
+        balance = balance.endpoint(format!("http://{addr}"), endpoint(up, cfg.timeout));
     }
     let balance = balance.build()?;
     let handle = balance.handle();
