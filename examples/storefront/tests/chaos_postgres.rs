@@ -27,7 +27,17 @@ async fn quick_chaos_run_on_postgres_confirms_the_killed_shops_orders_without_re
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_storefront"))
-        .args(["chaos", "--quick", "--database", "postgres", "--report"])
+        // Phases of 8 s instead of 5: a wider window for the kill to catch shop A
+        // mid-checkout on a busy machine.
+        .args([
+            "chaos",
+            "--quick",
+            "--phase",
+            "8s",
+            "--database",
+            "postgres",
+        ])
+        .arg("--report")
         .arg(&report_path)
         .arg("--data-dir")
         .arg(dir.join("run"))
