@@ -60,6 +60,9 @@ pub fn factor_percent(factor: f64) -> u32 {
 /// assert_eq!(priority_health(0.72, 140), 100);
 /// assert_eq!(priority_health(0.71, 140), 99);
 /// assert_eq!(priority_health(5.0 / 7.0, 140), 100);
+/// // Any healthy share keeps the level available.
+/// assert_eq!(priority_health(0.003, 140), 1);
+/// assert_eq!(priority_health(0.0, 140), 0);
 /// ```
 pub fn priority_health(healthy_share: f64, factor_percent: u32) -> u32 {
     let share = if healthy_share.is_nan() {
@@ -68,7 +71,16 @@ pub fn priority_health(healthy_share: f64, factor_percent: u32) -> u32 {
         healthy_share.clamp(0.0, 1.0)
     };
     let raw = (f64::from(factor_percent) * share + 1e-9).floor();
-    if raw >= 100.0 { 100 } else { raw as u32 }
+    if raw >= 100.0 {
+        100
+    } else if raw < 1.0 && share > 0.0 {
+        // A level with any healthy endpoint is never "unavailable": rounding down a tiny share
+        // (one healthy endpoint of a light site among heavy dead ones) must not fail requests
+        // fast while something could serve them.
+        1
+    } else {
+        raw as u32
+    }
 }
 
 /// `min(1, factor × healthy_share)`: a site's availability, the multiplier of its weight

@@ -65,3 +65,15 @@ proptest! {
         prop_assert!(after + 1e-9 >= before, "share fell from {} to {}", before, after);
     }
 }
+
+/// Found by `site_shares_sum_to_one`: the level's healthy share (weighted by site weight) was
+/// so small that Envoy's rounding-down made the level 0 % healthy, and the selector failed fast
+/// with a healthy endpoint available.
+#[test]
+fn a_light_site_with_one_healthy_endpoint_among_dead_heavy_ones_still_serves() {
+    let sites = vec![(0u32, 8.03f64, 0usize), (0, 8.87, 0), (0, 0.5, 1)];
+    let snap = snapshot(&sites);
+    assert_eq!(snap.mode, Mode::Normal);
+    let total: f64 = snap.sites.iter().map(|s| s.traffic_share).sum();
+    assert!((total - 1.0).abs() < 1e-9, "total {total}");
+}

@@ -243,7 +243,11 @@ fn stack(
         .health_checks(checks)
         .http_health_checks("/healthz")
         .outlier_detection(outliers)
-        .max_retries(cfg.max_retries);
+        .max_retries(cfg.max_retries)
+        // A shop's 503 with Retry-After is an apology for one of its dependencies (or a shed
+        // page), not a sign that the shop itself should rest: backing a shop off would take
+        // checkout down with the page that failed. The edge keeps picking shops by health.
+        .max_backoff(Duration::ZERO);
     for addr in cfg.upstream_addrs()? {
         let up = Upstream::new(addr, cfg.connect_timeout);
         balance = balance.endpoint(format!("http://{addr}"), endpoint(up, cfg.timeout));
