@@ -19,7 +19,7 @@ use rampart_balance::{
     Balance, HttpEndpoint, HttpPolicy, NoHealthyEndpoints, ReplayBody, ReplayBodyLayer,
     ReplayBodyService, ServedBy,
 };
-use rampart_health::{BoxError, CheckerConfig, OutlierConfig, is_never_reached};
+use rampart_health::{BoxError, CheckerConfig, OutlierConfig, find_in_chain, is_never_reached};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::{Layer, Service, ServiceExt};
@@ -851,38 +851,64 @@ async fn a_streamed_request_whose_connection_closes_unanswered_fails_with_closed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_large_upload_to_a_busy_backend_that_answers_before_reading_gets_its_503() {
+async fn large_uploads_to_a_busy_backend_never_reuse_its_closing_connection() {
     // An ordinary hyper server whose handler never reads the body: hyper answers, reads what
     // is at hand, and closes the connection. Without care the client pooled that closing
     // connection and the next upload died on it (about 1 in 100 uploads failed with
-    // `IncompleteMessage` or a broken pipe).
+    // `IncompleteMessage` or a broken pipe). Streamed uploads now go out with
+    // `Connection: close`, so each one has a connection of its own: the server sees exactly
+    // one connection per upload. Each upload ends with the backend's 503, or — when the
+    // server's close (a reset, since the body was left unread) overtakes the 503 on the wire,
+    // which TCP allows — with the typed `ClosedBeforeResponse`; never another error, never a
+    // hang.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
     let app = Router::new().fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") });
-    let server = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-            conns.spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-            while conns.try_join_next().is_some() {}
+    let server = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
         }
     });
     let mut client = raw_client(format!("http://{addr}").parse().unwrap());
-    for i in 0..200 {
-        let (status, body, _) =
+    let uploads = 200;
+    let mut answered = 0;
+    for i in 0..uploads {
+        let outcome =
             tokio::time::timeout(Duration::from_secs(10), send(&mut client, large_upload()))
                 .await
-                .expect("answered within 10 s")
-                .unwrap_or_else(|e| panic!("upload {i}: {e:?}"));
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "upload {i}");
-        assert_eq!(body, "busy");
+                .expect("answered within 10 s");
+        match outcome {
+            Ok((status, body, _)) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "upload {i}");
+                assert_eq!(body, "busy");
+                answered += 1;
+            }
+            Err(e) => assert!(
+                find_in_chain::<rampart_balance::replay::ClosedBeforeResponse>(&*e).is_some(),
+                "upload {i}: {e:?}"
+            ),
+        }
     }
+    assert!(answered > 0, "no upload saw the backend's 503");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        uploads,
+        "a streamed upload reused a connection the backend was closing"
+    );
     server.abort();
 }
