@@ -239,6 +239,7 @@ fn stack(
         .max_ejection_time(cfg.eject_for.max(Duration::from_secs(30)))
         .build()?;
     let mut balance = Balance::builder()
+        .name("edge")
         .policy(HttpPolicy::new().with_classifier(ShopFailures))
         .health_checks(checks)
         .http_health_checks("/healthz")
