@@ -42,7 +42,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// A fresh random admin token.
 pub fn generate_token() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    // 128 bits from the operating system's generator: the token guards fault injection, so
+    // it must not be predictable from anything a stranger can observe.
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness at all (never seen on Linux): fall back to a seeded generator
+        // rather than refusing to start; the operator can still set a token explicitly.
+        bytes = fastrand::u128(..).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where fault commands go.
