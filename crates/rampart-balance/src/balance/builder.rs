@@ -99,7 +99,16 @@ where
             self.policy,
             self.clock.unwrap_or_default(),
             Budget::new(self.budget),
-            self.outlier.map(passive::Detector::new),
+            self.outlier.map(|outlier| {
+                // The detector's metrics and events carry the balancer's name unless the
+                // settings were given one of their own.
+                let outlier = if outlier.name() == OutlierConfig::default().name() {
+                    outlier.with_name(Arc::clone(&self.config.name))
+                } else {
+                    outlier
+                };
+                passive::Detector::new(outlier)
+            }),
             Some(Checks {
                 config: self.checker.unwrap_or_default(),
                 probe_for: self.probe_for.unwrap_or_else(|| Arc::new(|_: &str| None)),

@@ -84,6 +84,18 @@ impl OutlierConfig {
         &self.name
     }
 
+    /// The same settings under another name: a balancer names the detector it builds from
+    /// these settings after itself, unless they were given a name of their own.
+    ///
+    /// ```
+    /// use rampart_health::OutlierConfig;
+    /// assert_eq!(OutlierConfig::default().with_name("catalog").name(), "catalog");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Success-rate ejection settings, if enabled.
     pub fn success_rate(&self) -> Option<SuccessRate> {
         self.success_rate
