@@ -6,7 +6,7 @@
 //! configured default ([`Deadline::from_headers`], [`DeadlineLayer`]). Every layer below then
 //! asks it how much time is left: an attempt's timeout is `min(per-attempt timeout,
 //! remaining)`, a request whose deadline has passed is never sent ([`DeadlineExceeded`], which
-//! carries the [`NeverReached`](crate::NeverReached) marker), and retries never start past it.
+//! carries the [`NeverReached`] marker), and retries never start past it.
 //! At the egress each attempt carries what is left, minus the time already spent, in the same
 //! headers ([`Deadline::write_headers`]), so the next hop knows the budget too.
 //!

@@ -148,7 +148,8 @@ async fn start_shop(
         .await
         .map_err(|e| StartError::Shop(shop::ShopError::Outbox(e)))?;
     tracing::info!(store = store.kind(), "order store ready");
-    Shop::start_with_store(&config.shop, &config.limit, upstreams, admin, store).map_err(StartError::Shop)
+    Shop::start_with_store(&config.shop, &config.limit, upstreams, admin, store)
+        .map_err(StartError::Shop)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -6,7 +6,6 @@
 
 mod support;
 
-
 use http::StatusCode;
 use serde_json::Value;
 use storefront::Demo;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::ConfigError;
 
-/// Settings of an [`OutlierDetector`]; build one with [`OutlierConfig::builder`].
+/// Settings of an [`OutlierDetector`](super::OutlierDetector); build one with [`OutlierConfig::builder`].
 ///
 /// Defaults (Envoy's): `consecutive_failures` 5, `interval` 10 s, `base_ejection_time` 30 s,
 /// `max_ejection_time` 300 s, `max_ejection_percent` 10 %, failure percentage and success rate

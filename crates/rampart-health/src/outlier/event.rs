@@ -13,7 +13,7 @@ pub enum EjectionReason {
     FailurePercentage,
     /// The success rate over an interval fell below `mean − stdev × factor` of the pool.
     SuccessRate,
-    /// [`OutlierTracker::eject`].
+    /// [`OutlierTracker::eject`](super::OutlierTracker::eject).
     Manual,
 }
 
@@ -35,7 +35,7 @@ impl std::fmt::Display for EjectionReason {
     }
 }
 
-/// An ejection or a return, as broadcast by [`OutlierDetector::subscribe`].
+/// An ejection or a return, as broadcast by [`OutlierDetector::subscribe`](super::OutlierDetector::subscribe).
 #[derive(Clone, Debug)]
 pub enum OutlierEvent {
     /// The endpoint was ejected until `until`; `count` is its ejection count after this one.
@@ -56,7 +56,7 @@ pub enum OutlierEvent {
     },
 }
 
-/// One endpoint's state, as returned by [`OutlierDetector::snapshot`].
+/// One endpoint's state, as returned by [`OutlierDetector::snapshot`](super::OutlierDetector::snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointOutlierState {
     /// The endpoint's name.

@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use super::{EjectionReason, EndpointState, Shared};
 use crate::Outcome;
 
-/// One endpoint's handle into an [`OutlierDetector`]: record outcomes, ask whether it is
+/// One endpoint's handle into an [`OutlierDetector`](super::OutlierDetector): record outcomes, ask whether it is
 /// ejected. `Send + Sync`; share it (for example in an `Arc`) between the tasks that call the
-/// endpoint. Dropping it unregisters the endpoint (without a [`OutlierEvent::Restored`]).
+/// endpoint. Dropping it unregisters the endpoint (without a [`OutlierEvent::Restored`](super::OutlierEvent::Restored)).
 #[derive(Debug)]
 pub struct OutlierTracker {
     pub(super) shared: Arc<Shared>,
