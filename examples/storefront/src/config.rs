@@ -178,8 +178,8 @@ impl Default for ShopConfig {
 ///
 /// ```
 /// use storefront::config::Config;
-/// let cfg = Config::from_toml_str("[limit]\nmax_limit = 4\n\n[limit.shares]\ncheckout = 0.6\n").unwrap();
-/// assert_eq!(cfg.limit.max_limit, 4);
+/// let cfg = Config::from_toml_str("[limit]\nmax_limit = 100\n\n[limit.shares]\ncheckout = 0.6\npages = 0.3\n").unwrap();
+/// assert_eq!(cfg.limit.max_limit, 100);
 /// assert_eq!(cfg.limit.shares.checkout, 0.6);
 /// let err = Config::from_toml_str("[limit]\nalgorithm = \"magic\"\n").unwrap_err();
 /// assert!(err.to_string().contains("limit.algorithm"));
