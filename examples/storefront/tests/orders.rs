@@ -165,7 +165,25 @@ async fn with_postgres_down_checkout_apologises_and_pending_orders_proceed_when_
     // Nothing was stored for the apologised checkout; the customer can simply try again.
     assert!(demo.shop().outbox().by_key(&key2).await.unwrap().is_none());
     let r = http.post_form("/checkout", Some(&cookie2), &form2).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // Acknowledged: confirmed at once (303), or recorded and pending (202) when the checkout
+    // service did not answer within the page's budget on a busy machine.
+    assert!(
+        matches!(r.status, StatusCode::SEE_OTHER | StatusCode::ACCEPTED),
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let db = demo.fleet().checkout_db().clone();
+    eventually(
+        "the retried order reaches the checkout service",
+        Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            let key2 = key2.clone();
+            async move { (db.count_key(&key2).unwrap() == 1).then_some(()) }
+        },
+    )
+    .await;
     assert_eq!(demo.fleet().checkout_db().count_key(&key2).unwrap(), 1);
     drop(demo);
     drop(pg);
