@@ -106,18 +106,38 @@ fn apologies_and_degradations_are_counted() {
         let resp = now(svc.call(Request::new(()))).unwrap();
         assert_eq!(resp.status(), 503);
 
+        // A named layer writes its own series.
+        let mut named = FallbackLayer::new()
+            .name("checkout")
+            .layer(service_fn(|_req: Request<()>| {
+                std::future::ready(Err::<Response<Empty<Bytes>>, BoxError>(
+                    std::io::Error::other("reset").into(),
+                ))
+            }));
+        now(std::future::poll_fn(|cx| named.poll_ready(cx))).unwrap();
+        assert_eq!(now(named.call(Request::new(()))).unwrap().status(), 503);
+
         let degrade = Degrade::new("recommendations");
         let out = now(degrade.or_default(async { Err::<u8, _>(std::io::Error::other("x")) }));
         assert!(out.is_degraded());
     });
     let log = log.0.lock().unwrap().clone();
     assert!(
-        log.contains(&"rampart_fallback_apologies_total{trigger=never_reached} += 1".to_string()),
+        log.contains(
+            &"rampart_fallback_apologies_total{layer=fallback,trigger=never_reached} += 1"
+                .to_string()
+        ),
         "{log:?}"
     );
     assert!(
         log.contains(
-            &"rampart_fallback_degraded_total{dependency=recommendations,reason=failed} += 1"
+            &"rampart_fallback_apologies_total{layer=checkout,trigger=error} += 1".to_string()
+        ),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(
+            &"rampart_fallback_degraded_total{layer=recommendations,dependency=recommendations,reason=failed} += 1"
                 .to_string()
         ),
         "{log:?}"

@@ -5,7 +5,8 @@
 //! it answers with a fallback value instead — `T::default()`, a given value, or the output of
 //! a fallback future — and records why ([`DegradeReason`]): a `tracing` event (target
 //! `rampart_fallback`, level `WARN`), a counter readable through [`Degrade::snapshot`], and
-//! with the `metrics` feature `rampart_fallback_degraded_total{dependency, reason}`.
+//! with the `metrics` feature `rampart_fallback_degraded_total{layer, dependency, reason}` (both
+//! labels carry the dependency's name).
 //!
 //! The call is dropped (cancelled) when its deadline passes. No task is spawned.
 //!
@@ -226,6 +227,7 @@ impl DegradeInner {
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "rampart_fallback_degraded_total",
+            "layer" => self.name.clone(),
             "dependency" => self.name.clone(),
             "reason" => reason.as_str()
         )

@@ -22,6 +22,7 @@ use crate::classify::FailureStatuses;
 /// | [`classify`](Self::classify) | [`FailureStatuses`]: 500, 502, 503, 504 |
 /// | [`retry_after`](Self::retry_after) / [`no_retry_after`](Self::no_retry_after) | 5 s when the error chain has no hint |
 /// | [`request_id_header`](Self::request_id_header) / [`no_request_id`](Self::no_request_id) | `x-request-id` |
+/// | [`name`](Self::name) | `fallback` (the `layer` label of its metric series) |
 pub struct FallbackLayer<H = ApologyPage, C = FailureStatuses> {
     handler: Arc<H>,
     classify: C,
@@ -49,6 +50,7 @@ impl<H, C: fmt::Debug> fmt::Debug for FallbackLayer<H, C> {
             .field("classify", &self.classify)
             .field("retry_after_secs", &self.retry_after)
             .field("request_id", &self.request_id)
+            .field("name", &self.stats.name())
             .finish()
     }
 }
@@ -120,6 +122,22 @@ impl<H, C> FallbackLayer<H, C> {
     /// Echoes no request id.
     pub fn no_request_id(mut self) -> Self {
         self.request_id = None;
+        self
+    }
+
+    /// Names this layer: the `layer` label of its `rampart_fallback_apologies_total` series
+    /// (default `fallback`), so that several layers in one process write distinct series.
+    ///
+    /// Starts fresh counters: call it while building, before taking [`stats`](Self::stats).
+    ///
+    /// ```
+    /// use rampart_fallback::FallbackLayer;
+    ///
+    /// let layer = FallbackLayer::new().name("storefront-pages");
+    /// assert_eq!(layer.stats().name(), "storefront-pages");
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.stats = FallbackStats::named(name.into());
         self
     }
 

@@ -32,7 +32,8 @@
 //! prepared at build time. The apology carries an [`Apologized`] response extension, and an
 //! outer `Fallback` lets such a response through as it is (nested layers apologise once).
 //! [`FallbackStats`] counts apologies (and the `metrics` feature
-//! exports `rampart_fallback_apologies_total{trigger}`).
+//! exports `rampart_fallback_apologies_total{layer, trigger}`, `layer` being the
+//! [`name`](FallbackLayer::name) of the layer).
 //!
 //! # Example: an axum router
 //!
@@ -346,19 +347,82 @@ impl fmt::Display for ErrorChain<'_> {
 }
 
 /// Counters of a [`FallbackLayer`] and its services (cheap to clone: shared).
-#[derive(Debug, Clone, Default)]
+///
+/// With the `metrics` feature the same counts go to `rampart_fallback_apologies_total`,
+/// labelled `layer` (the layer's [`name`](FallbackLayer::name), default `fallback`) and
+/// `trigger` (`error`, `never_reached` or `status`). The metric handles are resolved from the
+/// recorder on the first apology, not when the layer is built: a recorder installed after the
+/// stack was built but before the first apology still receives every count.
+#[derive(Debug, Clone)]
 pub struct FallbackStats {
     inner: Arc<Counters>,
 }
 
-#[derive(Debug, Default)]
+impl Default for FallbackStats {
+    fn default() -> Self {
+        Self::named(Arc::from(DEFAULT_NAME))
+    }
+}
+
+/// The name of a layer that was not given one.
+pub(crate) const DEFAULT_NAME: &str = "fallback";
+
+#[derive(Debug)]
 struct Counters {
     errors: AtomicU64,
     never_reached: AtomicU64,
     statuses: AtomicU64,
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    handles: std::sync::OnceLock<Handles>,
+}
+
+/// The metric handles of one layer, one per trigger.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Handles {
+    error: metrics::Counter,
+    never_reached: metrics::Counter,
+    status: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl Handles {
+    fn register(name: &Arc<str>) -> Self {
+        let apologies = |trigger: &'static str| {
+            metrics::counter!(
+                "rampart_fallback_apologies_total",
+                "layer" => Arc::clone(name),
+                "trigger" => trigger
+            )
+        };
+        Self {
+            error: apologies("error"),
+            never_reached: apologies("never_reached"),
+            status: apologies("status"),
+        }
+    }
 }
 
 impl FallbackStats {
+    pub(crate) fn named(name: Arc<str>) -> Self {
+        Self {
+            inner: Arc::new(Counters {
+                errors: AtomicU64::new(0),
+                never_reached: AtomicU64::new(0),
+                statuses: AtomicU64::new(0),
+                name,
+                #[cfg(feature = "metrics")]
+                handles: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The name of the layer these counters belong to (the `layer` label of its series).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     fn record(&self, trigger: Trigger) {
         let c = match trigger {
             Trigger::Error {
@@ -370,22 +434,21 @@ impl FallbackStats {
             Trigger::Status(_) => &self.inner.statuses,
         };
         c.fetch_add(1, Ordering::Relaxed);
-        // Literal labels: the macro then uses a static key (no allocation per call).
+        // Handles resolved once per layer: no label allocation per apology.
         #[cfg(feature = "metrics")]
         {
+            let h = self
+                .inner
+                .handles
+                .get_or_init(|| Handles::register(&self.inner.name));
             let counter = match trigger {
                 Trigger::Error {
                     never_reached: false,
-                } => metrics::counter!("rampart_fallback_apologies_total", "trigger" => "error"),
+                } => &h.error,
                 Trigger::Error {
                     never_reached: true,
-                } => metrics::counter!(
-                    "rampart_fallback_apologies_total",
-                    "trigger" => "never_reached"
-                ),
-                Trigger::Status(_) => {
-                    metrics::counter!("rampart_fallback_apologies_total", "trigger" => "status")
-                }
+                } => &h.never_reached,
+                Trigger::Status(_) => &h.status,
             };
             counter.increment(1);
         }

@@ -51,7 +51,10 @@ impl StaleIfErrorLayer {
     /// has no `stale-if-error`, `stale-if-error` honoured up to 1 day.
     pub fn new() -> Self {
         Self {
-            cache: Arc::new(StaleShared::new(StaleIfErrorBuilder::default().config())),
+            cache: Arc::new(StaleShared::new(
+                StaleIfErrorBuilder::default().config(),
+                Arc::from(DEFAULT_NAME),
+            )),
             classify: FailureStatuses::default(),
             key: None,
         }
@@ -98,6 +101,11 @@ impl<C> StaleIfErrorLayer<C> {
         self
     }
 
+    /// The layer's name (the `layer` label of its metric series; default `stale`).
+    pub fn name(&self) -> &str {
+        self.cache.name()
+    }
+
     /// The cache's counters and size (runs pending evictions first).
     pub fn snapshot(&self) -> StaleSnapshot {
         self.cache.snapshot()
@@ -127,9 +135,13 @@ impl<S, C: Clone> Layer<S> for StaleIfErrorLayer<C> {
     }
 }
 
+/// The name of a stale-if-error layer that was not given one.
+const DEFAULT_NAME: &str = "stale";
+
 /// Settings of a [`StaleIfErrorLayer`]; [`build`](Self::build) validates them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StaleIfErrorBuilder {
+    name: Arc<str>,
     max_bytes: u64,
     max_entry_bytes: usize,
     default_window: Duration,
@@ -140,6 +152,7 @@ pub struct StaleIfErrorBuilder {
 impl Default for StaleIfErrorBuilder {
     fn default() -> Self {
         Self {
+            name: Arc::from(DEFAULT_NAME),
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
             default_window: Duration::from_secs(300),
@@ -150,6 +163,21 @@ impl Default for StaleIfErrorBuilder {
 }
 
 impl StaleIfErrorBuilder {
+    /// Names the layer: the `layer` label of its `rampart_fallback_stale_*` series (default
+    /// `stale`), so that several caches in one process write distinct series.
+    ///
+    /// ```
+    /// use rampart_fallback::StaleIfErrorLayer;
+    ///
+    /// let layer = StaleIfErrorLayer::builder().name("pages").build()?;
+    /// assert_eq!(layer.name(), "pages");
+    /// # Ok::<(), rampart_health::ConfigError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The bound on everything stored, in bytes of memory (default 64 MiB): bodies, headers
     /// and keys with their allocations and the cache's bookkeeping per entry, so the process
     /// holds about this much for its copies, not a multiple of it.
@@ -243,7 +271,7 @@ impl StaleIfErrorBuilder {
             ));
         }
         Ok(StaleIfErrorLayer {
-            cache: Arc::new(StaleShared::new(self.config())),
+            cache: Arc::new(StaleShared::new(self.config(), self.name)),
             classify: FailureStatuses::default(),
             key: None,
         })

@@ -203,6 +203,31 @@ pub(crate) struct StaleShared {
     doorkeeper: Doorkeeper,
     config: Config,
     counters: Counters,
+    /// The layer's name: the `layer` label of its metric series.
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    handles: std::sync::OnceLock<Handles>,
+}
+
+/// The metric handles of one cache, resolved from the recorder on first use (a recorder
+/// installed after the layer was built but before traffic still receives every series).
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Handles {
+    served: metrics::Counter,
+    stored: metrics::Counter,
+    bytes: metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl Handles {
+    fn register(name: &Arc<str>) -> Self {
+        Self {
+            served: metrics::counter!("rampart_fallback_stale_served_total", "layer" => Arc::clone(name)),
+            stored: metrics::counter!("rampart_fallback_stale_stored_total", "layer" => Arc::clone(name)),
+            bytes: metrics::gauge!("rampart_fallback_stale_bytes", "layer" => Arc::clone(name)),
+        }
+    }
 }
 
 /// What a service shares with its futures: the cache, the classifier and the key function.
@@ -225,6 +250,7 @@ impl<C: fmt::Debug> fmt::Debug for ServiceShared<C> {
 impl fmt::Debug for StaleShared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StaleShared")
+            .field("name", &self.name)
             .field("config", &self.config)
             .field("entries", &self.cache.entry_count())
             .field("bytes", &self.cache.weighted_size())
@@ -233,7 +259,7 @@ impl fmt::Debug for StaleShared {
 }
 
 impl StaleShared {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, name: Arc<str>) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|k: &Key, v: &Arc<Variants>| {
@@ -252,7 +278,20 @@ impl StaleShared {
             doorkeeper: Doorkeeper::new(),
             config,
             counters: Counters::default(),
+            name,
+            #[cfg(feature = "metrics")]
+            handles: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The layer's name (the `layer` label of its series).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[cfg(feature = "metrics")]
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| Handles::register(&self.name))
     }
 
     /// A stored copy for this request, if one is within its window.
@@ -283,7 +322,7 @@ impl StaleShared {
         }
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        metrics::counter!("rampart_fallback_stale_served_total").increment(1);
+        self.handles().served.increment(1);
         let body = if req.head {
             Bytes::new()
         } else {
@@ -327,8 +366,9 @@ impl StaleShared {
         self.counters.stored.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         {
-            metrics::counter!("rampart_fallback_stale_stored_total").increment(1);
-            metrics::gauge!("rampart_fallback_stale_bytes").set(self.cache.weighted_size() as f64);
+            let h = self.handles();
+            h.stored.increment(1);
+            h.bytes.set(self.cache.weighted_size() as f64);
         }
     }
 
