@@ -167,6 +167,21 @@ async fn metrics_show_every_series_the_readme_lists_with_its_labels() {
             );
         }
     }
+    // The page layers and the recommendations' degradation name theirs.
+    for (name, sets) in scrape
+        .iter()
+        .filter(|(name, _)| name.starts_with("rampart_fallback_"))
+    {
+        for set in sets {
+            let layer = set
+                .get("layer")
+                .unwrap_or_else(|| panic!("{name} {set:?} has no layer label"));
+            assert!(
+                ["pages", "recommendations"].contains(&layer.as_str()),
+                "{name}: unexpected layer {layer:?}"
+            );
+        }
+    }
     // Six balancers, six series: one per service and region.
     let balancers: BTreeSet<&str> = scrape["rampart_balance_endpoints"]
         .iter()

@@ -21,9 +21,10 @@
 //!   and every header it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`,
 //!   `Upgrade` and every `Proxy-*` header (hyper frames both connections itself).
 //! - `Via: 1.1 rampart` is appended on the request and on the response (§7.6.3).
-//! - `X-Forwarded-For` is appended with the client's address when the server provides it
-//!   (a [`SocketAddr`] request extension), otherwise with `unknown`, so the chain still counts
-//!   this hop; `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's `Host`) are set.
+//! - `X-Forwarded-For` is appended with the client's IP address, which the server provides
+//!   as a [`ConnectionInfo`] request extension (`unknown` without one, so the chain still
+//!   counts this hop); `X-Forwarded-Proto` (`https` when the server terminated TLS, else
+//!   `http`) and `X-Forwarded-Host` (the client's `Host`) are set.
 //!   The `Forwarded` header (RFC 7239) is not added: the de facto headers are what most
 //!   applications read, and one convention avoids two disagreeing chains.
 //! - `Host`: kept as the client sent it (`host = "preserve"`, default), or set to the
@@ -48,7 +49,6 @@ mod forward;
 pub mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::config::{self, ClusterSection, ConfigError, GatewayConfig, HostMode};
-use crate::server::Handler;
+use crate::server::{ConnectionInfo, Handler};
 
 pub use forward::strip_hop_by_hop;
 pub use upstream::{UpBody, Upstream, UpstreamError, clone_request, up_body};
@@ -277,6 +277,7 @@ fn wrap_stack<B>(
     let breaker =
         CircuitBreakerLayer::from_handle(breaker.clone()).classifier(HttpClassifier::new());
     Ok(FallbackLayer::with_page(page)
+        .name(name.to_owned())
         .retry_after(c.retry_after)
         .layer(breaker.layer(Timeout::new(balance, c.total_timeout))))
 }
@@ -571,8 +572,8 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
         let routed: Option<Routed<B>> = match table.route(host, parts.uri.path()) {
             None => None,
             Some(cluster) => {
-                let peer = parts.extensions.get::<SocketAddr>().copied();
-                forward::request_headers(&mut parts.headers, peer);
+                let conn = parts.extensions.get::<ConnectionInfo>().copied();
+                forward::request_headers(&mut parts.headers, conn);
                 let entry = self.access_log.then(|| AccessEntry {
                     method: parts.method.clone(),
                     uri: parts.uri.clone(),

@@ -265,6 +265,7 @@ fn stack(
         .map_response(mark_response::<EdgeBody>)
         .layer(
             FallbackLayer::with_page(page)
+                .name("edge")
                 .classify(ShopFailures)
                 .retry_after(cfg.retry_after),
         )

@@ -429,11 +429,13 @@ impl PageLayers {
     pub fn new(config: &ShopConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             fallback: FallbackLayer::with_page(apology::page()?)
+                .name("pages")
                 .retry_after(Duration::from_secs(5)),
             // Keyed by the path and the query parameters the pages read (`page` of the
             // catalog, `q` of the search): made-up query strings share those copies instead
             // of filling the cache with their own.
             stale: StaleIfErrorLayer::builder()
+                .name("pages")
                 .max_bytes(config.stale_cache_bytes)
                 .build()?
                 .key(rampart::fallback::stale::path_with_params(["page", "q"])),
