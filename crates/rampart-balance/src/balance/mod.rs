@@ -311,6 +311,4 @@ where
 }
 
 #[cfg(test)]
-mod backpressure_tests;
-#[cfg(test)]
 mod tests;
