@@ -52,10 +52,12 @@ pub mod discover;
 pub mod endpoint;
 pub mod handle;
 pub mod hedge;
-mod passive;
+mod load;
 pub mod pick;
 pub mod policy;
 pub mod replay;
+mod ring;
+mod table;
 
 pub use balance::{Balance, BalanceBuilder, BalanceLayer, NoHealthyEndpoints, ResponseFuture};
 pub use budget::{RetryBudget, RetryBudgetBuilder};

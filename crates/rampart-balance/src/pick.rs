@@ -23,13 +23,9 @@
 //! let _ring = Picker::ConsistentHash { virtual_nodes: 160 };
 //! ```
 
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use crate::balance::shared::SetView;
-use crate::endpoint::Endpoint;
+use crate::table::SetView;
 
 /// How the balancer chooses among routable endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,69 +85,6 @@ impl Tried {
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// A hash ring over a set of endpoints (indexes into that set).
-#[derive(Debug, Default)]
-pub(crate) struct Ring {
-    points: Vec<(u64, u32)>,
-}
-
-/// SplitMix64's finaliser: spreads sequential keys over the ring.
-#[inline]
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn point_hash(name: &str, i: u32) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    i.hash(&mut h);
-    mix64(h.finish())
-}
-
-impl Ring {
-    pub(crate) fn build<S>(set: &[Arc<Endpoint<S>>], virtual_nodes: u32) -> Self {
-        let vn = virtual_nodes.max(1);
-        let mut points = Vec::new();
-        for (idx, ep) in set.iter().enumerate() {
-            let n = vn.saturating_mul(ep.weight.max(1));
-            points.reserve(n as usize);
-            for i in 0..n {
-                points.push((point_hash(&ep.name, i), idx as u32));
-            }
-        }
-        points.sort_unstable();
-        Self { points }
-    }
-
-    /// The index owning `key`, optionally skipping indexes `skip` rejects (walks clockwise).
-    pub(crate) fn lookup(&self, key: u64, mut skip: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.points.is_empty() {
-            return None;
-        }
-        let h = mix64(key);
-        let start = self.points.partition_point(|(p, _)| *p < h);
-        let n = self.points.len();
-        for k in 0..n {
-            let (_, idx) = self.points[(start + k) % n];
-            if !skip(idx as usize) {
-                return Some(idx as usize);
-            }
-        }
-        None
-    }
-}
-
-/// Per-set picker state that lives with the routing table.
-#[derive(Debug, Default)]
-pub(crate) struct PickState {
-    /// Shared by every table of one balancer, so a rebuild does not restart the cycle.
-    pub(crate) rr: Arc<AtomicUsize>,
-    pub(crate) wrr: Mutex<Vec<f64>>,
-    pub(crate) ring: Option<Ring>,
 }
 
 /// Picks an index into `set`, avoiding endpoints in `tried`. `None` when every endpoint of the

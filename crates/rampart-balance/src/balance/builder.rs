@@ -3,51 +3,36 @@
 use std::fmt;
 use std::fmt::Display;
 use std::hash::Hash;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_health::{BoxError, CheckerConfig, ConfigError, HealthWatch, OutlierConfig, Probe};
 use tower::discover::Discover;
 
-use super::shared::{Config, HealthSource, Shared, SlowStart};
-use super::{Balance, BalanceLayer, Checks, ProbeFactory};
-use crate::budget::{Budget, RetryBudget};
-use crate::discover::{EndpointSink, spawn_discover};
-use crate::passive;
+use super::runtime::{DiscoverFn, boxed_discover};
+use super::shared::{Config, SlowStart};
+use super::{Balance, BalanceLayer, ProbeFactory};
+use crate::budget::RetryBudget;
+use crate::endpoint::HealthSource;
 use crate::pick::{Picker, Tried};
 
-type DiscoverFn<S> = Box<
-    dyn FnOnce(&tokio::runtime::Handle, Weak<dyn EndpointSink<S>>) -> tokio::task::AbortHandle
-        + Send,
->;
-
-pub(crate) fn boxed_discover<D>(discover: D) -> DiscoverFn<D::Service>
-where
-    D: Discover + Send + Unpin + 'static,
-    D::Key: Hash + Eq + Display + Send,
-    D::Service: Send + 'static,
-    D::Error: Into<BoxError>,
-{
-    Box::new(move |rt, sink| spawn_discover(rt, sink, discover))
-}
-
 pub(crate) struct StaticEndpoint<S> {
-    name: Arc<str>,
-    service: S,
-    weight: u32,
-    health: HealthSource,
+    pub(super) name: Arc<str>,
+    pub(super) service: S,
+    pub(super) weight: u32,
+    pub(super) health: HealthSource,
 }
 
 /// Validated settings shared by the builder and [`BalanceLayer`].
 #[derive(Clone)]
 pub(crate) struct Settings<P> {
-    config: Config,
-    budget: RetryBudget,
-    policy: P,
-    outlier: Option<OutlierConfig>,
-    checker: Option<CheckerConfig>,
-    probe_for: Option<ProbeFactory>,
-    clock: Option<quanta::Clock>,
+    pub(super) config: Config,
+    pub(super) budget: RetryBudget,
+    pub(super) policy: P,
+    pub(super) outlier: Option<OutlierConfig>,
+    pub(super) checker: Option<CheckerConfig>,
+    pub(super) probe_for: Option<ProbeFactory>,
+    pub(super) clock: Option<quanta::Clock>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Settings<P> {
@@ -60,92 +45,6 @@ impl<P: fmt::Debug> fmt::Debug for Settings<P> {
             .field("checker", &self.checker)
             .field("probe_factory", &self.probe_for.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl<S, P> EndpointSink<S> for Shared<S, P>
-where
-    S: Send + Sync + 'static,
-    P: Send + Sync + 'static,
-{
-    fn insert_endpoint(self: Arc<Self>, name: Arc<str>, service: S, ramp: bool) -> u64 {
-        self.insert(name, service, 1, HealthSource::None, ramp)
-    }
-
-    fn remove_endpoint(&self, id: u64) -> bool {
-        self.remove(id)
-    }
-
-    fn routable_now(&self) -> usize {
-        self.table().0.routable.len()
-    }
-}
-
-impl<P> Settings<P>
-where
-    P: Send + Sync + 'static,
-{
-    pub(crate) fn start<S>(
-        self,
-        endpoints: Vec<StaticEndpoint<S>>,
-        discovers: Vec<DiscoverFn<S>>,
-    ) -> Balance<S, P>
-    where
-        S: Send + Sync + 'static,
-    {
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let shared = Arc::new(Shared::new(
-            self.config.clone(),
-            self.policy,
-            self.clock.unwrap_or_default(),
-            Budget::new(self.budget),
-            self.outlier.map(|outlier| {
-                // The detector's metrics and events carry the balancer's name unless the
-                // settings were given one of their own.
-                let outlier = if outlier.name() == OutlierConfig::default().name() {
-                    outlier.with_name(Arc::clone(&self.config.name))
-                } else {
-                    outlier
-                };
-                passive::Detector::new(outlier)
-            }),
-            Some(Checks {
-                config: self.checker.unwrap_or_default(),
-                probe_for: self.probe_for.unwrap_or_else(|| Arc::new(|_: &str| None)),
-            }),
-            runtime.clone(),
-        ));
-        #[cfg(feature = "metrics")]
-        shared.register_metrics();
-        for e in endpoints {
-            shared.insert_with(e.name, e.service, e.weight, e.health, false, false);
-        }
-        shared.rebuild_now();
-        if let Some(rt) = &runtime {
-            let weak = Arc::downgrade(&shared);
-            let tick = self.config.tick;
-            let task = rt.spawn(async move {
-                let mut interval = tokio::time::interval(tick);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    interval.tick().await;
-                    let Some(shared) = weak.upgrade() else {
-                        break;
-                    };
-                    shared.maintain();
-                }
-            });
-            shared.add_task(task.abort_handle());
-            for d in discovers {
-                let sink: Arc<dyn EndpointSink<S>> = shared.clone();
-                let weak: Weak<dyn EndpointSink<S>> = Arc::downgrade(&sink);
-                drop(sink);
-                shared.add_task(d(rt, weak));
-            }
-        } else if !discovers.is_empty() {
-            tracing::error!("balancer built outside a tokio runtime: discovery not started");
-        }
-        Balance::from_shared(shared)
     }
 }
 

@@ -16,10 +16,10 @@ use pin_project_lite::pin_project;
 use rampart_health::{BoxError, Deadline, DeadlineExceeded, NeverReached, Outcome};
 use tower_service::Service;
 
-use super::shared::{Shared, Table};
-use crate::endpoint::{Endpoint, InFlight};
+use super::shared::Shared;
 use crate::pick::{Tried, pick};
 use crate::policy::BalancePolicy;
+use crate::table::{InFlight, Member, Table};
 
 pin_project! {
     #[project = StateProj]
@@ -348,7 +348,7 @@ where
         Some(())
     }
 
-    fn endpoint(&self) -> Option<&Endpoint<S>> {
+    fn endpoint(&self) -> Option<&Member<S>> {
         self.inflight.as_ref().map(InFlight::endpoint)
     }
 

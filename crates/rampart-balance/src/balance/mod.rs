@@ -50,6 +50,7 @@ mod builder;
 pub(crate) mod error;
 pub(crate) mod future;
 pub(crate) mod layer;
+mod runtime;
 pub(crate) mod shared;
 
 use std::fmt;
@@ -65,10 +66,13 @@ pub use error::NoHealthyEndpoints;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
+use crate::endpoint::HealthSource;
 use crate::handle::{BalanceHandle, Control, Snapshot};
 use crate::pick::{Tried, pick};
 use crate::policy::{BalancePolicy, HttpPolicy};
-use shared::{HealthSource, Shared, Table};
+use crate::table::Table;
+use runtime::TaskGuard;
+use shared::Shared;
 
 /// Makes the probe of an endpoint from its name (`None`: no active checks for it).
 pub(crate) type ProbeFactory =
@@ -86,17 +90,6 @@ impl fmt::Debug for Checks {
         f.debug_struct("Checks")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// Stops the background tasks when the last [`Balance`] clone is dropped.
-struct TaskGuard<S, P> {
-    shared: Arc<Shared<S, P>>,
-}
-
-impl<S, P> Drop for TaskGuard<S, P> {
-    fn drop(&mut self) {
-        self.shared.shutdown();
     }
 }
 

@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rampart_health::{Health, HealthReport, HealthReporter, HealthWatch, Outcome};
-use tokio::task::AbortHandle;
+use rampart_health::{Health, HealthReport, HealthReporter, Outcome, OutlierDetector};
 use tokio::time::Instant;
 
 use crate::budget::Budget;
-use crate::endpoint::{Chunk, Endpoint, LoadCell, Slab, cell};
+use crate::endpoint::HealthSource;
 use crate::handle::{EndpointSnapshot, Snapshot};
-use crate::passive;
-use crate::pick::{PickState, Picker, Ring};
+use crate::load::{LoadCell, Slab};
+use crate::pick::Picker;
+use crate::ring::Ring;
+use crate::table::{Member, PickState, Table};
+
+use super::runtime::AbortOnDrop;
 
 /// Slow start settings (Envoy's formula).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,153 +57,23 @@ pub(crate) struct Config {
     pub(crate) hedge: Option<crate::Hedge>,
 }
 
-/// Where an endpoint's active health comes from.
-pub(crate) enum HealthSource {
-    /// No active checks: health stays `Healthy`.
-    None,
-    /// A health value published elsewhere (a checker, a control plane).
-    Watch(HealthWatch),
-    /// An active checker owned by this endpoint (dropping it stops the checker).
-    Checker(rampart_health::CheckerHandle),
-    /// A probe to run with the balancer's checker settings.
-    Probe(Box<dyn rampart_health::Probe>),
-}
-
-impl std::fmt::Debug for HealthSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            HealthSource::None => "None",
-            HealthSource::Watch(_) => "Watch",
-            HealthSource::Checker(_) => "Checker",
-            HealthSource::Probe(_) => "Probe",
-        })
-    }
-}
-
-/// Aborts a task when dropped.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub(crate) struct Entry<S> {
-    pub(crate) ep: Arc<Endpoint<S>>,
-    routable: bool,
+    pub(crate) ep: Arc<Member<S>>,
+    pub(super) routable: bool,
     /// Not ramped on its first transition to routable (endpoints of the initial set).
-    no_ramp_once: bool,
-    ramp_start: Option<Instant>,
-    _health_task: Option<AbortOnDrop>,
-    _checker: Option<rampart_health::CheckerHandle>,
+    pub(super) no_ramp_once: bool,
+    pub(super) ramp_start: Option<Instant>,
+    pub(super) _health_task: Option<AbortOnDrop>,
+    pub(super) _checker: Option<rampart_health::CheckerHandle>,
 }
 
 pub(crate) struct Registry<S> {
     pub(crate) entries: Vec<Entry<S>>,
-    panic: bool,
-    routable: usize,
-    shut_down: bool,
-    tasks: Vec<AbortOnDrop>,
-    last_decay: Option<Instant>,
-}
-
-/// An immutable routing table.
-///
-/// Besides the endpoints of each set, it keeps their slab slots in dense arrays and a copy of
-/// the slab's chunk list, so the picker reads candidates' load cells without touching the
-/// endpoints' own allocations.
-pub(crate) struct Table<S> {
-    pub(crate) routable: Vec<Arc<Endpoint<S>>>,
-    pub(crate) all: Vec<Arc<Endpoint<S>>>,
-    routable_slots: Vec<u32>,
-    all_slots: Vec<u32>,
-    chunks: Vec<Arc<Chunk>>,
-    pub(crate) panic: bool,
-    pub(crate) total: usize,
-    routable_state: PickState,
-    all_state: PickState,
-}
-
-/// One set of a table as the picker sees it.
-pub(crate) struct SetView<'a, S> {
-    pub(crate) endpoints: &'a [Arc<Endpoint<S>>],
-    slots: &'a [u32],
-    chunks: &'a [Arc<Chunk>],
-    pub(crate) state: &'a PickState,
-}
-
-impl<S> SetView<'_, S> {
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.endpoints.len()
-    }
-
-    /// The load cell of the `i`-th endpoint of the set.
-    #[inline(always)]
-    pub(crate) fn load(&self, i: usize) -> &LoadCell {
-        cell(self.chunks, self.slots[i])
-    }
-}
-
-impl<S> Table<S> {
-    pub(crate) fn empty() -> Self {
-        Self {
-            routable: Vec::new(),
-            all: Vec::new(),
-            routable_slots: Vec::new(),
-            all_slots: Vec::new(),
-            chunks: Vec::new(),
-            panic: false,
-            total: 0,
-            routable_state: PickState::default(),
-            all_state: PickState::default(),
-        }
-    }
-
-    /// The set to pick from: the routable endpoints, or in panic mode every endpoint that is
-    /// not draining.
-    #[inline]
-    pub(crate) fn set_of(&self, panic: bool) -> &[Arc<Endpoint<S>>] {
-        if panic { &self.all } else { &self.routable }
-    }
-
-    /// The slab slot of the `index`-th endpoint of a set.
-    #[inline(always)]
-    pub(crate) fn slot_of(&self, panic: bool, index: usize) -> u32 {
-        let slots = if panic {
-            &self.all_slots
-        } else {
-            &self.routable_slots
-        };
-        slots[index]
-    }
-
-    /// The load cell in `slot` (a slot of one of this table's endpoints).
-    #[inline(always)]
-    pub(crate) fn load_at(&self, slot: u32) -> &LoadCell {
-        cell(&self.chunks, slot)
-    }
-
-    #[inline]
-    pub(crate) fn set(&self) -> SetView<'_, S> {
-        if self.panic {
-            SetView {
-                endpoints: &self.all,
-                slots: &self.all_slots,
-                chunks: &self.chunks,
-                state: &self.all_state,
-            }
-        } else {
-            SetView {
-                endpoints: &self.routable,
-                slots: &self.routable_slots,
-                chunks: &self.chunks,
-                state: &self.routable_state,
-            }
-        }
-    }
+    pub(super) panic: bool,
+    pub(super) routable: usize,
+    pub(super) shut_down: bool,
+    pub(super) tasks: Vec<AbortOnDrop>,
+    pub(super) last_decay: Option<Instant>,
 }
 
 pub(crate) struct Shared<S, P> {
@@ -214,7 +87,7 @@ pub(crate) struct Shared<S, P> {
     pub(crate) reporter: HealthReporter,
     next_id: AtomicU64,
     rr: Arc<std::sync::atomic::AtomicUsize>,
-    pub(crate) detector: Option<passive::Detector>,
+    pub(crate) detector: Option<OutlierDetector>,
     /// The detector counts successes (failure-percentage ejection is on).
     record_successes: bool,
     pub(crate) checks: Option<crate::balance::Checks>,
@@ -233,7 +106,7 @@ impl<S, P> Shared<S, P> {
         policy: P,
         clock: quanta::Clock,
         budget: Budget,
-        detector: Option<passive::Detector>,
+        detector: Option<OutlierDetector>,
         checks: Option<crate::balance::Checks>,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
@@ -269,13 +142,13 @@ impl<S, P> Shared<S, P> {
     }
 
     /// Nanoseconds from the epoch to `at` (at least 1: 0 means "not backing off").
-    fn since_epoch(&self, at: Instant) -> u64 {
+    pub(super) fn since_epoch(&self, at: Instant) -> u64 {
         (at.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
     }
 
     /// The endpoint asked not to be sent anything for `wanted` (a `Retry-After`, a gRPC
     /// pushback): it leaves the routing table until then (at most `max_backoff`), healthy.
-    pub(crate) fn back_off(&self, ep: &Endpoint<S>, wanted: Duration) {
+    pub(crate) fn back_off(&self, ep: &Member<S>, wanted: Duration) {
         let d = wanted.min(self.config.max_backoff);
         if d.is_zero() {
             return;
@@ -298,7 +171,7 @@ impl<S, P> Shared<S, P> {
     }
 
     /// Time left in `ep`'s back-off.
-    fn backoff_left(&self, ep: &Endpoint<S>, now: Instant) -> Option<Duration> {
+    fn backoff_left(&self, ep: &Member<S>, now: Instant) -> Option<Duration> {
         let until = ep.backoff_until.load(Ordering::Acquire);
         (until != 0).then(|| Duration::from_nanos(until.saturating_sub(self.since_epoch(now))))
     }
@@ -349,36 +222,7 @@ impl<S, P> Shared<S, P> {
         (t.clone(), self.generation.load(Ordering::Acquire))
     }
 
-    pub(crate) fn add_task(&self, handle: AbortHandle) {
-        let mut reg = self.registry();
-        if reg.shut_down {
-            handle.abort();
-        } else {
-            reg.tasks.push(AbortOnDrop(handle));
-        }
-    }
-
-    /// Stops every background task and every checker; called when the last balancer clone is
-    /// dropped.
-    pub(crate) fn shutdown(&self) {
-        let (tasks, entries) = {
-            let mut reg = self.registry();
-            reg.shut_down = true;
-            (
-                std::mem::take(&mut reg.tasks),
-                std::mem::take(&mut reg.entries),
-            )
-        };
-        tracing::debug!(
-            tasks = tasks.len(),
-            endpoints = entries.len(),
-            "balancer dropped: background tasks stopped"
-        );
-        drop(tasks);
-        drop(entries);
-    }
-
-    fn mean_ewma(&self, reg: &Registry<S>) -> Duration {
+    pub(super) fn mean_ewma(&self, reg: &Registry<S>) -> Duration {
         let mut sum = 0.0;
         let mut n = 0.0;
         // A sample of the pool is enough for a starting estimate (and keeps inserts O(1)).
@@ -438,7 +282,7 @@ where
         };
         let tracker = self.detector.as_ref().map(|d| d.track(name.clone()));
         tracing::info!(endpoint = %name, id, weight, health = %initial, "endpoint added");
-        let ep = Arc::new(Endpoint::new(
+        let ep = Arc::new(Member::new(
             &self.slab,
             id,
             name,
@@ -470,56 +314,6 @@ where
             self.rebuild(&mut reg);
         }
         id
-    }
-
-    /// Turns a probe (given, or made by the balancer's probe factory) into a running checker.
-    fn active_health(&self, name: &Arc<str>, health: HealthSource) -> HealthSource {
-        let probe = match health {
-            HealthSource::Probe(p) => Some(p),
-            HealthSource::None => self.checks.as_ref().and_then(|c| (c.probe_for)(name)),
-            other => return other,
-        };
-        let (Some(probe), Some(rt)) = (probe, &self.runtime) else {
-            return HealthSource::None;
-        };
-        let config = self
-            .checks
-            .as_ref()
-            .map(|c| c.config.clone())
-            .unwrap_or_default();
-        HealthSource::Checker(rampart_health::Checker::spawn_on(
-            rt,
-            name.clone(),
-            probe,
-            config,
-        ))
-    }
-
-    fn spawn_health_watch(
-        self: &Arc<Self>,
-        ep: &Arc<Endpoint<S>>,
-        mut watch: HealthWatch,
-    ) -> Option<AbortOnDrop> {
-        let rt = self.runtime.as_ref()?;
-        let weak = Arc::downgrade(self);
-        let ep = Arc::downgrade(ep);
-        let task = rt.spawn(async move {
-            while let Some(h) = watch.changed().await {
-                let (Some(shared), Some(ep)) = (weak.upgrade(), ep.upgrade()) else {
-                    break;
-                };
-                let before = ep.set_health(h);
-                if before != h {
-                    tracing::info!(endpoint = %ep.name, from = %before, to = %h, "endpoint health changed");
-                    #[cfg(feature = "metrics")]
-                    metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => shared.config.name.clone(), "change" => "health")
-                        .increment(1);
-                    let mut reg = shared.registry();
-                    shared.rebuild(&mut reg);
-                }
-            }
-        });
-        Some(AbortOnDrop(task.abort_handle()))
     }
 }
 
@@ -566,13 +360,7 @@ impl<S, P> Shared<S, P> {
 
     /// Records a finished attempt: latency into the peak EWMA (failures count double, and at
     /// least the failure penalty, so a failing endpoint loses the comparison), the outcome into passive outlier detection.
-    pub(crate) fn record(
-        &self,
-        ep: &Endpoint<S>,
-        load: &LoadCell,
-        outcome: Outcome,
-        start_raw: u64,
-    ) {
+    pub(crate) fn record(&self, ep: &Member<S>, load: &LoadCell, outcome: Outcome, start_raw: u64) {
         if outcome == Outcome::Ignored {
             return;
         }
@@ -621,95 +409,6 @@ impl<S, P> Shared<S, P> {
         if rtt > load.ewma_ns() {
             let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
             load.observe_latency(rtt, end, elapsed, self.config.decay.as_nanos() as f64);
-        }
-    }
-
-    /// Periodic work: slow-start ramps, ejection expiry, idle EWMA decay.
-    pub(crate) fn maintain(&self) {
-        let now = Instant::now();
-        let mut reg = self.registry();
-        let mut changed = false;
-        if let Some(ss) = self.config.slow_start {
-            for e in &mut reg.entries {
-                if let Some(start) = e.ramp_start {
-                    let f = ss.factor(now.duration_since(start));
-                    e.ep.load().set_effective_weight(f64::from(e.ep.weight) * f);
-                    if f >= 1.0 {
-                        e.ramp_start = None;
-                        tracing::debug!(endpoint = %e.ep.name, "slow start finished");
-                        #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "slow_start_finished")
-                            .increment(1);
-                    }
-                }
-            }
-        }
-        if let Some(detector) = &self.detector {
-            detector.evaluate();
-        }
-        if let Some(hedge) = &self.hedge {
-            hedge.maintain(now);
-        }
-        for e in &reg.entries {
-            if let Some(t) = &e.ep.tracker {
-                let ejected = t.is_ejected();
-                if ejected != e.ep.ejected.swap(ejected, Ordering::AcqRel) {
-                    changed = true;
-                    if !ejected {
-                        tracing::info!(endpoint = %e.ep.name, "endpoint returned from ejection");
-                        #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_endpoint_changes_total", "balancer" => self.config.name.clone(), "change" => "unejected")
-                            .increment(1);
-                    } else {
-                        // Ejected by the detector's periodic evaluation (failure percentage).
-                        tracing::warn!(
-                            endpoint = %e.ep.name,
-                            count = t.ejection_count(),
-                            "endpoint ejected (passive outlier detection)"
-                        );
-                        #[cfg(feature = "metrics")]
-                        metrics::counter!("rampart_balance_ejections_total", "balancer" => self.config.name.clone()).increment(1);
-                    }
-                }
-            }
-        }
-        let now_ns = self.since_epoch(now);
-        for e in &reg.entries {
-            let until = e.ep.backoff_until.load(Ordering::Acquire);
-            if until != 0
-                && until <= now_ns
-                && e.ep
-                    .backoff_until
-                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                changed = true;
-                tracing::info!(endpoint = %e.ep.name, balancer = %self.config.name, "endpoint back-off over");
-            }
-        }
-        let decay_every = self.config.tick;
-        if reg
-            .last_decay
-            .is_none_or(|t| now.duration_since(t) >= decay_every)
-        {
-            let dt = reg
-                .last_decay
-                .map_or(decay_every, |t| now.duration_since(t));
-            reg.last_decay = Some(now);
-            let factor = (-dt.as_secs_f64() / self.config.decay.as_secs_f64()).exp();
-            let raw_now = self.clock.raw();
-            let tick_ns = decay_every.as_nanos() as u64;
-            for e in &reg.entries {
-                let load = e.ep.load();
-                if load.outstanding() == 0
-                    && self.clock.delta_as_nanos(load.last_update_raw(), raw_now) > tick_ns
-                {
-                    load.decay(factor);
-                }
-            }
-        }
-        if changed {
-            self.rebuild(&mut reg);
         }
     }
 
@@ -805,13 +504,19 @@ impl<S, P> Shared<S, P> {
             wrr: Mutex::default(),
             ring,
         };
-        let (routable_state, all_state) = match self.config.picker {
-            Picker::ConsistentHash { virtual_nodes } => (
-                state(Some(Ring::build(&routable, virtual_nodes))),
-                state(panic.then(|| Ring::build(&all, virtual_nodes))),
-            ),
-            _ => (state(None), state(None)),
-        };
+        let (routable_state, all_state) =
+            match self.config.picker {
+                Picker::ConsistentHash { virtual_nodes } => (
+                    state(Some(Ring::build(
+                        routable.iter().map(|e| (&*e.name, e.weight)),
+                        virtual_nodes,
+                    ))),
+                    state(panic.then(|| {
+                        Ring::build(all.iter().map(|e| (&*e.name, e.weight)), virtual_nodes)
+                    })),
+                ),
+                _ => (state(None), state(None)),
+            };
         #[cfg(feature = "metrics")]
         {
             let name = &self.config.name;

@@ -195,7 +195,7 @@ proptest! {
         {
             let reg = balance.shared.registry();
             for (e, (h, ejected, draining)) in reg.entries.iter().zip(&states) {
-                e.ep.set_health(crate::endpoint::health_from_u8(*h));
+                e.ep.set_health(crate::table::health_from_u8(*h));
                 e.ep.ejected.store(*ejected, Ordering::Release);
                 e.ep.draining.store(*draining, Ordering::Release);
             }
