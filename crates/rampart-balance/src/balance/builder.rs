@@ -9,10 +9,10 @@ use std::time::Duration;
 use rampart_health::{BoxError, CheckerConfig, ConfigError, HealthWatch, OutlierConfig, Probe};
 use tower::discover::Discover;
 
-use super::runtime::{DiscoverFn, boxed_discover};
 use super::shared::{Config, SlowStart};
 use super::{Balance, BalanceLayer, ProbeFactory};
 use crate::budget::RetryBudget;
+use crate::discover::{DiscoverFn, boxed_discover};
 use crate::endpoint::HealthSource;
 use crate::pick::{Picker, Tried};
 

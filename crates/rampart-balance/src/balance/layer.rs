@@ -50,6 +50,6 @@ where
     fn layer(&self, discover: D) -> Self::Service {
         self.settings
             .clone()
-            .start(Vec::new(), vec![super::runtime::boxed_discover(discover)])
+            .start(Vec::new(), vec![crate::discover::boxed_discover(discover)])
     }
 }

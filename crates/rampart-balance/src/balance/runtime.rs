@@ -3,33 +3,21 @@
 //! maintenance (slow-start steps, ejection and back-off expiry, idle EWMA decay), and stopping
 //! all of it when the last [`Balance`] clone is dropped.
 
-use std::fmt::Display;
-use std::hash::Hash;
 use std::sync::{Arc, Weak};
 
-use rampart_health::{BoxError, HealthWatch, OutlierConfig};
+use rampart_health::{HealthWatch, OutlierConfig};
 use std::sync::atomic::Ordering;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower::discover::Discover;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::builder::{Settings, StaticEndpoint};
 use super::shared::Shared;
 use super::{Balance, Checks};
 use crate::budget::Budget;
-use crate::discover::{EndpointSink, spawn_discover};
+use crate::discover::{DiscoverFn, EndpointSink};
 use crate::endpoint::HealthSource;
 use crate::table::Member;
-
-/// Aborts a task when dropped.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Stops the background tasks when the last [`Balance`] clone is dropped.
 pub(super) struct TaskGuard<S, P> {
@@ -40,21 +28,6 @@ impl<S, P> Drop for TaskGuard<S, P> {
     fn drop(&mut self) {
         self.shared.shutdown();
     }
-}
-
-pub(crate) type DiscoverFn<S> = Box<
-    dyn FnOnce(&tokio::runtime::Handle, Weak<dyn EndpointSink<S>>) -> tokio::task::AbortHandle
-        + Send,
->;
-
-pub(crate) fn boxed_discover<D>(discover: D) -> DiscoverFn<D::Service>
-where
-    D: Discover + Send + Unpin + 'static,
-    D::Key: Hash + Eq + Display + Send,
-    D::Service: Send + 'static,
-    D::Error: Into<BoxError>,
-{
-    Box::new(move |rt, sink| spawn_discover(rt, sink, discover))
 }
 
 impl<S, P> EndpointSink<S> for Shared<S, P>
@@ -129,7 +102,7 @@ where
                     shared.maintain();
                 }
             });
-            shared.add_task(task.abort_handle());
+            shared.add_task(task);
             for d in discovers {
                 let sink: Arc<dyn EndpointSink<S>> = shared.clone();
                 let weak: Weak<dyn EndpointSink<S>> = Arc::downgrade(&sink);
@@ -144,12 +117,12 @@ where
 }
 
 impl<S, P> Shared<S, P> {
-    pub(crate) fn add_task(&self, handle: AbortHandle) {
+    pub(crate) fn add_task(&self, handle: JoinHandle<()>) {
         let mut reg = self.registry();
         if reg.shut_down {
             handle.abort();
         } else {
-            reg.tasks.push(AbortOnDrop(handle));
+            reg.tasks.push(AbortOnDropHandle::new(handle));
         }
     }
 
@@ -206,7 +179,7 @@ where
         self: &Arc<Self>,
         ep: &Arc<Member<S>>,
         mut watch: HealthWatch,
-    ) -> Option<AbortOnDrop> {
+    ) -> Option<AbortOnDropHandle<()>> {
         let rt = self.runtime.as_ref()?;
         let weak = Arc::downgrade(self);
         let ep = Arc::downgrade(ep);
@@ -226,7 +199,7 @@ where
                 }
             }
         });
-        Some(AbortOnDrop(task.abort_handle()))
+        Some(AbortOnDropHandle::new(task))
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rampart_health::{Health, HealthReport, HealthReporter, Outcome, OutlierDetector};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::budget::Budget;
 use crate::endpoint::HealthSource;
@@ -17,8 +18,6 @@ use crate::load::{LoadCell, Slab};
 use crate::pick::Picker;
 use crate::ring::Ring;
 use crate::table::{Member, PickState, Table};
-
-use super::runtime::AbortOnDrop;
 
 /// Slow start settings (Envoy's formula).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,7 +62,7 @@ pub(crate) struct Entry<S> {
     /// Not ramped on its first transition to routable (endpoints of the initial set).
     pub(super) no_ramp_once: bool,
     pub(super) ramp_start: Option<Instant>,
-    pub(super) _health_task: Option<AbortOnDrop>,
+    pub(super) _health_task: Option<AbortOnDropHandle<()>>,
     pub(super) _checker: Option<rampart_health::CheckerHandle>,
 }
 
@@ -72,7 +71,7 @@ pub(crate) struct Registry<S> {
     pub(super) panic: bool,
     pub(super) routable: usize,
     pub(super) shut_down: bool,
-    pub(super) tasks: Vec<AbortOnDrop>,
+    pub(super) tasks: Vec<AbortOnDropHandle<()>>,
     pub(super) last_decay: Option<Instant>,
 }
 

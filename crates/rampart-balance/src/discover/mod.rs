@@ -41,7 +41,7 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 
 use rampart_health::BoxError;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tower::discover::{Change, Discover};
 
 /// The balancer as a discovery task sees it.
@@ -51,11 +51,26 @@ pub(crate) trait EndpointSink<S>: Send + Sync {
     fn routable_now(&self) -> usize;
 }
 
+/// Starts following a discovery stream on a runtime, feeding a balancer (type-erased: the
+/// builder keeps these until it knows the runtime).
+pub(crate) type DiscoverFn<S> =
+    Box<dyn FnOnce(&tokio::runtime::Handle, Weak<dyn EndpointSink<S>>) -> JoinHandle<()> + Send>;
+
+pub(crate) fn boxed_discover<D>(discover: D) -> DiscoverFn<D::Service>
+where
+    D: Discover + Send + Unpin + 'static,
+    D::Key: Hash + Eq + Display + Send,
+    D::Service: Send + 'static,
+    D::Error: Into<BoxError>,
+{
+    Box::new(move |rt, sink| spawn_discover(rt, sink, discover))
+}
+
 pub(crate) fn spawn_discover<D>(
     rt: &tokio::runtime::Handle,
     sink: Weak<dyn EndpointSink<D::Service>>,
     mut discover: D,
-) -> AbortHandle
+) -> JoinHandle<()>
 where
     D: Discover + Send + Unpin + 'static,
     D::Key: Hash + Eq + Display + Send,
@@ -110,5 +125,4 @@ where
             }
         }
     })
-    .abort_handle()
 }
