@@ -1,7 +1,8 @@
 //! `HttpEndpoint` over prior-knowledge HTTP/2 (h2c) against real hyper servers on loopback:
 //! a server limiting each connection to two concurrent streams still serves ten concurrent
-//! requests, a server that drains with GOAWAY in the middle of a run costs no request, and a
-//! peer that goes silent is noticed by keep-alive PINGs long before the request timeout.
+//! requests (on more connections), a server that drains with GOAWAY in the middle of a run
+//! costs no request, and a peer that goes silent is noticed by keep-alive PINGs long before
+//! the request timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -165,10 +166,9 @@ async fn ten_concurrent_requests_through_two_stream_slots_all_succeed() {
         11,
         "every request over h2c"
     );
-    assert_eq!(
-        c.conns.load(Ordering::SeqCst),
-        1,
-        "one multiplexed connection"
+    assert!(
+        c.conns.load(Ordering::SeqCst) > 1,
+        "a second connection once the first one's two slots are taken"
     );
     assert!(
         c.max_in_flight.load(Ordering::SeqCst) <= 2,

@@ -15,9 +15,15 @@ pin_project! {
     #[project = InnerProj]
     enum Inner {
         Waiting { #[pin] fut: tokio::time::Timeout<hyper_util::client::legacy::ResponseFuture> },
+        Pooled { #[pin] fut: tokio::time::Timeout<PooledFuture> },
         Failed { error: Option<BoxError> },
     }
 }
+
+/// A request on the endpoint's own HTTP/2 connections (boxed, as hyper-util's own response
+/// future is).
+pub(crate) type PooledFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, BoxError>> + Send>>;
 
 pin_project! {
     /// Waits for the response head, within the request timeout.
@@ -49,6 +55,15 @@ impl ResponseFuture {
         }
     }
 
+    pub(crate) fn pooled(inner: PooledFuture, timeout: Duration) -> Self {
+        Self {
+            inner: Inner::Pooled {
+                fut: tokio::time::timeout(timeout, inner),
+            },
+            timeout,
+        }
+    }
+
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             inner: Inner::Failed { error: Some(error) },
@@ -64,6 +79,15 @@ impl Future for ResponseFuture {
         let this = self.project();
         let fut = match this.inner.project() {
             InnerProj::Waiting { fut } => fut,
+            InnerProj::Pooled { fut } => {
+                return match fut.poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(result)) => Poll::Ready(result),
+                    Poll::Ready(Err(_elapsed)) => {
+                        Poll::Ready(Err(Box::new(RequestTimeout::new(*this.timeout))))
+                    }
+                };
+            }
             InnerProj::Failed { error } => {
                 return Poll::Ready(Err(error
                     .take()

@@ -10,10 +10,29 @@
 //! counts streams, one per request in flight.
 //!
 //! The request's URI is rewritten to the endpoint: scheme and authority come from the base URI,
-//! the base's path (if any) prefixes the request's path and query. Connections are pooled
-//! (hyper-util's legacy client); connecting has its own timeout, and the whole request (until
-//! the response head) another one. A `Host` header already on the request is kept (proxy
-//! semantics); without one, hyper-util sets it from the endpoint's authority.
+//! the base's path (if any) prefixes the request's path and query. Connecting has its own
+//! timeout, and the whole request (until the response head) another one. A `Host` header
+//! already on the request is kept (proxy semantics); without one, HTTP/1.1 requests get it
+//! from the endpoint's authority (HTTP/2 sends the authority as `:authority`).
+//!
+//! Connections: HTTP/1.1 and [`HttpVersion::Auto`] use hyper-util's pooled client. With
+//! [`HttpVersion::Http2`] the endpoint keeps its own HTTP/2 connections:
+//!
+//! - one multiplexed connection while it has room: a connection carries at most the server's
+//!   `SETTINGS_MAX_CONCURRENT_STREAMS` streams (as hyper reports it once the server's SETTINGS
+//!   arrived; before that the last limit this endpoint learned, else 100), capped by
+//!   [`HttpEndpointBuilder::http2_max_streams_per_connection`]; when every connection is full,
+//!   another one is opened. A stream holds its slot until its response head arrives (hyper does
+//!   not tell when a response body ends; a stream still reading its body when the server's
+//!   limit is reached waits in hyper for a free slot on that connection);
+//! - a `GOAWAY` drains a connection: the streams the server accepted finish, new ones go to
+//!   another connection;
+//! - a stream the server never processed (`REFUSED_STREAM`, above a `GOAWAY`'s last-stream-id,
+//!   or a request the connection had closed before taking) is sent again on another
+//!   connection of this endpoint, a brand-new one if none has room, up to four attempts in
+//!   all; its body is kept for that while it is at most 64 KiB (a larger body is sent once).
+//!   When it cannot be sent again it fails as never reached, for the balancer to try another
+//!   endpoint.
 //!
 //! Errors: a failed connection attempt (refused, unreachable, connect timeout, and every TLS
 //! handshake failure: unknown CA, expired or mismatched certificate, a client certificate the
@@ -46,6 +65,8 @@
 
 mod error;
 mod future;
+mod pool;
+mod tape;
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,12 +79,17 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use rampart_health::deadline::{DEADLINE_HEADER, GRPC_TIMEOUT_HEADER};
-use rampart_health::transport::{Connector, HttpVersion, Transport};
+use rampart_health::transport::{
+    Connector, DEFAULT_H2_KEEP_ALIVE_INTERVAL, DEFAULT_H2_KEEP_ALIVE_TIMEOUT, HttpVersion,
+    Transport,
+};
 use rampart_health::{BoxError, ConfigError, Deadline};
 use tower_service::Service;
 
 pub use error::RequestTimeout;
 pub use future::ResponseFuture;
+
+use pool::{H2Pool, H2Settings};
 
 #[derive(Debug)]
 struct Base {
@@ -72,9 +98,26 @@ struct Base {
     prefix: String,
 }
 
+/// How an endpoint holds its connections.
+enum Conns<B> {
+    /// hyper-util's pooled client (HTTP/1.1, or HTTP/2 chosen by ALPN).
+    Legacy(Client<Connector, B>),
+    /// The endpoint's own HTTP/2 connections.
+    H2(H2Pool<B>),
+}
+
+impl<B> Clone for Conns<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Conns::Legacy(client) => Conns::Legacy(client.clone()),
+            Conns::H2(pool) => Conns::H2(pool.clone()),
+        }
+    }
+}
+
 /// A pooled client to one backend (see the [module docs](self)).
 pub struct HttpEndpoint<B> {
-    client: Client<Connector, B>,
+    conns: Conns<B>,
     base: Arc<Base>,
     name: Arc<str>,
     timeout: Duration,
@@ -83,7 +126,7 @@ pub struct HttpEndpoint<B> {
 impl<B> Clone for HttpEndpoint<B> {
     fn clone(&self) -> Self {
         Self {
-            client: self.client.clone(),
+            conns: self.conns.clone(),
             base: self.base.clone(),
             name: self.name.clone(),
             timeout: self.timeout,
@@ -112,6 +155,11 @@ impl HttpEndpoint<()> {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
             transport: Transport::new(),
+            keep_alive: (
+                DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+                DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
+            ),
+            h2_max_streams: usize::MAX,
         }
     }
 }
@@ -151,6 +199,8 @@ pub struct HttpEndpointBuilder {
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     transport: Transport,
+    keep_alive: (Duration, Duration),
+    h2_max_streams: usize,
 }
 
 impl HttpEndpointBuilder {
@@ -202,6 +252,15 @@ impl HttpEndpointBuilder {
     /// answered within `timeout` (defaults 10 s and 5 s).
     pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.transport = self.transport.http2_keep_alive(interval, timeout);
+        self.keep_alive = (interval, timeout);
+        self
+    }
+
+    /// With [`HttpVersion::Http2`]: the most streams this client opens on one connection, below
+    /// the server's own limit if that is higher (default: the server's limit alone). Another
+    /// connection is opened when every one is full.
+    pub fn http2_max_streams_per_connection(mut self, n: usize) -> Self {
+        self.h2_max_streams = n;
         self
     }
 
@@ -257,16 +316,46 @@ impl HttpEndpointBuilder {
                 "must be positive",
             ));
         }
+        if self.h2_max_streams == 0 {
+            return Err(ConfigError::new(
+                "http2_max_streams_per_connection",
+                self.h2_max_streams,
+                "must be positive",
+            ));
+        }
         let prefix = base.path().trim_end_matches('/').to_string();
         let connector = self.transport.connector(https, self.connect_timeout)?;
-        let client = self
-            .transport
-            .client_builder()
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .build(connector);
+        let conns = if self.transport.version() == HttpVersion::Http2 {
+            let target = Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|_| {
+                    ConfigError::new("base", base.to_string(), "must have a valid authority")
+                })?;
+            Conns::H2(H2Pool::new(
+                name.clone(),
+                target,
+                connector,
+                H2Settings {
+                    connect_timeout: self.connect_timeout,
+                    keep_alive_interval: self.keep_alive.0,
+                    keep_alive_timeout: self.keep_alive.1,
+                    max_streams_per_connection: self.h2_max_streams,
+                },
+            ))
+        } else {
+            Conns::Legacy(
+                self.transport
+                    .client_builder()
+                    .pool_idle_timeout(self.pool_idle_timeout)
+                    .pool_max_idle_per_host(self.pool_max_idle_per_host)
+                    .build(connector),
+            )
+        };
         Ok(HttpEndpoint {
-            client,
+            conns,
             base: Arc::new(Base {
                 scheme,
                 authority,
@@ -289,7 +378,8 @@ where
     type Future = future::ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // hyper-util's client is always ready (its pool waits inside the response future).
+        // Both pools are always ready: hyper-util's waits inside its response future, the
+        // HTTP/2 pool opens a connection when every one is full.
         Poll::Ready(Ok(()))
     }
 
@@ -317,6 +407,9 @@ where
             }
             timeout = deadline.attempt_timeout(Some(timeout));
         }
-        ResponseFuture::new(self.client.request(req), timeout)
+        match &self.conns {
+            Conns::Legacy(client) => ResponseFuture::new(client.request(req), timeout),
+            Conns::H2(pool) => ResponseFuture::pooled(Box::pin(pool.send(req)), timeout),
+        }
     }
 }
