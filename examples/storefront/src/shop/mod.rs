@@ -39,8 +39,9 @@ pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
 pub use observe::{RequestMetrics, RequestMetricsLayer, ResponseFuture as RequestMetricsFuture};
 pub use outbox::{Backoff, Checkout, DEFAULT_LEASE, Forwarded, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
-    BreakerStatus, ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream,
-    UpstreamBody, UpstreamError, UpstreamService,
+    BreakerStatus, PageDeadline, PageDeadlineLayer, ReplicaStatus, ServiceStatus, SiteStatus,
+    StackStatus, StatusProbe, Upstream, UpstreamBody, UpstreamError, UpstreamService, within,
+    within_budget,
 };
 
 use crate::AbortOnDrop;
@@ -82,6 +83,8 @@ pub(crate) struct ShopInner {
     pub(crate) recs_degrade: Degrade,
     /// How long `POST /checkout` waits for checkout before answering "pending".
     pub(crate) checkout_budget: Duration,
+    /// How long recommendations may take before the page leaves them out.
+    pub(crate) recs_budget: Duration,
     pub(crate) fallback: FallbackStats,
     pub(crate) stale: StaleIfErrorLayer,
     /// The pages' concurrency limit (`None` with `--no-limit`).
@@ -111,6 +114,9 @@ impl AppState {
                 .await
                 .map(Some)
         };
+        // The header the recommendations service sees says what the degradation allows,
+        // not the whole page's budget.
+        let call = upstream::within_budget(self.recs_budget, call);
         let value = self.recs_degrade.or_default(call).await.value;
         if let Some(permit) = permit {
             permit.record(if value.is_some() {
@@ -369,6 +375,7 @@ impl Shop {
                 metrics,
                 recs_degrade,
                 checkout_budget: config.page_deadline / 2,
+                recs_budget: config.recommendations_budget,
                 fallback: layers.fallback.stats().clone(),
                 stale: layers.stale.clone(),
                 limiter,
@@ -458,7 +465,9 @@ impl PageLayers {
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 self.deadline,
-            ));
+            ))
+            // Every upstream call the page makes carries what is left of its deadline.
+            .layer(upstream::PageDeadlineLayer::new(self.deadline));
         match &self.limiter {
             Some(limiter) => routes.layer(
                 ServiceBuilder::new()

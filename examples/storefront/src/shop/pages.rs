@@ -336,11 +336,15 @@ pub(crate) async fn checkout_form(State(st): State<AppState>, headers: HeaderMap
     let cart = existing.clone().unwrap_or_default();
     // Prices are a courtesy here: a slow catalog must never hold up the checkout form, so past
     // the checkout budget the form shows the lines unpriced (checkout prices the order).
-    let (lines, total, details_missing) =
-        match tokio::time::timeout(st.checkout_budget, priced_lines(&st, &cart)).await {
-            Ok(priced) => priced,
-            Err(_) => (unpriced_lines(&cart), None, true),
-        };
+    let (lines, total, details_missing) = match tokio::time::timeout(
+        st.checkout_budget,
+        super::upstream::within_budget(st.checkout_budget, priced_lines(&st, &cart)),
+    )
+    .await
+    {
+        Ok(priced) => priced,
+        Err(_) => (unpriced_lines(&cart), None, true),
+    };
     let mut resp = html(&CheckoutPage {
         key: cart.key.clone(),
         items: cart.count(),
@@ -492,6 +496,7 @@ pub(crate) async fn checkout_submit(
     // given up, and the worker confirms it later.
     let order = if new && stored.state == OrderState::Pending {
         let forward = st.outbox.forward(&st.checkout, &stored, &st.backoff);
+        let forward = super::upstream::within_budget(st.checkout_budget, forward);
         match tokio::time::timeout(st.checkout_budget, forward).await {
             Ok(Ok(Forwarded::Confirmed(o) | Forwarded::Rejected(o) | Forwarded::Pending(o))) => o,
             Ok(Err(e)) => {

@@ -4,19 +4,97 @@
 //! [`super::stack`].
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use rampart::health::{BoxError, is_never_reached, retry_after};
+use rampart::health::{BoxError, Deadline, is_never_reached, retry_after};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::fleet::ServiceName;
+
+tokio::task_local! {
+    /// The deadline of the page being served. Every upstream call made while serving it
+    /// carries it as a [`Deadline`] request extension, which the balancer turns into
+    /// per-attempt timeouts (never past it), refuses to send or retry past, and passes on in
+    /// `x-rampart-deadline-ms`: no call to catalog, checkout or recommendations outlives the
+    /// page that asked for it.
+    static PAGE_DEADLINE: Deadline;
+}
+
+/// Runs `fut` with its upstream calls bounded by `deadline`, or by the enclosing one (the
+/// page's) when that is earlier.
+pub async fn within<F: Future>(deadline: Deadline, fut: F) -> F::Output {
+    let deadline = PAGE_DEADLINE
+        .try_with(|outer| Deadline::min(*outer, deadline))
+        .unwrap_or(deadline);
+    PAGE_DEADLINE.scope(deadline, fut).await
+}
+
+/// [`within`] a budget from now.
+pub async fn within_budget<F: Future>(budget: Duration, fut: F) -> F::Output {
+    within(Deadline::after(budget), fut).await
+}
+
+/// The page layer that starts a page's deadline: `budget` from now, or earlier when the
+/// request already carries one (`x-rampart-deadline-ms` or `grpc-timeout` from the edge).
+/// The handler then runs [`within`] it, and the request gets it as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct PageDeadlineLayer {
+    budget: Duration,
+}
+
+impl PageDeadlineLayer {
+    /// Pages get `budget`.
+    pub fn new(budget: Duration) -> Self {
+        Self { budget }
+    }
+}
+
+impl<S> tower::Layer<S> for PageDeadlineLayer {
+    type Service = PageDeadline<S>;
+
+    fn layer(&self, inner: S) -> PageDeadline<S> {
+        PageDeadline {
+            inner,
+            budget: self.budget,
+        }
+    }
+}
+
+/// The service of [`PageDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct PageDeadline<S> {
+    inner: S,
+    budget: Duration,
+}
+
+impl<S, B> tower::Service<Request<B>> for PageDeadline<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tokio::task::futures::TaskLocalFuture<Deadline, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let own = Deadline::after(self.budget);
+        let deadline = Deadline::from_headers(req.headers()).map_or(own, |d| d.min(own));
+        req.extensions_mut().insert(deadline);
+        PAGE_DEADLINE.scope(deadline, self.inner.call(req))
+    }
+}
 
 /// The request body every upstream takes.
 pub type UpstreamBody = Full<Bytes>;
@@ -135,8 +213,16 @@ impl Upstream {
         self.status.sample();
     }
 
-    /// Sends one request through the stack.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Bytes>, UpstreamError> {
+    /// Sends one request through the stack, bounded by the page's deadline when it is sent
+    /// while serving a page (see [`within`]).
+    pub async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        if let Ok(page) = PAGE_DEADLINE.try_with(|d| *d) {
+            let deadline = Deadline::of(&req).map_or(page, |own| own.min(page));
+            req.extensions_mut().insert(deadline);
+        }
         let resp = self
             .svc
             .clone()
