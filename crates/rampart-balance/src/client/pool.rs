@@ -28,6 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -217,17 +218,6 @@ impl<B> H2Pool<B> {
         }
     }
 
-    /// The open connections and the streams in flight on each (for tests and snapshots).
-    #[cfg(test)]
-    pub(crate) fn connections(&self) -> Vec<usize> {
-        let conns = lock(&self.shared.conns);
-        conns
-            .iter()
-            .filter(|c| !c.is_retired())
-            .map(|c| c.state.in_flight.load(Ordering::Acquire))
-            .collect()
-    }
-
     /// The stream limit of `conn` now: the server's (read from hyper when the driver is free),
     /// capped by the configured one.
     fn limit(&self, conn: &Conn<B>) -> usize {
@@ -354,9 +344,13 @@ where
                     None => e.into_error(),
                 },
             };
-            if is_refused_stream(&err) {
-                // Never processed by the server: REFUSED_STREAM, or above a GOAWAY's
-                // last-stream-id.
+            if is_refused_stream(&err) || err.is_canceled() {
+                // Never processed by the server: REFUSED_STREAM, above a GOAWAY's
+                // last-stream-id, or dropped by hyper before it went out (its connection
+                // closed while the stream waited for a slot: hyper calls that canceled).
+                if err.is_canceled() {
+                    conn.retire(&self.shared.name, "closed");
+                }
                 if is_remote_go_away(&err) {
                     conn.retire(&self.shared.name, "goaway");
                 }
@@ -448,12 +442,13 @@ where
             return Err(ConnectFailed(Arc::new(e)));
         }
     };
-    let conn = Arc::new(Mutex::new(conn));
+    let conn = Arc::new(Mutex::new(Some(conn)));
     let reader = conn.clone();
     let _ = slot.set(Box::new(move || {
         reader
             .try_lock()
-            .ok()
+            .ok()?
+            .as_ref()
             .map(|driver| driver.current_max_send_streams())
     }));
     // The driver ends when hyper closes the connection: after a GOAWAY once its streams
@@ -462,12 +457,18 @@ where
     tokio::spawn(async move {
         let result = futures_util::future::poll_fn(|cx| {
             let mut driver = lock(&conn);
+            let Some(driver) = driver.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
             let polled = Pin::new(&mut *driver).poll(cx);
             state.observe(driver.current_max_send_streams(), &learned);
             polled
         })
         .await;
         state.retired.store(true, Ordering::Release);
+        // Dropped here, not when the last request holding this connection ends: requests
+        // still queued for it get their request back and go to another connection.
+        drop(lock(&conn).take());
         match result {
             Ok(()) => {
                 tracing::debug!(endpoint = %name, connection = id, "http/2 connection closed")
