@@ -76,6 +76,12 @@ pub struct ServerSection {
     /// `body_read_timeout`, default `"60s"`.
     #[serde(with = "humantime_serde_compat")]
     pub body_read_timeout: Duration,
+    /// `send_timeout`, default `"60s"`: a client that takes none of its response for this
+    /// long (its receive window full) is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub send_timeout: Duration,
+    /// `max_concurrent_streams`, default `128`: streams in flight per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
     /// `max_connections`, default `10000`.
     pub max_connections: usize,
     /// `max_header_size` in bytes, default `16384`.
@@ -99,6 +105,8 @@ impl Default for ServerSection {
             header_read_timeout: d.header_read_timeout(),
             keep_alive_timeout: d.keep_alive_timeout(),
             body_read_timeout: d.body_read_timeout(),
+            send_timeout: d.send_timeout(),
+            max_concurrent_streams: d.max_concurrent_streams(),
             max_connections: d.max_connections(),
             max_header_size: d.max_header_size(),
             max_headers: d.max_headers(),
@@ -125,6 +133,8 @@ impl ServerSection {
             .header_read_timeout(self.header_read_timeout)
             .keep_alive_timeout(self.keep_alive_timeout)
             .body_read_timeout(self.body_read_timeout)
+            .send_timeout(self.send_timeout)
+            .max_concurrent_streams(self.max_concurrent_streams)
             .max_connections(self.max_connections)
             .max_header_size(self.max_header_size)
             .max_headers(self.max_headers)

@@ -1,11 +1,11 @@
 //! Forwarding headers (RFC 9110 §7.6): hop-by-hop removal, `Via`, `X-Forwarded-*`.
 
-use std::net::SocketAddr;
-
 use http::header::{
     CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
     VIA,
 };
+
+use crate::server::ConnectionInfo;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -64,17 +64,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a request's headers for the upstream: hop-by-hop headers removed,
-/// `X-Forwarded-For` appended (the client's IP, or `unknown`), `X-Forwarded-Proto: http`,
+/// `X-Forwarded-For` appended (the client's IP, or `unknown` when the server did not say),
+/// `X-Forwarded-Proto` (`https` when the server terminated TLS, else `http`),
 /// `X-Forwarded-Host` (the client's `Host`), `Via: 1.1 rampart` appended.
-pub(crate) fn request_headers(headers: &mut HeaderMap, peer: Option<SocketAddr>) {
+pub(crate) fn request_headers(headers: &mut HeaderMap, conn: Option<ConnectionInfo>) {
     strip_hop_by_hop(headers);
-    let client = match peer {
-        Some(p) => HeaderValue::from_str(&p.ip().to_string())
+    let client = match conn {
+        Some(c) => HeaderValue::from_str(&c.peer().ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         None => HeaderValue::from_static("unknown"),
     };
     append_list(headers, &X_FORWARDED_FOR, &client);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if conn.is_some_and(|c| c.is_tls()) {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
@@ -131,8 +137,14 @@ mod tests {
     fn forwarded_for_is_appended_to_an_existing_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        request_headers(&mut h, Some("192.0.2.7:5000".parse().unwrap()));
+        let conn = ConnectionInfo::new(
+            "192.0.2.7:5000".parse().unwrap(),
+            "192.0.2.1:443".parse().unwrap(),
+            true,
+        );
+        request_headers(&mut h, Some(conn));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h[VIA], "1.1 rampart");
     }
 }

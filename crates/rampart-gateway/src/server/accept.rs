@@ -10,9 +10,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Handler;
 use super::conn::serve_connection;
 use super::shared::Shared;
+use super::{ConnectionInfo, Handler};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -96,6 +96,7 @@ pub(crate) async fn accept_loop<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let name = shared.config.name().to_owned();
+    let listen_addr = listener.local_addr().ok();
     let mut conns: JoinSet<()> = JoinSet::new();
     let mut errors = AcceptErrors::default();
     let mut permit: Option<OwnedSemaphorePermit> = None;
@@ -135,17 +136,19 @@ pub(crate) async fn accept_loop<H: Handler>(
             () = shutdown.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     errors.succeeded(&name);
                     let Some(permit) = permit.take() else { continue };
                     let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().ok().or(listen_addr).unwrap_or(peer);
+                    let info = ConnectionInfo::new(peer, local, false);
                     shared.metrics.accepted.increment(1);
                     shared.metrics.open.increment(1.0);
                     let open = OpenConnection { shared: shared.clone(), _permit: permit };
                     let handler = handler.clone();
                     let shutdown = shutdown.clone();
                     conns.spawn(async move {
-                        serve_connection(stream, handler, open.shared.clone(), shutdown).await;
+                        serve_connection(stream, handler, open.shared.clone(), shutdown, info).await;
                         drop(open);
                     });
                 }

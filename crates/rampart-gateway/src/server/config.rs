@@ -60,6 +60,8 @@ impl fmt::Display for Runtime {
 /// | [`header_read_timeout`](Self::header_read_timeout) | 10 s, then `408` | `client_header_timeout` 60 s, closes silently | `timeout http-request` (commonly 10 s), `408` |
 /// | [`keep_alive_timeout`](Self::keep_alive_timeout) | 60 s | `keepalive_timeout` 75 s | `timeout http-keep-alive` (falls back to `http-request`) |
 /// | [`body_read_timeout`](Self::body_read_timeout) | 60 s | `client_body_timeout` 60 s | `timeout client` |
+/// | [`send_timeout`](Self::send_timeout) | 60 s | `send_timeout` 60 s | `timeout client` |
+/// | [`max_concurrent_streams`](Self::max_concurrent_streams) | 128 per HTTP/2 connection | `http2_max_concurrent_streams` 128 | `tune.h2.max-concurrent-streams` 100 |
 /// | [`max_connections`](Self::max_connections) | 10,000 | `worker_connections` 512 per worker | `maxconn` (from the file limit) |
 /// | [`max_header_size`](Self::max_header_size) | 16 KiB, then `431` | `large_client_header_buffers` 4 × 8 KiB | `tune.bufsize` 16 KiB |
 /// | [`max_headers`](Self::max_headers) | 100, then `431` | — | `tune.http.maxhdr` 101 |
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     header_read_timeout: Duration,
     keep_alive_timeout: Duration,
     body_read_timeout: Duration,
+    send_timeout: Duration,
+    max_concurrent_streams: u32,
     max_connections: usize,
     max_header_size: usize,
     max_headers: usize,
@@ -87,6 +91,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 128,
             max_connections: 10_000,
             max_header_size: 16 * 1024,
             max_headers: 100,
@@ -140,6 +146,20 @@ impl ServerConfig {
     /// the connection is then closed. Default 60 s.
     pub fn body_read_timeout(&self) -> Duration {
         self.body_read_timeout
+    }
+
+    /// How long a response may wait for the client to take more of it: the time between two
+    /// writes the socket accepts while it refuses more (the client's receive window is full),
+    /// like nginx's `send_timeout`; the connection is then closed. A response that is slow
+    /// because the handler is slow is not concerned. Default 60 s.
+    pub fn send_timeout(&self) -> Duration {
+        self.send_timeout
+    }
+
+    /// Most streams (requests) in flight at once on one HTTP/2 connection, announced in the
+    /// connection's `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 128.
+    pub fn max_concurrent_streams(&self) -> u32 {
+        self.max_concurrent_streams
     }
 
     /// Most connections served at once (over all workers). At the cap the server stops
@@ -202,6 +222,7 @@ impl ServerConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("keep_alive_timeout", self.keep_alive_timeout),
             ("body_read_timeout", self.body_read_timeout),
+            ("send_timeout", self.send_timeout),
         ] {
             if d < Duration::from_millis(1) {
                 return Err(ConfigError::new(field, d, "must be at least 1ms"));
@@ -215,6 +236,13 @@ impl ServerConfig {
                 "shutdown_grace",
                 self.shutdown_grace,
                 "must be at most 24h",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_streams) {
+            return Err(ConfigError::new(
+                "max_concurrent_streams",
+                self.max_concurrent_streams,
+                "must be 1 to 10000",
             ));
         }
         if !(1..=10_000_000).contains(&self.max_connections) {
@@ -287,6 +315,18 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// See [`ServerConfig::send_timeout`].
+    pub fn send_timeout(mut self, d: Duration) -> Self {
+        self.config.send_timeout = d;
+        self
+    }
+
+    /// See [`ServerConfig::max_concurrent_streams`].
+    pub fn max_concurrent_streams(mut self, n: u32) -> Self {
+        self.config.max_concurrent_streams = n;
+        self
+    }
+
     /// See [`ServerConfig::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
@@ -348,6 +388,8 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.header_read_timeout(), Duration::from_secs(10));
         assert_eq!(c.max_connections(), 10_000);
+        assert_eq!(c.send_timeout(), Duration::from_secs(60));
+        assert_eq!(c.max_concurrent_streams(), 128);
         assert_eq!(ServerConfig::builder().build().unwrap(), c);
     }
 

@@ -15,9 +15,11 @@
 //!   keeps one timer per connection, moved only when a deadline comes earlier than the one it
 //!   is armed for (a request's usual path, idle → head → busy → idle within a few polls,
 //!   costs one clock read and no timer operation).
-//! - HTTP/2 and TLS fit at this point: a TLS stream is another `I`, and an h2 connection
-//!   (found by its preface in the read-ahead bytes) would be served by hyper's h2 server with
-//!   its own keep-alive pings instead of this HTTP/1 watchdog.
+//! - Send timeout: while the socket refuses writes (the client does not read its response),
+//!   the connection must make progress within the send timeout, else it is closed.
+//! - HTTP/2: a connection whose first bytes are the h2 preface (prior knowledge, or `h2`
+//!   negotiated by ALPN) is served by hyper's h2 server under its own watchdog (`h2`).
+//!   A TLS stream is just another `I`.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -36,9 +38,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::h2;
 use super::io::{ConnIo, ConnState, Phase};
 use super::shared::Shared;
-use super::{Handler, ServerConfig};
+use super::{ConnectionInfo, Handler, ServerConfig};
 
 /// The answer to a client that sent part of a request head and then stalled.
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
@@ -157,6 +160,7 @@ pub(crate) async fn serve_connection<I, H>(
     handler: H,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    info: ConnectionInfo,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
@@ -167,6 +171,7 @@ pub(crate) async fn serve_connection<I, H>(
     };
     let mut carried = Vec::new();
     loop {
+        let first = matches!(wait, Wait::First { .. });
         let (head, header_deadline) =
             match read_head(&mut io, carried, wait, config, &shutdown).await {
                 ReadHead::Head(head, deadline) => (head, deadline),
@@ -195,6 +200,19 @@ pub(crate) async fn serve_connection<I, H>(
                     return;
                 }
             };
+        if first && h2::is_preface(&head) {
+            Box::pin(h2::serve_h2(
+                io,
+                head,
+                handler,
+                &shared,
+                &shutdown,
+                info,
+                header_deadline,
+            ))
+            .await;
+            return;
+        }
         // Boxed: a connection waiting for a head keeps only the small state above (under
         // 0.5 KiB), not hyper's connection (1.4 KiB more, and its buffers).
         match Box::pin(serve_http1(
@@ -204,6 +222,7 @@ pub(crate) async fn serve_connection<I, H>(
             &shared,
             &shutdown,
             header_deadline,
+            info,
         ))
         .await
         {
@@ -242,6 +261,7 @@ async fn serve_http1<I, H>(
     shared: &Shared,
     shutdown: &CancellationToken,
     header_deadline: Instant,
+    info: ConnectionInfo,
 ) -> Http1End<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -253,6 +273,7 @@ where
     let service = HyperService {
         call: move |req| handler.handle(req),
         state: state.clone(),
+        info,
     };
     let mut conn = shared.http1.serve_connection(io, service);
     let park = config.keep_alive_timeout() > PARK_AFTER;
@@ -261,6 +282,9 @@ where
     let mut deadline = Some(header_deadline);
     let mut idle_deadline = header_deadline;
     let mut body_reads = 0;
+    // While the socket refuses writes: when the send timeout expires, and the count of
+    // accepted writes when it was set (progress since then re-arms it).
+    let mut send: Option<(Instant, u32)> = None;
     let sleep = tokio::time::sleep_until(header_deadline);
     let cancelled = shutdown.cancelled();
     tokio::pin!(sleep, cancelled);
@@ -276,7 +300,7 @@ where
             if let Err(e) = result {
                 tracing::debug!(server = config.name(), error = %e, "client connection ended with an error");
             }
-            return Poll::Ready(None);
+            return Poll::Ready(Watch::Done);
         }
         let word = state.word();
         if word != seen {
@@ -302,17 +326,46 @@ where
                 armed = true;
             }
         }
+        if state.write_blocked() {
+            if send.is_none() {
+                let d = Instant::now() + config.send_timeout();
+                send = Some((d, state.writes()));
+                if !armed || d < sleep.deadline() {
+                    sleep.as_mut().reset(d);
+                    armed = true;
+                }
+            }
+        } else {
+            send = None;
+        }
         loop {
-            let Some(d) = deadline else {
+            let Some(next) = earliest(deadline, send.map(|(d, _)| d)) else {
                 return Poll::Pending;
             };
             if !armed {
-                sleep.as_mut().reset(d);
+                sleep.as_mut().reset(next);
                 armed = true;
             }
             ready!(sleep.as_mut().poll(cx));
             armed = false;
             let now = Instant::now();
+            if let Some((at, writes)) = send
+                && now >= at
+            {
+                let w = state.writes();
+                if w != writes {
+                    // Some of the response was taken since: a new period starts now.
+                    send = Some((now + config.send_timeout(), w));
+                } else if state.write_blocked() {
+                    return Poll::Ready(Watch::SendTimeout);
+                } else {
+                    send = None;
+                }
+                continue;
+            }
+            let Some(d) = deadline else {
+                continue;
+            };
             let phase = ConnState::phase_of(seen);
             if phase == Phase::BusyBody {
                 let reads = state.body_reads();
@@ -326,21 +379,22 @@ where
             if now >= d {
                 if phase == Phase::Idle && now < idle_deadline {
                     if !draining && !state.write_blocked() {
-                        return Poll::Ready(Some(None));
+                        return Poll::Ready(Watch::Park);
                     }
-                    // A response is still unsent: stay with hyper until the idle deadline.
+                    // A response is still unsent: stay with hyper until the idle deadline
+                    // (the send timeout closes it sooner if the client takes nothing).
                     deadline = Some(idle_deadline);
                     continue;
                 }
-                return Poll::Ready(Some(Some(phase)));
+                return Poll::Ready(Watch::TimedOut(phase));
             }
         }
     })
     .await;
 
     let phase = match end {
-        None => return Http1End::Closed,
-        Some(None) => {
+        Watch::Done => return Http1End::Closed,
+        Watch::Park => {
             // Idle, every response flushed (hyper writes until the socket refuses; the last
             // write was accepted): hyper holds nothing still to send.
             let parts = conn.into_parts();
@@ -350,7 +404,15 @@ where
                 idle_deadline,
             };
         }
-        Some(Some(phase)) => phase,
+        Watch::SendTimeout => {
+            shared.metrics.send_timeouts.increment(1);
+            tracing::debug!(
+                server = config.name(),
+                "client stopped reading its response past the send timeout: closed"
+            );
+            return Http1End::Closed;
+        }
+        Watch::TimedOut(phase) => phase,
     };
     match phase {
         Phase::Idle => {
@@ -384,10 +446,32 @@ where
     Http1End::Closed
 }
 
+/// How the watchdog of an HTTP/1 connection ended.
+enum Watch {
+    /// hyper's connection finished.
+    Done,
+    /// Idle past [`PARK_AFTER`] with nothing unsent: hand the socket back.
+    Park,
+    /// The deadline of this phase passed.
+    TimedOut(Phase),
+    /// The client took nothing of its response for the send timeout.
+    SendTimeout,
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// hyper's view of the handler: records the phase, wraps the response body.
 struct HyperService<F> {
     call: F,
     state: Arc<ConnState>,
+    info: ConnectionInfo,
 }
 
 // The handler is only ever called through `&self`, never pinned: the wrapper may move even
@@ -403,7 +487,8 @@ where
     type Error = Infallible;
     type Future = Dispatch<Fut>;
 
-    fn call(&self, req: Request<Incoming>) -> Dispatch<Fut> {
+    fn call(&self, mut req: Request<Incoming>) -> Dispatch<Fut> {
+        add_connection_info(&mut req, self.info);
         self.state.set(if req.body().is_end_stream() {
             Phase::Busy
         } else {
@@ -414,6 +499,14 @@ where
             state: Some(self.state.clone()),
         }
     }
+}
+
+/// The request extensions that tell the handler where the request came from: a
+/// [`ConnectionInfo`] and axum's `ConnectInfo<SocketAddr>` (the client's address).
+pub(crate) fn add_connection_info(req: &mut Request<Incoming>, info: ConnectionInfo) {
+    let ext = req.extensions_mut();
+    ext.insert(info);
+    ext.insert(axum::extract::ConnectInfo(info.peer()));
 }
 
 pin_project! {
@@ -504,7 +597,15 @@ mod size {
         let shared = Shared::new(&ServerConfig::default());
         let app: axum::Router = axum::Router::new();
         let (io, _peer) = tokio::io::duplex(64);
-        let fut = serve_connection(io, TowerHandler::new(app), shared, CancellationToken::new());
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let info = ConnectionInfo::new(addr, addr, false);
+        let fut = serve_connection(
+            io,
+            TowerHandler::new(app),
+            shared,
+            CancellationToken::new(),
+            info,
+        );
         // hyper's connection (about 1 KiB more) is boxed only once a head has arrived.
         assert!(
             std::mem::size_of_val(&fut) < 1024,

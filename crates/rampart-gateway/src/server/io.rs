@@ -46,6 +46,7 @@ impl Phase {
 pub(crate) struct ConnState {
     word: AtomicU32,
     body_reads: AtomicU32,
+    writes: AtomicU32,
     write_blocked: AtomicBool,
 }
 
@@ -54,6 +55,7 @@ impl ConnState {
         Self {
             word: AtomicU32::new(phase as u32),
             body_reads: AtomicU32::new(0),
+            writes: AtomicU32::new(0),
             write_blocked: AtomicBool::new(false),
         }
     }
@@ -76,9 +78,21 @@ impl ConnState {
         self.write_blocked.load(Ordering::Relaxed)
     }
 
-    fn on_write<T>(&self, polled: &Poll<T>) {
+    /// A count of writes the socket accepted (bytes sent): compare two to know whether a
+    /// blocked response made progress in between.
+    pub(crate) fn writes(&self) -> u32 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn on_write(&self, polled: &Poll<io::Result<usize>>) {
         self.write_blocked
             .store(polled.is_pending(), Ordering::Relaxed);
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.writes.store(
+                self.writes.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     pub(crate) fn set(&self, phase: Phase) {

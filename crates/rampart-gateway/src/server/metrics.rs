@@ -8,7 +8,7 @@ pub const CONNECTIONS_OPEN: &str = "rampart_gateway_connections_open";
 /// Connections accepted (counter).
 pub const CONNECTIONS_ACCEPTED: &str = "rampart_gateway_connections_accepted_total";
 /// Connections the server closed because a timeout expired (counter), labelled
-/// `timeout="header_read" | "keep_alive" | "body_read"`.
+/// `timeout="header_read" | "keep_alive" | "body_read" | "send"`.
 pub const CONNECTIONS_TIMED_OUT: &str = "rampart_gateway_connections_timed_out_total";
 /// `408 Request Timeout` answers sent (counter).
 pub const REQUEST_TIMEOUTS_ANSWERED: &str = "rampart_gateway_request_timeout_responses_total";
@@ -24,6 +24,7 @@ pub(crate) struct Metrics {
     pub(crate) header_timeouts: Counter,
     pub(crate) idle_timeouts: Counter,
     pub(crate) body_timeouts: Counter,
+    pub(crate) send_timeouts: Counter,
     pub(crate) answered_408: Counter,
     pub(crate) limit_reached: Counter,
     pub(crate) accept_errors: Counter,
@@ -39,6 +40,7 @@ impl Metrics {
             header_timeouts: timed_out("header_read"),
             idle_timeouts: timed_out("keep_alive"),
             body_timeouts: timed_out("body_read"),
+            send_timeouts: timed_out("send"),
             answered_408: metrics::counter!(REQUEST_TIMEOUTS_ANSWERED, &label),
             limit_reached: metrics::counter!(CONNECTION_LIMIT_REACHED, &label),
             accept_errors: metrics::counter!(ACCEPT_ERRORS, &label),

@@ -47,7 +47,9 @@
 mod accept;
 mod config;
 mod conn;
+mod h2;
 mod handler;
+mod info;
 mod io;
 pub mod metrics;
 mod shared;
@@ -62,6 +64,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 pub use config::{Runtime, ServerConfig, ServerConfigBuilder};
 pub use handler::{Handler, TowerHandler};
+pub use info::ConnectionInfo;
 pub use workers::{WorkerListeners, Workers, bind_workers, spawn_workers};
 
 use accept::accept_loop;
