@@ -36,3 +36,8 @@ impl Drop for TestServer {
         self.task.abort();
     }
 }
+
+/// The workspace README's tour, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

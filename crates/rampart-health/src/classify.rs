@@ -7,7 +7,8 @@
 //! - Any `Fn(Result<&T, &E>) -> Outcome` is a classifier (blanket impl).
 //! - [`HttpClassifier`] is the HTTP default: transport errors and 5xx are failures, 4xx are
 //!   not (caller mistakes), and 429 is configurable.
-//! - [`TowerHttpClassify`] adapts tower-http's [`ClassifyResponse`] classifiers.
+//! - `TowerHttpClassify` (feature `http`) adapts tower-http's `ClassifyResponse`
+//!   classifiers.
 //!
 //! Slow calls are not a classification: whoever records an outcome compares the call's
 //! latency with its own threshold.
@@ -30,6 +31,7 @@
 use std::fmt;
 
 use http::StatusCode;
+#[cfg(feature = "http")]
 use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 /// What a call's result means for the health of whatever served it.
@@ -200,11 +202,14 @@ impl<B, E> Classify<http::Response<B>, E> for HttpClassifier {
 /// let r = http::Response::builder().status(500).body(()).unwrap();
 /// assert_eq!(c.classify(Ok::<_, &std::io::Error>(&r)), Outcome::Failure);
 /// ```
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[derive(Debug, Clone, Copy)]
 pub struct TowerHttpClassify<C> {
     inner: C,
 }
 
+#[cfg(feature = "http")]
 impl<C> TowerHttpClassify<C> {
     /// Wraps a tower-http classifier.
     pub fn new(inner: C) -> Self {
@@ -217,6 +222,7 @@ impl<C> TowerHttpClassify<C> {
     }
 }
 
+#[cfg(feature = "http")]
 impl<C, B, E> Classify<http::Response<B>, E> for TowerHttpClassify<C>
 where
     C: ClassifyResponse + Clone,
@@ -282,6 +288,7 @@ mod tests {
         assert_eq!(c.classify(Ok(&1)), Outcome::Success);
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn tower_http_adapter() {
         use tower_http::classify::ServerErrorsAsFailures;

@@ -24,7 +24,6 @@
 //! # }
 //! ```
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
@@ -35,8 +34,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::probe::ProbeFuture;
+use crate::probe::http::client_error_parts;
 use crate::transport::{Connector, HttpVersion, Transport};
-use crate::{ConfigError, Probe, ProbeError, ProbeErrorKind};
+use crate::{ConfigError, Probe, ProbeError, ProbeErrorKind, find_in_chain};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -116,21 +116,13 @@ impl GrpcHealthProbe {
 }
 
 fn status_error(status: tonic::Status) -> ProbeError {
-    // A connection that could not be made is a connect failure, whatever tonic wraps it in.
-    let mut current: Option<&(dyn StdError + 'static)> = status.source();
-    let mut depth = 0;
-    while let Some(e) = current {
-        if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>()
-            && client.is_connect()
-        {
-            let message = format!("connect failed: {}", chain_text(client));
-            return ProbeError::new(ProbeErrorKind::Connect, message).with_source(status);
-        }
-        depth += 1;
-        if depth > 16 {
-            break;
-        }
-        current = e.source();
+    // A connection that could not be made is a connect failure, whatever tonic wraps it in:
+    // the HTTP probe's mapping decides its kind and message.
+    if let Some(client) = find_in_chain::<hyper_util::client::legacy::Error>(&status)
+        && client.is_connect()
+    {
+        let (kind, message) = client_error_parts(client);
+        return ProbeError::new(kind, message).with_source(status);
     }
     let message = format!(
         "health check answered {}: {}",
@@ -145,22 +137,6 @@ fn status_error(status: tonic::Status) -> ProbeError {
         _ => ProbeErrorKind::Status,
     };
     ProbeError::new(kind, message).with_source(status)
-}
-
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut current = e.source();
-    let mut depth = 0;
-    while let Some(c) = current {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        depth += 1;
-        if depth > 16 {
-            break;
-        }
-        current = c.source();
-    }
-    out
 }
 
 impl Probe for GrpcHealthProbe {

@@ -11,7 +11,7 @@
 //!   reached a backend"), [`RetryAfter`] ("try again after D"), and [`find_in_chain`] to find
 //!   either anywhere in a [`BoxError`] chain; and the pool [`HealthReport`] that a balancer
 //!   publishes and a GSLB selector consumes ([`report`]).
-//! - Active health checking: a [`Probe`] makes one attempt ([`HttpProbe`], [`TcpProbe`],
+//! - Active health checking: a [`Probe`] makes one attempt (`HttpProbe`, [`TcpProbe`],
 //!   [`probe_fn`]; see [`probe`]) and a [`Checker`] runs it on a schedule with rise/fall
 //!   hysteresis, publishing transitions ([`checker`]).
 //! - Passive health checking: an [`OutlierDetector`] ejects endpoints whose real traffic
@@ -20,6 +20,16 @@
 //!
 //! # Features
 //!
+//! - `http` (default): the HTTP client side: `HttpProbe`, the shared `transport` settings
+//!   and connector (hyper-util's client), and `TowerHttpClassify` (tower-http's
+//!   classifiers). Without it the crate is the bare vocabulary: everything above except those,
+//!   with no hyper, hyper-util or tower-http in the dependency tree. [`HttpClassifier`],
+//!   [`GrpcClassifier`] and the [`deadline`] layer need only the `http` types crate and stay.
+//!   The breaker, limiter, fallback and GSLB crates depend on this crate without it.
+//! - `tls` (implies `http`): `https://` for `HttpProbe` and the clients built on `transport`
+//!   (rustls on the ring provider).
+//! - `grpc` (implies `http`): `GrpcHealthProbe`, the gRPC health checking protocol on
+//!   tonic-health's client.
 //! - `metrics`: counters and gauges through the [`metrics`](https://docs.rs/metrics) facade
 //!   (probe results, transitions, ejections).
 //!
@@ -55,10 +65,14 @@ pub mod signal;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod transport;
 
 pub use checker::{Checker, CheckerConfig, CheckerConfigBuilder, CheckerHandle, HealthTransition};
-pub use classify::{Classify, FnClassify, HttpClassifier, Outcome, TowerHttpClassify};
+#[cfg(feature = "http")]
+pub use classify::TowerHttpClassify;
+pub use classify::{Classify, FnClassify, HttpClassifier, Outcome};
 pub use config::ConfigError;
 pub use deadline::{DEADLINE_HEADER, Deadline, DeadlineExceeded, DeadlineLayer, SetDeadline};
 pub use grpc::{GrpcBody, GrpcClassifier, GrpcCode, RetryPushback};
@@ -69,19 +83,19 @@ pub use outlier::{
     EjectionReason, EndpointOutlierState, OutlierConfig, OutlierConfigBuilder, OutlierDetector,
     OutlierEvent, OutlierTracker,
 };
-pub use probe::{
-    FnProbe, HttpProbe, HttpProbeBuilder, Probe, ProbeError, ProbeErrorKind, TcpProbe,
-    TcpProbeBuilder, probe_fn,
-};
+pub use probe::{FnProbe, Probe, ProbeError, ProbeErrorKind, TcpProbe, TcpProbeBuilder, probe_fn};
+#[cfg(feature = "http")]
+pub use probe::{HttpProbe, HttpProbeBuilder};
 pub use report::{HealthReport, HealthReporter, ReportHealth};
 pub use signal::{NeverReached, RetryAfter, find_in_chain, is_never_reached, retry_after};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsConfigBuilder};
+#[cfg(feature = "http")]
 pub use transport::{HttpVersion, Transport};
 
-/// The README's examples, compiled as doctests.
+/// The README's examples, compiled as doctests (they use the HTTP probe).
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "http"))]
 pub struct ReadmeDoctests;
 
 /// A type-erased error, as tower's generic layers return it.

@@ -4,6 +4,7 @@
 //! with a generous safety net (`SAFETY_NET`) so a bug fails the test instead of hanging it.
 //! The safety net is not a timing assertion.
 
+#![cfg(feature = "http")] // the HTTP probe
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 //! the test would fail with "probe hung" instead of blocking the suite. These bounds are not
 //! timing assertions.
 
+#![cfg(feature = "http")] // the HTTP probe
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;

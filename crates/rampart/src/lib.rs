@@ -6,6 +6,7 @@
 //! | feature | module | crate | line of defense |
 //! |---|---|---|---|
 //! | `health` | `rampart::health` | `rampart-health` | shared vocabulary: probes, checker, outlier ejection, classification |
+//! | `http` | | | the vocabulary's HTTP client side: `rampart::health::HttpProbe`, `transport`, `TowerHttpClassify` (hyper-util, tower-http) |
 //! | `breaker` | `rampart::breaker` | `rampart-breaker` | circuit breaker |
 //! | `balance` | `rampart::balance` | `rampart-balance` | health-checked load balancer |
 //! | `gslb` | `rampart::gslb` | `rampart-gslb` | failover across sites and regions |
@@ -17,7 +18,8 @@
 //! | `grpc` | | | the gRPC health-checking probe, `rampart::health::GrpcHealthProbe` (tonic-health) |
 //!
 //! `breaker`, `balance`, `gslb`, `fallback` and `limit` each turn on `health`, since their APIs speak
-//! its vocabulary. `metrics` turns on the `metrics` feature of each crate that is enabled and
+//! its vocabulary; only `balance` (and `http`, `tls`, `grpc`) pull in an HTTP client, so
+//! `default-features = false, features = ["breaker"]` builds without hyper. `metrics` turns on the `metrics` feature of each crate that is enabled and
 //! enables no crate by itself: `default-features = false, features = ["breaker", "metrics"]`
 //! gives the breaker (and the health vocabulary) with their metrics, and nothing else.
 //!
@@ -57,13 +59,8 @@ pub use rampart_fallback as fallback;
 #[doc(inline)]
 pub use rampart_limit as limit;
 
-/// The workspace README's tour, compiled as a doctest so it cannot rot (it uses the
-/// balancer, the breaker and the fallback, so it is compiled only when they are enabled).
-#[cfg(all(
-    doctest,
-    feature = "balance",
-    feature = "breaker",
-    feature = "fallback"
-))]
-#[doc = include_str!("../../../README.md")]
+/// The crate README's examples, compiled as doctests. (The workspace README's tour is compiled
+/// by the workspace's cross-crate tests: a published package holds only its own files.)
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
