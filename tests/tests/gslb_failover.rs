@@ -188,7 +188,7 @@ fn balancer(backends: &[&Backend]) -> SiteService {
         .panic_threshold(0.0);
     for backend in backends {
         let ep = backend.endpoint();
-        b = b.endpoint(ep.name_arc(), ep);
+        b = b.endpoint(rampart::balance::Endpoint::new(ep.name_arc(), ep));
     }
     b.build().unwrap()
 }

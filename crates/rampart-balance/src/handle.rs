@@ -5,13 +5,13 @@
 //! clone is dropped).
 //!
 //! ```
-//! use rampart_balance::{Balance, ServicePolicy};
+//! use rampart_balance::{Balance, Endpoint, ServicePolicy};
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let svc = tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) });
 //! let balance = Balance::builder()
 //!     .policy(ServicePolicy::new())
-//!     .endpoint("a", svc.clone())
-//!     .endpoint("b", svc)
+//!     .endpoint(Endpoint::new("a", svc.clone()))
+//!     .endpoint(Endpoint::new("b", svc))
 //!     .build()
 //!     .unwrap();
 //! let handle = balance.handle();
@@ -90,7 +90,8 @@ impl Snapshot {
     }
 }
 
-pub(crate) trait Control: Send + Sync {
+/// A balancer without its type parameters: what a [`BalanceHandle`] reads and changes.
+pub(crate) trait DynBalancer: Send + Sync {
     fn name(&self) -> Arc<str>;
     fn snapshot(&self) -> Snapshot;
     fn set_draining(&self, name: &str, draining: bool) -> bool;
@@ -100,7 +101,7 @@ pub(crate) trait Control: Send + Sync {
 /// Snapshot, drain and health report of one balancer (see the [module docs](self)).
 #[derive(Clone)]
 pub struct BalanceHandle {
-    pub(crate) control: Arc<dyn Control>,
+    pub(crate) balancer: Arc<dyn DynBalancer>,
 }
 
 impl fmt::Debug for BalanceHandle {
@@ -112,28 +113,28 @@ impl fmt::Debug for BalanceHandle {
 impl BalanceHandle {
     /// The balancer's name.
     pub fn name(&self) -> Arc<str> {
-        self.control.name()
+        self.balancer.name()
     }
 
     /// Every endpoint's state.
     pub fn snapshot(&self) -> Snapshot {
-        self.control.snapshot()
+        self.balancer.snapshot()
     }
 
     /// Takes the endpoint(s) called `name` out of new traffic; in-flight requests finish.
     /// `false` when no endpoint has that name.
     pub fn drain(&self, name: &str) -> bool {
-        self.control.set_draining(name, true)
+        self.balancer.set_draining(name, true)
     }
 
     /// Puts drained endpoint(s) back into rotation (with slow start).
     pub fn undrain(&self, name: &str) -> bool {
-        self.control.set_draining(name, false)
+        self.balancer.set_draining(name, false)
     }
 }
 
 impl ReportHealth for BalanceHandle {
     fn health_report(&self) -> watch::Receiver<HealthReport> {
-        self.control.report()
+        self.balancer.report()
     }
 }

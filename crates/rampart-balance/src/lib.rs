@@ -8,13 +8,13 @@
 //!
 //! At a glance:
 //!
-//! - [`Balance::builder`] → [`BalanceBuilder`]: endpoints ([`BalanceBuilder::endpoint`],
-//!   [`BalanceBuilder::http_endpoints`], [`BalanceBuilder::discover`]), active checks
-//!   ([`BalanceBuilder::http_health_checks`], [`BalanceBuilder::probe_with`],
-//!   [`BalanceBuilder::health_checks`]), passive ejection
-//!   ([`BalanceBuilder::outlier_detection`]), [`Picker`], panic threshold, retries and
-//!   [`RetryBudget`], slow start, backpressure (`max_backoff`), hedging ([`Hedge`]);
-//!   `build()` validates and starts the background tasks.
+//! - [`Balance::builder`] → [`BalanceBuilder`]: endpoints ([`Endpoint`] values through
+//!   [`BalanceBuilder::endpoint`], [`BalanceBuilder::http_endpoints`],
+//!   [`BalanceBuilder::discover`]), active checks ([`BalanceBuilder::http_health_checks`],
+//!   [`BalanceBuilder::probe_with`], [`BalanceBuilder::health_checks`]), passive ejection
+//!   ([`BalanceBuilder::outlier_detection`]), [`Picker`] and its [`LatencyEstimate`], panic
+//!   threshold, retries and [`RetryBudget`], [`SlowStart`], backpressure (`max_backoff`),
+//!   hedging ([`Hedge`]); `build()` validates and starts the background tasks.
 //! - [`Balance`]: the `Service` (clone it freely; tasks stop when the last clone drops),
 //!   [`Balance::snapshot`], [`Balance::handle`] → [`BalanceHandle`] (drain, snapshot,
 //!   [`ReportHealth`](rampart_health::ReportHealth)).
@@ -57,20 +57,22 @@ pub mod pick;
 pub mod policy;
 pub mod replay;
 mod ring;
+mod slow_start;
 mod table;
 
 pub use balance::{Balance, BalanceBuilder, BalanceLayer, NoHealthyEndpoints, ResponseFuture};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use client::{HttpEndpoint, HttpEndpointBuilder, RequestTimeout};
-pub use endpoint::ServedBy;
+pub use endpoint::{Endpoint, ServedBy};
 pub use handle::{BalanceHandle, EndpointSnapshot, Snapshot};
 pub use hedge::Hedge;
-pub use pick::Picker;
+pub use pick::{LatencyEstimate, Picker};
 pub use policy::{
     BalancePolicy, HashKey, HttpPolicy, KeyFn, NoKey, ReplayableBody, ServicePolicy,
     clone_http_request,
 };
 pub use replay::{ReplayBody, ReplayBodyLayer, ReplayBodyService};
+pub use slow_start::SlowStart;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -24,6 +24,7 @@
 //! ```
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::table::SetView;
 
@@ -47,6 +48,59 @@ pub enum Picker {
         /// Points on the ring per endpoint (per unit of weight); 100–200 keeps the spread even.
         virtual_nodes: u32,
     },
+}
+
+/// How the peak-EWMA latency estimate behind [`Picker::PeakEwma`] starts, decays and counts
+/// failures (defaults: 1 ms, 10 s, no penalty).
+///
+/// ```
+/// use std::time::Duration;
+/// use rampart_balance::LatencyEstimate;
+/// let estimate = LatencyEstimate::default()
+///     .initial(Duration::from_millis(5))
+///     .failure_penalty(Duration::from_millis(250));
+/// # let _ = estimate;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyEstimate {
+    pub(crate) initial: Duration,
+    pub(crate) decay: Duration,
+    pub(crate) failure_penalty: Duration,
+}
+
+impl Default for LatencyEstimate {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(1),
+            decay: Duration::from_secs(10),
+            failure_penalty: Duration::ZERO,
+        }
+    }
+}
+
+impl LatencyEstimate {
+    /// The estimate of an endpoint before its first response, when the pool has no
+    /// measurement yet (default 1 ms; later endpoints start at the pool's mean). Positive.
+    pub fn initial(mut self, rtt: Duration) -> Self {
+        self.initial = rtt;
+        self
+    }
+
+    /// The decay time τ (default 10 s, linkerd's); at least 1 ms.
+    pub fn decay(mut self, tau: Duration) -> Self {
+        self.decay = tau;
+        self
+    }
+
+    /// The least latency a failed attempt (per the policy's classifier) counts as (default
+    /// zero, at most 60 s). A failure always counts as twice the larger of its own latency and
+    /// the current average, so an endpoint that fails fast never looks faster than its
+    /// siblings; a penalty (linkerd's "failure penalty") makes a single fast failure cost at
+    /// least this much.
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.failure_penalty = penalty;
+        self
+    }
 }
 
 impl Picker {

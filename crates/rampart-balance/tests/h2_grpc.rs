@@ -175,7 +175,7 @@ async fn not_serving_server_leaves_the_rotation_and_comes_back() {
         .unwrap()
         // Round robin and no slow start: "back in rotation" shows on the next calls.
         .picker(Picker::RoundRobin)
-        .slow_start(Duration::ZERO)
+        .slow_start(rampart_balance::SlowStart::off())
         .probe_with(|name: &str| {
             GrpcHealthProbe::builder(name.parse().ok()?)
                 .service(SERVICE)
@@ -241,7 +241,7 @@ async fn grpc_unavailable_answers_eject_an_endpoint_through_the_grpc_classifier(
         .http_endpoints([a.uri(), b.uri()], &template)
         .unwrap()
         .picker(Picker::RoundRobin)
-        .slow_start(Duration::ZERO)
+        .slow_start(rampart_balance::SlowStart::off())
         .outlier_detection(
             OutlierConfig::builder()
                 .consecutive_failures(3)

@@ -290,7 +290,7 @@ async fn a_backend_returning_500_is_ejected_and_comes_back() {
                 .build()
                 .unwrap(),
         )
-        .slow_start(Duration::ZERO)
+        .slow_start(rampart_balance::SlowStart::off())
         // Deterministic alternation, so the failing backend sees its 3 requests at once
         // (with peak-EWMA P2C it would also lose traffic to its faster peer).
         .picker(rampart_balance::Picker::RoundRobin)
@@ -468,7 +468,7 @@ async fn the_uri_is_rewritten_and_the_endpoint_recorded() {
         .unwrap();
     let name = endpoint.name().to_string();
     let balance = Balance::builder()
-        .endpoint(name.clone(), endpoint)
+        .endpoint(rampart_balance::Endpoint::new(name.clone(), endpoint))
         .build()
         .unwrap();
     let mut client = ReplayBodyLayer::new().layer(balance);

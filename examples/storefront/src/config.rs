@@ -92,6 +92,14 @@ pub struct FleetConfig {
     pub slow_latency: Duration,
     /// Share of 500s answered by the `flaky` fault.
     pub flaky_error_rate: f64,
+    /// How the catalog replicas are spoken: `http1` (the default), `h2c` (HTTP/2 with prior
+    /// knowledge) or `https` (TLS with a CA and certificate made at start-up, ALPN `h2`);
+    /// the shop dials them the same way.
+    pub catalog_protocol: crate::fleet::CatalogProtocol,
+    /// With `catalog_protocol = "https"`, for `storefront shop`: the CA certificate (PEM) to
+    /// trust for the catalog (`storefront fleet` writes its CA and names it here in
+    /// `fleet.toml`).
+    pub catalog_ca_file: Option<PathBuf>,
 }
 
 impl Default for FleetConfig {
@@ -103,6 +111,8 @@ impl Default for FleetConfig {
             products: 300,
             slow_latency: Duration::from_millis(1500),
             flaky_error_rate: 0.5,
+            catalog_protocol: crate::fleet::CatalogProtocol::Http1,
+            catalog_ca_file: None,
         }
     }
 }
@@ -148,6 +158,10 @@ pub struct ShopConfig {
     /// First ejection time of a replica that failed 3 times in a row.
     #[serde(deserialize_with = "duration")]
     pub ejection_time: Duration,
+    /// How the shop dials the catalog: taken from the fleet's settings when the shop starts
+    /// (`[fleet] catalog_protocol`), not a key of `[shop]`.
+    #[serde(skip)]
+    pub catalog_dial: crate::fleet::UpstreamDial,
 }
 
 impl Default for ShopConfig {
@@ -165,6 +179,7 @@ impl Default for ShopConfig {
             breaker_open_for: Duration::from_secs(5),
             failback_hold: Duration::from_secs(10),
             ejection_time: Duration::from_secs(5),
+            catalog_dial: crate::fleet::UpstreamDial::default(),
         }
     }
 }

@@ -6,8 +6,8 @@
 //! `A` queries for `--name` (default `shop.example.`) with the addresses of the regions that are
 //! up: the first edge is the primary region, the next ones take over in order (priority
 //! failover), or, with `--weighted`, they share the traffic. Every edge is health-checked with
-//! a TCP connect every `--check-interval` (default 1 s; down after 2 failures, up after 2
-//! successes); answers carry a `--ttl` (default 5 s). A client that resolves the name, and on
+//! a TCP connect every `--check-interval` (default 1 s; down after `--fall` failures, default
+//! 2, up after 2 successes); answers carry a `--ttl` (default 5 s). A client that resolves the name, and on
 //! a refused connection tries the next address, keeps reaching a live region when one dies.
 //!
 //! ```text
@@ -40,6 +40,10 @@ pub struct DnsArgs {
     /// Interval of the edges' health checks.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub check_interval: Duration,
+    /// Failed checks in a row that take an edge out of the answers (1 to 10; two passed
+    /// checks bring it back).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub fall: u32,
     /// All edges in one priority, sharing the traffic (default: the first edge takes it all
     /// while it is up).
     #[arg(long)]
@@ -88,10 +92,12 @@ pub async fn start(args: &DnsArgs) -> Result<DnsFront, String> {
         .interval(args.check_interval)
         .unhealthy_interval(args.check_interval)
         .timeout(args.check_interval.min(Duration::from_millis(500)))
-        .fall(2)
+        // An exact schedule: a dead edge leaves the answers within `fall` intervals.
+        .jitter(0.0)
+        .fall(args.fall)
         .rise(2)
         .build()
-        .map_err(|e| format!("--check-interval: {e}"))?;
+        .map_err(|e| format!("--check-interval, --fall: {e}"))?;
     let mut sites = Sites::builder();
     for (i, edge) in args.edges.iter().enumerate() {
         let (region, addr) = parse_edge(edge)?;

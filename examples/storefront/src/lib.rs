@@ -170,11 +170,13 @@ pub struct Demo {
 
 impl Demo {
     /// Starts the fleet, then the shop on `config.listen` (port 0 for any).
-    pub async fn start(config: Config) -> Result<Demo, StartError> {
+    pub async fn start(mut config: Config) -> Result<Demo, StartError> {
         let admin_token = prepare(&config)?;
         let fleet = Fleet::start(&config.fleet, &config.data_dir)
             .await
             .map_err(StartError::Fleet)?;
+        // The shop dials the catalog as this fleet serves it (h2c, or HTTPS with its CA).
+        config.shop.catalog_dial = fleet.catalog_dial().clone();
         let admin = AdminState {
             token: admin_token.clone(),
             faults: FaultControl::Local(fleet.faults().clone()),
@@ -283,9 +285,12 @@ pub struct ShopProcess {
 
 impl ShopProcess {
     /// Starts the shop over `config.upstreams`, forwarding fault control to
-    /// `config.fleet_control` when set.
-    pub async fn start(config: Config) -> Result<ShopProcess, StartError> {
+    /// `config.fleet_control` when set; the catalog is dialed as `[fleet] catalog_protocol`
+    /// says (for `https`, trusting `[fleet] catalog_ca_file`).
+    pub async fn start(mut config: Config) -> Result<ShopProcess, StartError> {
         let admin_token = prepare(&config)?;
+        config.shop.catalog_dial = fleet::UpstreamDial::for_catalog(&config.fleet)
+            .map_err(|e| StartError::Shop(shop::ShopError::Config(e)))?;
         let upstreams: &Upstreams = config.upstreams.as_ref().ok_or(StartError::NoUpstreams)?;
         let admin = AdminState {
             token: admin_token.clone(),

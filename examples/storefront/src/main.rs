@@ -78,6 +78,11 @@ struct Common {
     /// Serve the pages without the adaptive concurrency limit (`[limit] enabled = false`).
     #[arg(long, global = true)]
     no_limit: bool,
+    /// How the fleet's catalog replicas are spoken, and the shop dials them: `http1`, `h2c`
+    /// (HTTP/2 with prior knowledge) or `https` (certificates made at start-up)
+    /// (`[fleet] catalog_protocol`).
+    #[arg(long, global = true, value_enum)]
+    catalog_protocol: Option<storefront::fleet::CatalogProtocol>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -106,6 +111,9 @@ fn load(common: &Common) -> Result<Config, String> {
     }
     if common.no_limit {
         cfg.limit.enabled = false;
+    }
+    if let Some(p) = common.catalog_protocol {
+        cfg.fleet.catalog_protocol = p;
     }
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
@@ -143,6 +151,7 @@ async fn main() -> ExitCode {
             c.data_dir = cli.common.data_dir.clone();
             c.admin_token = cli.common.admin_token.clone();
             c.no_limit = cli.common.no_limit;
+            c.catalog_protocol = cli.common.catalog_protocol.unwrap_or_default();
             storefront::chaos::run(c).await
         }
         Some(Command::Dns(mut d)) => {
@@ -216,7 +225,8 @@ async fn fleet(common: Common) -> Result<(), String> {
     let fleet = FleetProcess::start(cfg).await.map_err(|e| e.to_string())?;
     let control = format!("http://{}", fleet.addr());
     let shop_toml = format!(
-        "# written by `storefront fleet`: pass it to `storefront shop --config`\nfleet_control = \"{control}\"\n\n{}",
+        "# written by `storefront fleet`: pass it to `storefront shop --config`\nfleet_control = \"{control}\"\n\n{}{}",
+        catalog_toml(fleet.fleet().catalog_dial(), &data_dir)?,
         upstreams_toml(fleet.fleet().upstreams())
     );
     let path = data_dir.join("fleet.toml");
@@ -241,6 +251,28 @@ async fn fleet(common: Common) -> Result<(), String> {
     println!("Press Ctrl-C to stop.");
     wait_for_ctrl_c().await;
     Ok(())
+}
+
+/// The `[fleet]` table a shop needs to dial the catalog (empty for HTTP/1.1); for `https` the
+/// CA is written to `<data-dir>/catalog-ca.pem` first.
+fn catalog_toml(
+    dial: &storefront::fleet::UpstreamDial,
+    data_dir: &std::path::Path,
+) -> Result<String, String> {
+    use storefront::fleet::CatalogProtocol;
+    match (dial.protocol(), dial.ca_pem()) {
+        (CatalogProtocol::Http1, _) => Ok(String::new()),
+        (CatalogProtocol::Https, Some(pem)) => {
+            let path = data_dir.join("catalog-ca.pem");
+            std::fs::write(&path, pem)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let path = toml::Value::String(path.display().to_string());
+            Ok(format!(
+                "[fleet]\ncatalog_protocol = \"https\"\ncatalog_ca_file = {path}\n\n"
+            ))
+        }
+        (p, _) => Ok(format!("[fleet]\ncatalog_protocol = \"{p}\"\n\n")),
+    }
 }
 
 async fn shop(common: Common, fleet_control: Option<String>) -> Result<(), String> {

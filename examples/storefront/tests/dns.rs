@@ -82,6 +82,7 @@ async fn answers_move_to_the_other_region_when_the_primary_edge_dies() {
         ],
         ttl: Duration::from_secs(5),
         check_interval: Duration::from_millis(100),
+        fall: 2,
         weighted: false,
         listen: Some("127.0.0.1:0".parse().unwrap()),
     };

@@ -6,22 +6,16 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rampart_health::{BoxError, CheckerConfig, ConfigError, HealthWatch, OutlierConfig, Probe};
+use rampart_health::{BoxError, CheckerConfig, ConfigError, OutlierConfig, Probe};
 use tower::discover::Discover;
 
-use super::shared::{Config, SlowStart};
+use super::shared::Config;
 use super::{Balance, BalanceLayer, ProbeFactory};
 use crate::budget::RetryBudget;
 use crate::discover::{DiscoverFn, boxed_discover};
-use crate::endpoint::HealthSource;
-use crate::pick::{Picker, Tried};
-
-pub(crate) struct StaticEndpoint<S> {
-    pub(super) name: Arc<str>,
-    pub(super) service: S,
-    pub(super) weight: u32,
-    pub(super) health: HealthSource,
-}
+use crate::endpoint::{Endpoint, HealthSource};
+use crate::pick::{LatencyEstimate, Picker, Tried};
+use crate::slow_start::SlowStart;
 
 /// Validated settings shared by the builder and [`BalanceLayer`].
 #[derive(Clone)]
@@ -50,15 +44,15 @@ impl<P: fmt::Debug> fmt::Debug for Settings<P> {
 
 /// Configures and builds a [`Balance`]. Every setting is optional.
 ///
-/// Defaults: name `balancer`, [`Picker::PeakEwma`], panic threshold 0.5, `Unknown` health routable, 2 retries
-/// elsewhere within the default [`RetryBudget`], slow start over 10 s from 10 % weight,
-/// EWMA decay time 10 s, initial latency estimate 1 ms, no passive outlier detection, no active
-/// checks.
+/// Defaults: name `balancer`, [`Picker::PeakEwma`] with the default [`LatencyEstimate`],
+/// panic threshold 0.5, `Unknown` health routable, 2 retries elsewhere within the default
+/// [`RetryBudget`], the default [`SlowStart`] (10 s from 10 % weight), back-offs up to 60 s, no
+/// hedging, no passive outlier detection, no active checks, maintenance every 100 ms.
 pub struct BalanceBuilder<S, P> {
     settings: Settings<P>,
-    endpoints: Vec<StaticEndpoint<S>>,
+    endpoints: Vec<Endpoint<S>>,
     discovers: Vec<DiscoverFn<S>>,
-    slow_start_window: Duration,
+    slow_start: SlowStart,
 }
 
 impl<S, P: fmt::Debug> fmt::Debug for BalanceBuilder<S, P> {
@@ -84,11 +78,7 @@ impl<S, P> BalanceBuilder<S, P> {
                     max_retries: 2,
                     default_rtt: Duration::from_millis(1),
                     decay: Duration::from_secs(10),
-                    slow_start: Some(SlowStart {
-                        window: Duration::from_secs(10),
-                        aggression: 1.0,
-                        min_weight: 0.1,
-                    }),
+                    slow_start: Some(SlowStart::default()),
                     tick: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(60),
                     failure_penalty: Duration::ZERO,
@@ -103,7 +93,7 @@ impl<S, P> BalanceBuilder<S, P> {
             },
             endpoints: Vec::new(),
             discovers: Vec::new(),
-            slow_start_window: Duration::from_secs(10),
+            slow_start: SlowStart::default(),
         }
     }
 
@@ -123,7 +113,7 @@ impl<S, P> BalanceBuilder<S, P> {
             },
             endpoints: self.endpoints,
             discovers: self.discovers,
-            slow_start_window: self.slow_start_window,
+            slow_start: self.slow_start,
         }
     }
 
@@ -166,38 +156,20 @@ impl<S, P> BalanceBuilder<S, P> {
         self
     }
 
-    /// The latency estimate of an endpoint before its first response, when the pool has no
-    /// measurement yet (default 1 ms; later endpoints start at the pool's mean).
-    pub fn default_rtt(mut self, rtt: Duration) -> Self {
-        self.settings.config.default_rtt = rtt;
+    /// The peak-EWMA latency estimate: its starting value, decay time and failure penalty
+    /// (default [`LatencyEstimate::default`]).
+    pub fn latency_estimate(mut self, estimate: LatencyEstimate) -> Self {
+        let c = &mut self.settings.config;
+        c.default_rtt = estimate.initial;
+        c.decay = estimate.decay;
+        c.failure_penalty = estimate.failure_penalty;
         self
     }
 
-    /// The peak-EWMA decay time τ (default 10 s, linkerd's).
-    pub fn ewma_decay(mut self, tau: Duration) -> Self {
-        self.settings.config.decay = tau;
-        self
-    }
-
-    /// Slow-start window (default 10 s); `Duration::ZERO` turns slow start off.
-    pub fn slow_start(mut self, window: Duration) -> Self {
-        self.slow_start_window = window;
-        self
-    }
-
-    /// Slow-start aggression (default 1.0 = linear; larger ramps faster early).
-    pub fn slow_start_aggression(mut self, aggression: f64) -> Self {
-        if let Some(ss) = &mut self.settings.config.slow_start {
-            ss.aggression = aggression;
-        }
-        self
-    }
-
-    /// Slow-start starting weight share, `(0, 1]` (default 0.1).
-    pub fn slow_start_min_weight(mut self, share: f64) -> Self {
-        if let Some(ss) = &mut self.settings.config.slow_start {
-            ss.min_weight = share;
-        }
+    /// Slow start (default [`SlowStart::default`]: 10 s from 10 % of the weight);
+    /// [`SlowStart::off`] turns it off.
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.slow_start = slow_start;
         self
     }
 
@@ -207,16 +179,6 @@ impl<S, P> BalanceBuilder<S, P> {
     /// report still counts it. It returns at the next maintenance tick after its time is up.
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.settings.config.max_backoff = max;
-        self
-    }
-
-    /// The least latency a failed attempt (per the policy's classifier) counts as in the
-    /// endpoint's peak EWMA (default zero). A failure always counts as twice the larger of its
-    /// own latency and the current average, so an endpoint that fails fast never looks faster
-    /// than its siblings; a penalty (linkerd's "failure penalty") makes a single fast failure
-    /// cost at least this much.
-    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
-        self.settings.config.failure_penalty = penalty;
         self
     }
 
@@ -236,8 +198,9 @@ impl<S, P> BalanceBuilder<S, P> {
     }
 
     /// The clock used for latency measurement (default: a TSC-backed [`quanta::Clock`]);
-    /// tests pass [`quanta::Clock::mock`].
-    pub fn clock(mut self, clock: quanta::Clock) -> Self {
+    /// unit tests pass [`quanta::Clock::mock`].
+    #[cfg(test)]
+    pub(crate) fn clock(mut self, clock: quanta::Clock) -> Self {
         self.settings.clock = Some(clock);
         self
     }
@@ -295,64 +258,19 @@ impl<S, P> BalanceBuilder<S, P> {
         })
     }
 
-    /// Adds an endpoint with weight 1 and no health source of its own.
-    pub fn endpoint(self, name: impl Into<Arc<str>>, service: S) -> Self {
-        self.weighted_endpoint(name, service, 1)
-    }
-
-    /// Adds an endpoint with a static weight (used by P2C and weighted round robin).
-    pub fn weighted_endpoint(mut self, name: impl Into<Arc<str>>, service: S, weight: u32) -> Self {
-        self.endpoints.push(StaticEndpoint {
-            name: name.into(),
-            service,
-            weight,
-            health: HealthSource::None,
-        });
+    /// Adds an endpoint (see [`Endpoint`]: its weight and its own health source).
+    pub fn endpoint(mut self, endpoint: Endpoint<S>) -> Self {
+        self.endpoints.push(endpoint);
         self
     }
 
-    /// Adds an endpoint whose health is published elsewhere (a checker, a control plane).
-    pub fn endpoint_with_health(
-        mut self,
-        name: impl Into<Arc<str>>,
-        service: S,
-        health: HealthWatch,
-    ) -> Self {
-        self.endpoints.push(StaticEndpoint {
-            name: name.into(),
-            service,
-            weight: 1,
-            health: HealthSource::Watch(health),
-        });
-        self
-    }
-
-    /// Adds an endpoint checked by `probe` (with the [`health_checks`](Self::health_checks)
-    /// settings).
-    pub fn endpoint_with_probe<Pr: Probe>(
-        mut self,
-        name: impl Into<Arc<str>>,
-        service: S,
-        probe: Pr,
-    ) -> Self {
-        self.endpoints.push(StaticEndpoint {
-            name: name.into(),
-            service,
-            weight: 1,
-            health: HealthSource::Probe(Box::new(probe)),
-        });
-        self
-    }
-
-    /// Adds every `(name, service)` pair.
-    pub fn endpoints<N, I>(mut self, endpoints: I) -> Self
+    /// Adds every endpoint: [`Endpoint`]s, or `(name, service)` pairs.
+    pub fn endpoints<I>(mut self, endpoints: I) -> Self
     where
-        N: Into<Arc<str>>,
-        I: IntoIterator<Item = (N, S)>,
+        I: IntoIterator,
+        I::Item: Into<Endpoint<S>>,
     {
-        for (name, service) in endpoints {
-            self = self.endpoint(name, service);
-        }
+        self.endpoints.extend(endpoints.into_iter().map(Into::into));
         self
     }
 
@@ -389,14 +307,14 @@ impl<S, P> BalanceBuilder<S, P> {
         }
         if c.default_rtt.is_zero() {
             return Err(ConfigError::new(
-                "default_rtt",
+                "latency_estimate.initial",
                 c.default_rtt,
                 "must be positive",
             ));
         }
         if c.decay < Duration::from_millis(1) {
             return Err(ConfigError::new(
-                "ewma_decay",
+                "latency_estimate.decay",
                 c.decay,
                 "must be at least 1 ms",
             ));
@@ -420,7 +338,7 @@ impl<S, P> BalanceBuilder<S, P> {
         }
         if c.failure_penalty > Duration::from_secs(60) {
             return Err(ConfigError::new(
-                "failure_penalty",
+                "latency_estimate.failure_penalty",
                 c.failure_penalty,
                 "must be at most 60 s",
             ));
@@ -434,25 +352,7 @@ impl<S, P> BalanceBuilder<S, P> {
                 "must be between 1 and 10000",
             ));
         }
-        if self.slow_start_window.is_zero() {
-            c.slow_start = None;
-        } else if let Some(ss) = &mut c.slow_start {
-            ss.window = self.slow_start_window;
-            if !(ss.aggression > 0.0 && ss.aggression.is_finite()) {
-                return Err(ConfigError::new(
-                    "slow_start_aggression",
-                    ss.aggression,
-                    "must be positive",
-                ));
-            }
-            if !(ss.min_weight > 0.0 && ss.min_weight <= 1.0) {
-                return Err(ConfigError::new(
-                    "slow_start_min_weight",
-                    ss.min_weight,
-                    "must be in (0, 1]",
-                ));
-            }
-        }
+        c.slow_start = self.slow_start.validated()?;
         for e in &self.endpoints {
             if e.weight == 0 {
                 return Err(ConfigError::new(
@@ -539,7 +439,7 @@ where
         for base in bases {
             let endpoint: crate::HttpEndpoint<B> = template.clone().base(base).build()?;
             let name = endpoint.name_arc();
-            self = self.endpoint(name, endpoint);
+            self = self.endpoint(Endpoint::new(name, endpoint));
         }
         Ok(self)
     }

@@ -29,7 +29,7 @@
 //! # Example
 //!
 //! ```
-//! use rampart_balance::{Balance, Picker, ServicePolicy};
+//! use rampart_balance::{Balance, Endpoint, Picker, ServicePolicy};
 //! use tower::{Service, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -38,8 +38,8 @@
 //! let mut balance = Balance::builder()
 //!     .policy(ServicePolicy::new())
 //!     .picker(Picker::PeakEwma)
-//!     .endpoint("a", a)
-//!     .endpoint("b", b)
+//!     .endpoint(Endpoint::new("a", a))
+//!     .endpoint(Endpoint::new("b", b))
 //!     .build()
 //!     .unwrap();
 //! assert_eq!(balance.ready().await.unwrap().call(1).await.unwrap(), 2);
@@ -67,7 +67,7 @@ pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
 use crate::endpoint::HealthSource;
-use crate::handle::{BalanceHandle, Control, Snapshot};
+use crate::handle::{BalanceHandle, DynBalancer, Snapshot};
 use crate::pick::{Tried, pick};
 use crate::policy::{BalancePolicy, HttpPolicy};
 use crate::table::Table;
@@ -154,7 +154,7 @@ where
     /// Snapshot, drain and health report, without type parameters.
     pub fn handle(&self) -> BalanceHandle {
         BalanceHandle {
-            control: self.shared.clone(),
+            balancer: self.shared.clone(),
         }
     }
 
@@ -186,12 +186,12 @@ where
 
     /// The policy.
     ///
-    /// `Balance` has no `get_mut` or `into_inner`, unlike single-service middleware: it wraps many endpoint services, not one, and they, the policy and the
-    /// background tasks are shared by every clone of the balancer and by its discovery and
+    /// `Balance` has no `get_ref`, `get_mut` or `into_inner`, unlike single-service middleware:
+    /// it wraps many endpoint services, not one, and they, the policy and the background tasks are shared by every clone of the balancer and by its discovery and
     /// health tasks. Endpoints are managed through [`insert`](Self::insert),
     /// [`remove`](Self::remove), [`drain`](Self::drain) and the [`BalanceHandle`], and observed
     /// through [`snapshot`](Self::snapshot).
-    pub fn get_ref(&self) -> &P {
+    pub fn policy(&self) -> &P {
         &self.shared.policy
     }
 
@@ -209,7 +209,7 @@ where
     }
 }
 
-impl<S, P> Control for Shared<S, P>
+impl<S, P> DynBalancer for Shared<S, P>
 where
     S: Send + Sync + 'static,
     P: Send + Sync + 'static,

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::builder::{Settings, StaticEndpoint};
+use super::builder::Settings;
 use super::shared::Shared;
 use super::{Balance, Checks};
 use crate::budget::Budget;
@@ -54,7 +54,7 @@ where
 {
     pub(crate) fn start<S>(
         self,
-        endpoints: Vec<StaticEndpoint<S>>,
+        endpoints: Vec<crate::endpoint::Endpoint<S>>,
         discovers: Vec<DiscoverFn<S>>,
     ) -> Balance<S, P>
     where

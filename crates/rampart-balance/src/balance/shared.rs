@@ -17,23 +17,8 @@ use crate::handle::{EndpointSnapshot, Snapshot};
 use crate::load::{LoadCell, Slab};
 use crate::pick::Picker;
 use crate::ring::Ring;
+use crate::slow_start::SlowStart;
 use crate::table::{Member, PickState, Table};
-
-/// Slow start settings (Envoy's formula).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct SlowStart {
-    pub(crate) window: Duration,
-    pub(crate) aggression: f64,
-    pub(crate) min_weight: f64,
-}
-
-impl SlowStart {
-    /// `max(min_weight, (elapsed / window)^(1 / aggression))`.
-    pub(crate) fn factor(&self, elapsed: Duration) -> f64 {
-        let t = (elapsed.as_secs_f64() / self.window.as_secs_f64()).clamp(0.0, 1.0);
-        t.powf(1.0 / self.aggression).max(self.min_weight)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Config {

@@ -200,9 +200,10 @@ fn build_balance(
                 .timeout(c.checks.timeout)
                 .build()
                 .map_err(|err| wrap("checks", &err))?;
-            builder = builder.endpoint_with_probe(authority.to_owned(), svc, probe);
+            builder = builder
+                .endpoint(rampart_balance::Endpoint::new(authority.to_owned(), svc).probe(probe));
         } else {
-            builder = builder.endpoint(authority.to_owned(), svc);
+            builder = builder.endpoint(rampart_balance::Endpoint::new(authority.to_owned(), svc));
         }
     }
     let balance = builder.build().map_err(|e| wrap("endpoints", &e))?;

@@ -269,8 +269,11 @@ impl InFlight {
 /// The load's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadPlan {
-    /// `http://<edge>`.
+    /// `http://shop.example:<port>`: the shop's name, resolved by `resolver`.
     pub(crate) base: String,
+    /// Resolves the shop's name through the DNS responder and sends each request to an
+    /// address of the answer.
+    pub(crate) resolver: Arc<super::region::ShopResolver>,
     /// Requests per second.
     pub(crate) rate: f64,
     /// When the load starts (phase 0 begins).
@@ -327,6 +330,7 @@ pub(crate) async fn run(
         let kind = pick_kind(&mut rng);
         let (req, key) = build_request(kind, &plan.base, &mut rng);
         let client = client.clone();
+        let resolver = plan.resolver.clone();
         let tx = tx.clone();
         let inflight = checkouts_in_flight.clone();
         let timeout = plan.timeout;
@@ -335,7 +339,7 @@ pub(crate) async fn run(
                 inflight.insert(k);
             }
             let answer = tokio::time::timeout(timeout, async {
-                let resp = client.request(req).await.map_err(|e| {
+                let resp = resolver.request(&client, req).await.map_err(|e| {
                     if e.is_connect() {
                         "connect refused".to_owned()
                     } else {

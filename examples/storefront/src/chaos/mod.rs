@@ -1,7 +1,8 @@
 //! `storefront chaos`: the scripted outage that proves the storefront keeps selling.
 //!
-//! It starts the production-like topology as child processes of this binary — the edge
-//! gateway, two shop instances (each with its own order outbox, or with `--database postgres`
+//! It starts the production-like topology as child processes of this binary — two edge
+//! gateways as two regions (behind rampart-gslb's DNS responder, in this process), two shop
+//! instances (each with its own order outbox, or with `--database postgres`
 //! both on one PostgreSQL order store, a real server started for the run) and the simulated
 //! fleet —
 //! drives open-loop load through the edge at a fixed arrival rate ([`load`](self#the-load)),
@@ -16,6 +17,7 @@
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
 //! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase); with `--database postgres` it is **not** restarted: shop B takes over its claimed orders when their lease runs out |
+//! | `edge-region-down` | none; the primary region's edge (`127.0.0.2`) is SIGKILLed at 20 % of the phase and restarted on the same address at 90 %: the DNS responder stops naming it, the load's resolver picks the new answer up when its TTL runs out, and until then a refused connection goes to the next address (see [the load](self#the-load)). The facts side file's `edge_region` says when the answers and the load moved, against the target of TTL + one check interval |
 //! | `recovery` | none |
 //! | `surge` | none; the load runs at `--surge-rate` (default 5 × `--rate`): the shops' concurrency limits shed the excess as apologies (`503` + `Retry-After`), recommendations and pages before checkout. Its report entry adds `checkouts: {attempted, acknowledged}` and `shed: {<partition>: count}` (summed over the shops; `{}` with `--no-limit`). The target, at least 99 % of its checkouts acknowledged, is reported, not enforced: on a small shared machine, under a surge well past what it sustains, the edge finds no routable shop for most of the phase and apologises for everything, checkout included (see the README's figures) |
 //!
@@ -32,6 +34,12 @@
 //!
 //! # The load
 //!
+//! The load reaches the shop by its name, `shop.example`: it resolves it through the DNS
+//! responder with hickory-resolver, keeps the answer for its TTL (2 s in a run), sends each
+//! request to the answer's first address and, on a refused connection, to the next one; a
+//! request whose connection broke before its answer is sent to the next address once more
+//! when it may be repeated (a `GET`, or a checkout with its `Idempotency-Key`).
+//!
 //! Requests leave at fixed intended times (`start + i / rate`) whatever the answers do; each
 //! latency runs from the intended send time to the end of the response body, into HDR
 //! histograms per phase and per second, so a stall is counted in full (no coordinated
@@ -44,6 +52,7 @@ mod load;
 mod report;
 mod topology;
 
+mod region;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,6 +66,7 @@ use tokio::time::Instant;
 use crate::orders::{LocalPostgres, instance_name_for};
 
 pub use load::{Class, Kind, ResponseFacts, classify};
+pub use region::EdgeRegionFacts;
 pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
 
 use chart::{ChartData, SecondPoint};
@@ -120,6 +130,10 @@ pub enum ChaosDatabase {
 }
 
 /// The shared PostgreSQL order store, read by the runner.
+    /// How the fleet's catalog is spoken, and the shops dial it (filled from the global
+    /// `--catalog-protocol`: `http1`, `h2c` or `https`).
+    #[arg(skip)]
+    pub catalog_protocol: crate::fleet::CatalogProtocol,
 struct SharedDb {
     client: tokio_postgres::Client,
     _conn: crate::AbortOnDrop,
@@ -189,7 +203,7 @@ enum Replica {
     One(u32),
 }
 
-const PHASES: [PhaseSpec; 8] = [
+const PHASES: &[PhaseSpec] = &[
     PhaseSpec {
         name: "baseline",
         faults: &[],
@@ -253,6 +267,13 @@ const SHOP_SETTINGS: &str = concat!(
     "outbox_retry_max = \"1s\"\n",
     "outbox_lease = \"2s\"\n",
     "breaker_open_for = \"500ms\"\n",
+    // The primary region's edge is SIGKILLed at 20 % of the phase and restarted at 90 %; the
+    // load resolves the shop's name through the DNS responder (see `region`).
+    PhaseSpec {
+        name: region::PHASE,
+        faults: &[],
+        kill: false,
+    },
     "health_interval = \"500ms\"\n",
 );
 
@@ -548,8 +569,10 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         None => None,
     };
     say(&format!(
-        "chaos: edge at {}; {} phases of {} at {rate} requests/s",
-        topo.edge_url(),
+        "chaos: {} resolved by the DNS responder at {} (edges {:?}); {} phases of {} at {rate} requests/s",
+        region::SHOP_NAME,
+        dns.addr(),
+        topo.edge_addrs(),
         PHASES.len(),
         report::secs(phase_len)
     ));
@@ -567,7 +590,8 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let total = phase_len * PHASES.len() as u32;
     let inflight = load::InFlight::default();
     let plan = load::LoadPlan {
-        base: topo.edge_url(),
+        base: resolver.base(),
+        resolver: resolver.clone(),
         rate,
         start,
         phase_len,
@@ -598,14 +622,21 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         let mut events = Vec::new();
         let mut shed_before = None;
         for (k, spec) in PHASES.iter().enumerate() {
+    let edge_addrs = region::edge_addrs()?;
             tokio::time::sleep_until(start + phase_len * k as u32).await;
             topo.check_alive()?;
             phase_now.store(k, Ordering::Relaxed);
             if !std::io::stderr().is_terminal() {
                 say(&format!(
                     "chaos: phase {}/{} {}",
+        &edge_addrs,
+        args.catalog_protocol,
                     k + 1,
                     PHASES.len(),
+    // The shop's name in DNS: the responder in front of the two edges, and the load's
+    // resolver pointed at it.
+    let dns = region::start_responder(&topo.edge_addrs()).await?;
+    let resolver = Arc::new(region::ShopResolver::new(dns.addr(), edge_addrs[0].port())?);
                     spec.name
                 ));
             }
@@ -653,7 +684,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             }
         }
         tokio::time::sleep_until(start + total).await;
-        Ok::<_, String>((kill, events, shed_before))
+        Ok::<_, String>((kill, events, shed_before, region_down))
     };
     // Ctrl-C stops the run; the children are killed when `topo` is dropped on return.
     let timeline = tokio::select! {
@@ -668,7 +699,11 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let _ = sink.await;
     done.store(true, Ordering::Relaxed);
     let _ = progress.await;
-    let (mut kill, events, shed_before) = timeline?;
+    let (mut kill, events, shed_before, region_down) = timeline?;
+    let dead_edge = topo.edge_addr(0)?.ip();
+    let edge_region = region_down.map(|r| r.finish(&resolver, dead_edge));
+    // The load is over: stop the responder (and its checks) before the edges go.
+    drop(dns);
     // Every surge request has been answered: the shops' shed counters are final.
     let shed_after = topo.limiter_sheds().await;
     let _ = topo.reset().await;
@@ -693,6 +728,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             .map_err(|e| format!("reading the checkout database: {e}"))?
             .map_err(|e| format!("reading {}: {e}", db.display()))?;
         let all_in = orders
+        let mut region_down = None;
             .iter()
             .filter(|(_, ack)| *ack)
             .all(|(k, _)| read.0.contains_key(k));
@@ -715,6 +751,14 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             o.lost += 1;
             if of.lost_keys.len() < 20 {
                 of.lost_keys.push(key.clone());
+            }
+            if spec.name == region::PHASE {
+                let phase_start = start + phase_len * k as u32;
+                let r = region::RegionDown::run(&mut topo, &dns, start, phase_start, phase_len)
+                    .await?;
+                events.push((r.facts.killed_at_s, "SIGKILL edge us-east".to_owned()));
+                events.push((r.facts.restarted_at_s, "restart edge us-east".to_owned()));
+                region_down = Some(r);
             }
         }
         if !*ack && n > 0 {
@@ -870,3 +914,4 @@ mod tests {
         );
     }
 }
+        edge_region,

@@ -1,7 +1,7 @@
 //! The production-like topology as child processes of this very binary
 //! (`std::env::current_exe()`): the fleet, two shop instances (each with its own data
-//! directory, so its own order outbox, unless both share a PostgreSQL order store) and the
-//! edge gateway in front of them.
+//! directory, so its own order outbox, unless both share a PostgreSQL order store) and two
+//! edge gateways in front of them, one per region.
 //!
 //! Each child's stdout and stderr go to `<dir>/logs/<name>.log`. A child is killed with
 //! SIGKILL (`std::process::Child::kill`) when its [`Proc`] is dropped, so no process outlives
@@ -138,9 +138,9 @@ pub(crate) struct Topology {
     client: AdminClient,
     fleet_control: String,
     fleet_dir: PathBuf,
-    // Field order is drop order: the edge first, then the shops, then the fleet.
-    edge: Proc,
-    edge_addr: SocketAddr,
+    // Field order is drop order: the edges first, then the shops, then the fleet.
+    /// One edge per region (primary first), each in front of both shops.
+    edges: Vec<(Proc, SocketAddr)>,
     shops: Vec<(Proc, SocketAddr)>,
     shop_dirs: Vec<PathBuf>,
     _fleet: Proc,
@@ -150,15 +150,19 @@ pub(crate) struct Topology {
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Topology {
-    /// Starts fleet, two shops and the edge under `dir`; `shop_settings` is appended to the
-    /// shops' configuration as its `[shop]` table. With `database_url`, both shops keep their
-    /// orders in that PostgreSQL database (one shared outbox).
+    /// Starts fleet, two shops and one edge per address of `edge_addrs` (one per region,
+    /// primary first) under `dir`; `shop_settings` is appended to the shops' configuration as
+    /// its `[shop]` table. With `database_url`, both shops keep their orders in that
+    /// PostgreSQL database (one shared outbox). The fleet's catalog speaks `catalog_protocol`
+    /// (the shops read how from the file the fleet writes).
     pub(crate) async fn start(
         dir: &Path,
         token: &str,
         shop_settings: &str,
         edge_check_interval: Duration,
         database_url: Option<&str>,
+        edge_addrs: &[SocketAddr],
+        catalog_protocol: crate::fleet::CatalogProtocol,
     ) -> Result<Topology, String> {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)
@@ -179,6 +183,8 @@ impl Topology {
                 &fleet_dir.to_string_lossy(),
                 "--admin-token",
                 token,
+                "--catalog-protocol",
+                catalog_protocol.as_str(),
             ]),
             &logs,
         )?;
@@ -229,49 +235,63 @@ impl Topology {
             shops.push((p, addr));
         }
 
-        // 3. The edge; its first line of stdout is its address.
+        // 3. The edges, one per region on its own loopback address, each in front of both
+        //    shops; the first line of an edge's stdout is its address.
         let interval = humantime::format_duration(edge_check_interval).to_string();
-        let mut edge_args = vec!["edge", "--listen", "127.0.0.1:0", "--check-interval"];
-        edge_args.push(&interval);
         let upstreams: Vec<String> = shops.iter().map(|(_, a)| format!("http://{a}")).collect();
-        for u in &upstreams {
-            edge_args.push("--upstream");
-            edge_args.push(u);
+        let mut edges = Vec::new();
+        for (addr, (region, _)) in edge_addrs.iter().zip(super::region::EDGE_REGIONS) {
+            let listen = addr.to_string();
+            let mut edge_args = vec!["edge", "--listen", &listen, "--check-interval"];
+            edge_args.push(&interval);
+            for u in &upstreams {
+                edge_args.push("--upstream");
+                edge_args.push(u);
+            }
+            let mut edge = Proc::spawn(&format!("edge-{region}"), args(&edge_args), &logs)?;
+            let bound = wait_edge(&mut edge).await?;
+            edges.push((edge, bound));
         }
-        let mut edge = Proc::spawn("edge", args(&edge_args), &logs)?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let edge_addr = loop {
-            if let Ok(f) = File::open(&edge.log) {
-                let mut first = String::new();
-                if BufReader::new(f).read_line(&mut first).is_ok()
-                    && first.ends_with('\n')
-                    && let Ok(a) = first.trim().parse::<SocketAddr>()
-                {
-                    break a;
-                }
-            }
-            edge.check_alive()?;
-            if Instant::now() > deadline {
-                return Err("the edge did not print its address".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
         Ok(Topology {
             token: token.to_owned(),
             client,
             fleet_control,
             fleet_dir,
-            edge,
-            edge_addr,
+            edges,
             shops,
             shop_dirs,
             _fleet: fleet,
         })
     }
 
-    /// `http://<edge>`.
-    pub(crate) fn edge_url(&self) -> String {
-        format!("http://{}", self.edge_addr)
+    /// Where edge `i` listens (0: the primary region's).
+    pub(crate) fn edge_addr(&self, i: usize) -> Result<SocketAddr, String> {
+        self.edges
+            .get(i)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| format!("no edge {i}"))
+    }
+
+    /// Every edge's address, primary first.
+    pub(crate) fn edge_addrs(&self) -> Vec<SocketAddr> {
+        self.edges.iter().map(|(_, a)| *a).collect()
+    }
+
+    /// SIGKILLs edge `i`.
+    pub(crate) fn kill_edge(&mut self, i: usize) {
+        if let Some((p, _)) = self.edges.get_mut(i) {
+            p.kill();
+        }
+    }
+
+    /// Restarts edge `i` on its address; returns once it printed its address.
+    pub(crate) async fn restart_edge(&mut self, i: usize) -> Result<(), String> {
+        let Some((p, _)) = self.edges.get_mut(i) else {
+            return Err(format!("no edge {i}"));
+        };
+        p.start()?;
+        wait_edge(p).await?;
+        Ok(())
     }
 
     /// The checkout service's database.
@@ -408,8 +428,7 @@ impl Topology {
     /// Fails when a process of the topology died unexpectedly (a shop killed on purpose and
     /// not restarted is not checked).
     pub(crate) fn check_alive(&mut self) -> Result<(), String> {
-        self.edge.check_alive()?;
-        for (p, _) in &mut self.shops {
+        for (p, _) in self.edges.iter_mut().chain(&mut self.shops) {
             if p.child.is_some() {
                 p.check_alive()?;
             }
@@ -478,3 +497,25 @@ async fn wait_healthy(client: &AdminClient, base: &str, p: &mut Proc) -> Result<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until edge `p` printed its address (the first line of its log).
+async fn wait_edge(p: &mut Proc) -> Result<SocketAddr, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(f) = File::open(&p.log) {
+            let mut first = String::new();
+            if BufReader::new(f).read_line(&mut first).is_ok()
+                && first.ends_with('\n')
+                && let Ok(a) = first.trim().parse::<SocketAddr>()
+            {
+                return Ok(a);
+            }
+        }
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(format!("{} did not print its address", p.name));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+

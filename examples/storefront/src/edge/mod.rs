@@ -251,7 +251,10 @@ fn stack(
         .max_backoff(Duration::ZERO);
     for addr in cfg.upstream_addrs()? {
         let up = Upstream::new(addr, cfg.connect_timeout);
-        balance = balance.endpoint(format!("http://{addr}"), endpoint(up, cfg.timeout));
+        balance = balance.endpoint(rampart::balance::Endpoint::new(
+            format!("http://{addr}"),
+            endpoint(up, cfg.timeout),
+        ));
     }
     let balance = balance.build()?;
     let handle = balance.handle();

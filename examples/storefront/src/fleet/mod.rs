@@ -16,6 +16,7 @@
 
 mod checkout_store;
 mod fault;
+mod protocol;
 mod replica;
 pub mod services;
 
@@ -30,6 +31,7 @@ pub use fault::{
     Fault, FaultCommand, FaultDefaults, FaultRegistry, FaultRequest, FaultRequestError, FaultSpec,
     FaultTarget, Region, ReplicaId, ServiceName,
 };
+pub use protocol::{CatalogProtocol, FleetPki, PkiError, UnknownProtocol, UpstreamDial};
 pub use replica::{ReplicaServer, ReplicaStats};
 
 use crate::config::FleetConfig;
@@ -44,6 +46,7 @@ pub struct Fleet {
     faults: FaultRegistry,
     upstreams: Upstreams,
     checkout_db: CheckoutStore,
+    catalog: UpstreamDial,
 }
 
 /// Why the fleet could not start.
@@ -53,6 +56,8 @@ pub enum FleetError {
     Bind(ReplicaId, std::io::Error),
     /// The checkout database could not be opened.
     Database(rusqlite::Error),
+    /// The catalog's certificates could not be made.
+    Certificates(PkiError),
 }
 
 impl std::fmt::Display for FleetError {
@@ -60,6 +65,7 @@ impl std::fmt::Display for FleetError {
         match self {
             FleetError::Bind(id, e) => write!(f, "replica {id} could not bind: {e}"),
             FleetError::Database(e) => write!(f, "checkout database: {e}"),
+            FleetError::Certificates(e) => write!(f, "catalog: {e}"),
         }
     }
 }
@@ -83,6 +89,21 @@ impl Fleet {
         let mut upstreams = Upstreams::new();
         let mut port_offset = 0u16;
         for service in ServiceName::ALL {
+        // How the catalog is spoken (every other service speaks HTTP/1.1).
+        let (catalog_wire, catalog) = match config.catalog_protocol {
+            CatalogProtocol::Http1 => (protocol::Wire::Http1, UpstreamDial::default()),
+            CatalogProtocol::H2c => (
+                protocol::Wire::H2c,
+                UpstreamDial::new(CatalogProtocol::H2c, None),
+            ),
+            CatalogProtocol::Https => {
+                let pki = FleetPki::generate(&[config.bind]).map_err(FleetError::Certificates)?;
+                (
+                    protocol::Wire::Tls(pki.acceptor().map_err(FleetError::Certificates)?),
+                    UpstreamDial::new(CatalogProtocol::Https, Some(pki.ca_pem().to_owned())),
+                )
+            }
+        };
             for region in Region::ALL {
                 for index in 0..config.replicas {
                     let id = ReplicaId::new(service, region, index);
@@ -103,9 +124,14 @@ impl Fleet {
                     };
                     port_offset += 1;
                     let addr = SocketAddr::new(config.bind, port);
-                    let server = ReplicaServer::start(id, addr, app, faults.subscribe(id))
-                        .await
-                        .map_err(|e| FleetError::Bind(id, e))?;
+                    let wire = match service {
+                        ServiceName::Catalog => catalog_wire.clone(),
+                        _ => protocol::Wire::Http1,
+                    };
+                    let server =
+                        ReplicaServer::start_on(id, addr, app, faults.subscribe(id), wire)
+                            .await
+                            .map_err(|e| FleetError::Bind(id, e))?;
                     upstreams
                         .entry(service)
                         .or_default()
@@ -116,13 +142,18 @@ impl Fleet {
                 }
             }
         }
-        tracing::info!(replicas = replicas.len(), "fleet started");
+        tracing::info!(
+            replicas = replicas.len(),
+            catalog = %config.catalog_protocol,
+            "fleet started"
+        );
         Ok(Fleet {
             replicas,
             faults,
             upstreams,
             checkout_db,
         })
+            catalog,
     }
 
     /// The fault registry (shared with the admin API).
@@ -141,6 +172,12 @@ impl Fleet {
     }
 
     /// A connection to the checkout database (for inspection and tests).
+    /// How a shop dials this fleet's catalog: its protocol, and for `https` the CA made at
+    /// start-up.
+    pub fn catalog_dial(&self) -> &UpstreamDial {
+        &self.catalog
+    }
+
     pub fn checkout_db(&self) -> &CheckoutStore {
         &self.checkout_db
     }

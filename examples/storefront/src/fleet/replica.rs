@@ -1,6 +1,7 @@
 //! One replica: a real HTTP server on loopback that obeys its injected fault.
 //!
-//! The accept loop is hand-written (hyper's HTTP/1 connection driver under an axum router) so
+//! The accept loop is hand-written (hyper's HTTP/1 connection driver under an axum router, or
+//! its HTTP/2 driver, over TLS or not: see [`super::protocol`]) so
 //! that `down` can be real: the listener is closed and every open connection is dropped, and
 //! the port is kept by a bound socket that does not listen (so connections are *refused*, and
 //! nothing else can take the port). Restoring the replica listens on that same socket again:
@@ -16,13 +17,12 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::fault::{Fault, FaultSpec, ReplicaId};
+use super::protocol::Wire;
 use crate::AbortOnDrop;
 
 /// Counters of one replica, readable while it runs.
@@ -44,12 +44,25 @@ pub struct ReplicaServer {
 }
 
 impl ReplicaServer {
-    /// Binds `addr` (port 0 for any) and serves `app` with the fault from `faults`.
+    /// Binds `addr` (port 0 for any) and serves `app` over HTTP/1.1 with the fault from
+    /// `faults`.
     pub async fn start(
         id: ReplicaId,
         addr: SocketAddr,
         app: Router,
         faults: watch::Receiver<FaultSpec>,
+    ) -> std::io::Result<Self> {
+        Self::start_on(id, addr, app, faults, Wire::Http1).await
+    }
+
+    /// Like [`ReplicaServer::start`], serving each connection as `wire` says (HTTP/1.1, h2c
+    /// or TLS).
+    pub(crate) async fn start_on(
+        id: ReplicaId,
+        addr: SocketAddr,
+        app: Router,
+        faults: watch::Receiver<FaultSpec>,
+        wire: Wire,
     ) -> std::io::Result<Self> {
         let socket = reserve(addr)?;
         let addr = socket.local_addr()?;
@@ -69,7 +82,7 @@ impl ReplicaServer {
             },
             obey_fault,
         ));
-        let task = tokio::spawn(accept_loop(id, addr, listener, app, faults));
+        let task = tokio::spawn(accept_loop(id, addr, listener, app, faults, wire));
         Ok(Self {
             id,
             addr,
@@ -120,6 +133,7 @@ async fn accept_loop(
     mut bound: Bound,
     app: Router,
     mut faults: watch::Receiver<FaultSpec>,
+    wire: Wire,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -167,12 +181,7 @@ async fn accept_loop(
             accepted = accept(&bound) => {
                 if let Ok((stream, _peer)) = accepted {
                     let _ = stream.set_nodelay(true);
-                    let svc = TowerToHyperService::new(app.clone());
-                    connections.spawn(async move {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
+                    connections.spawn(wire.clone().serve(stream, app.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -83,7 +83,7 @@ pub(crate) fn build(
                 .connect_timeout(cfg.upstream_timeout.min(Duration::from_secs(1)))
                 .request_timeout(cfg.upstream_timeout)
                 .build::<UpstreamBody>()?;
-            balance = balance.endpoint(addr.to_string(), endpoint);
+            balance = balance.endpoint(rampart::balance::Endpoint::new(addr.to_string(), endpoint));
         }
         let balance: Balance<HttpEndpoint<UpstreamBody>, HttpPolicy> = balance.build()?;
         regions.push(RegionStack {

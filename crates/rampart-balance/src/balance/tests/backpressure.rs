@@ -147,10 +147,10 @@ async fn fast_failures_do_not_attract_traffic() {
     };
     let mut b = Balance::builder()
         .policy(ServicePolicy::new().replay(false))
-        .failure_penalty(Duration::from_millis(50))
+        .latency_estimate(LatencyEstimate::default().failure_penalty(Duration::from_millis(50)))
         .max_retries(0)
-        .endpoint("failing", svc(0, hits[0].clone()))
-        .endpoint("ok", svc(1, hits[1].clone()))
+        .endpoint(Endpoint::new("failing", svc(0, hits[0].clone())))
+        .endpoint(Endpoint::new("ok", svc(1, hits[1].clone())))
         .build()
         .unwrap();
     for i in 0..400u64 {

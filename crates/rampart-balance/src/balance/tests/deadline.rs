@@ -8,8 +8,8 @@ async fn an_expired_deadline_is_never_sent_and_not_retried() {
     let a = Replica::new(200, &[]);
     let bb = Replica::new(200, &[]);
     let mut b = Balance::builder()
-        .endpoint("a", a.clone())
-        .endpoint("b", bb.clone())
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", bb.clone()))
         .build()
         .unwrap();
     let mut req = get();
@@ -28,8 +28,8 @@ async fn every_attempt_carries_the_remaining_budget() {
     let bb = Replica::new(503, &[]);
     let mut b = Balance::builder()
         .picker(Picker::RoundRobin)
-        .endpoint("a", a.clone())
-        .endpoint("b", bb.clone())
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", bb.clone()))
         .build()
         .unwrap();
     let mut req = get();

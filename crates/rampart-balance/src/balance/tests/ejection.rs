@@ -25,8 +25,8 @@ async fn an_ejected_endpoint_returns_after_the_ejection_time_and_ramps_up() {
                 .build()
                 .unwrap(),
         )
-        .endpoint("bad", flaky)
-        .endpoint("good", good)
+        .endpoint(Endpoint::new("bad", flaky))
+        .endpoint(Endpoint::new("good", good))
         .build()
         .unwrap();
     let mut failures = 0;
@@ -80,7 +80,7 @@ async fn passive_detection_follows_the_policys_classifier() {
             );
         for name in names(2) {
             let name: Arc<str> = name.into();
-            b = b.endpoint(name.clone(), Echo(name));
+            b = b.endpoint(Endpoint::new(name.clone(), Echo(name)));
         }
         let mut balance = b.build().unwrap();
         for k in 0..10 {

@@ -60,8 +60,8 @@ async fn a_hedge_after_the_delay_wins_against_a_slow_endpoint_and_the_loser_is_d
     let mut b = Balance::builder()
         .picker(Picker::RoundRobin)
         .hedge(crate::Hedge::fixed(Duration::from_millis(50)))
-        .endpoint("a", a.clone())
-        .endpoint("b", bb.clone())
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", bb.clone()))
         .build()
         .unwrap();
     // Round robin sends the first request to `a`: the hedge goes to `b` at 50 ms.
@@ -88,8 +88,8 @@ async fn a_fast_first_attempt_sends_no_hedge_and_hedging_is_off_by_default() {
     let (a, bb) = (slow(10), slow(10));
     let mut b = Balance::builder()
         .hedge(crate::Hedge::fixed(Duration::from_millis(50)))
-        .endpoint("a", a.clone())
-        .endpoint("b", bb.clone())
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", bb.clone()))
         .build()
         .unwrap();
     for _ in 0..10 {
@@ -99,8 +99,8 @@ async fn a_fast_first_attempt_sends_no_hedge_and_hedging_is_off_by_default() {
     assert_eq!(started, 10);
     let (a, bb) = (slow(1000), slow(1000));
     let mut b = Balance::builder()
-        .endpoint("a", a.clone())
-        .endpoint("b", bb.clone())
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", bb.clone()))
         .build()
         .unwrap();
     send(&mut b, get()).await.unwrap();

@@ -76,7 +76,7 @@ async fn dropping_the_balancer_stops_discovery_and_health_tasks() {
     let (health_tx, health_rx) = tokio::sync::watch::channel(Health::Healthy);
     let balance: Balance<Echo, ServicePolicy> = Balance::builder()
         .policy(ServicePolicy::new())
-        .endpoint_with_health("a", Echo("a".into()), health_rx.into())
+        .endpoint(Endpoint::new("a", Echo("a".into())).health_watch(health_rx.into()))
         .discover(Box::pin(stream))
         .build()
         .unwrap();
@@ -146,7 +146,7 @@ async fn builder_rejects_bad_settings() {
         .unwrap_err();
     assert_eq!(e.field(), "virtual_nodes");
     let e = Balance::builder::<Echo>()
-        .weighted_endpoint("a", Echo("a".into()), 0)
+        .endpoint(Endpoint::new("a", Echo("a".into())).weight(0))
         .build()
         .unwrap_err();
     assert_eq!(e.field(), "weight");
@@ -200,8 +200,8 @@ async fn active_checks_drive_routability_and_stop_with_the_balancer() {
         .policy(ServicePolicy::new())
         .panic_threshold(0.0)
         .health_checks(checks)
-        .endpoint_with_probe("checked", Echo("checked".into()), probe)
-        .endpoint("plain", Echo("plain".into()))
+        .endpoint(Endpoint::new("checked", Echo("checked".into())).probe(probe))
+        .endpoint(Endpoint::new("plain", Echo("plain".into())))
         .build()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;

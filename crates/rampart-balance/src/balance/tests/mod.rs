@@ -20,7 +20,7 @@ use tower_service::Service;
 use tower_test::mock;
 
 use super::*;
-use crate::{HttpPolicy, Picker, ServedBy, ServicePolicy};
+use crate::{Endpoint, HttpPolicy, LatencyEstimate, Picker, ServedBy, ServicePolicy};
 
 mod backpressure;
 mod deadline;
@@ -81,7 +81,7 @@ fn echo_balance(n: usize, picker: Picker) -> EchoBalance {
         .picker(picker);
     for name in names(n) {
         let name: Arc<str> = name.into();
-        b = b.endpoint(name.clone(), Echo(name));
+        b = b.endpoint(Endpoint::new(name.clone(), Echo(name)));
     }
     b.build().unwrap()
 }
@@ -110,7 +110,7 @@ fn watched_balance(n: usize, threshold: f64) -> (EchoBalance, Vec<HealthPublishe
     for name in names(n) {
         let p = HealthPublisher::with_initial(Health::Healthy);
         let name: Arc<str> = name.into();
-        b = b.endpoint_with_health(name.clone(), Echo(name), p.subscribe());
+        b = b.endpoint(Endpoint::new(name.clone(), Echo(name)).health_watch(p.subscribe()));
         pubs.push(p);
     }
     (b.build().unwrap(), pubs)
@@ -137,7 +137,7 @@ fn health_pool(n: usize) -> (Balance<Echo, ServicePolicy>, Vec<HealthPublisher>)
     for name in names(n) {
         let p = HealthPublisher::with_initial(Health::Healthy);
         let name: Arc<str> = name.into();
-        b = b.endpoint_with_health(name.clone(), Echo(name), p.subscribe());
+        b = b.endpoint(Endpoint::new(name.clone(), Echo(name)).health_watch(p.subscribe()));
         pubs.push(p);
     }
     (b.build().unwrap(), pubs)
@@ -246,7 +246,7 @@ fn flaky_trio(
                 Arc::default()
             },
         };
-        b = b.endpoint_with_health(name, svc, p.subscribe());
+        b = b.endpoint(Endpoint::new(name, svc).health_watch(p.subscribe()));
         pubs.push(p);
     }
     (b.build().unwrap(), pubs)
@@ -446,8 +446,8 @@ fn pool(
     };
     let mut builder = Balance::builder()
         .picker(Picker::RoundRobin)
-        .endpoint("a", a.clone())
-        .endpoint("b", b.clone());
+        .endpoint(Endpoint::new("a", a.clone()))
+        .endpoint(Endpoint::new("b", b.clone()));
     if let Some(max) = max_backoff {
         builder = builder.max_backoff(max);
     }

@@ -185,7 +185,7 @@ async fn every_series_is_labelled_with_the_balancers_name() {
     let build = |name: &'static str, n: usize| {
         let mut b = Balance::builder().policy(ServicePolicy::new()).name(name);
         for i in 0..n {
-            b = b.endpoint(format!("e{i}"), Echo(Arc::from("e")));
+            b = b.endpoint(Endpoint::new(format!("e{i}"), Echo(Arc::from("e"))));
         }
         b.build().unwrap()
     };

@@ -78,7 +78,7 @@ async fn unknown_health_routes_only_when_allowed() {
             .policy(ServicePolicy::new())
             .panic_threshold(0.0)
             .unknown_is_routable(allowed)
-            .endpoint_with_health("u", Echo("u".into()), p.subscribe())
+            .endpoint(Endpoint::new("u", Echo("u".into())).health_watch(p.subscribe()))
             .build()
             .unwrap();
         assert_eq!(balance.snapshot().routable, usize::from(allowed));

@@ -108,9 +108,9 @@ async fn smooth_weighted_round_robin_follows_weights_without_bursts() {
     let mut balance = Balance::builder()
         .policy(ServicePolicy::new())
         .picker(Picker::WeightedRoundRobin)
-        .weighted_endpoint("a", svcs.next().unwrap(), 5)
-        .weighted_endpoint("b", svcs.next().unwrap(), 1)
-        .weighted_endpoint("c", svcs.next().unwrap(), 1)
+        .endpoint(Endpoint::new("a", svcs.next().unwrap()).weight(5))
+        .endpoint(Endpoint::new("b", svcs.next().unwrap()).weight(1))
+        .endpoint(Endpoint::new("c", svcs.next().unwrap()).weight(1))
         .build()
         .unwrap();
     let mut order = Vec::new();
@@ -189,7 +189,7 @@ proptest! {
             .picker(picker);
         for i in 0..states.len() {
             let name: Arc<str> = format!("e{i}").into();
-            b = b.endpoint(name.clone(), Echo(name));
+            b = b.endpoint(Endpoint::new(name.clone(), Echo(name)));
         }
         let mut balance = b.build().unwrap();
         {

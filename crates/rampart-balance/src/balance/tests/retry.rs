@@ -111,8 +111,8 @@ async fn a_retry_that_cannot_do_better_returns_the_response_it_already_had() {
             let mut handles = [ha, hb];
             let mut balance = Balance::builder()
                 .picker(Picker::RoundRobin)
-                .endpoint("a", a)
-                .endpoint("b", b)
+                .endpoint(Endpoint::new("a", a))
+                .endpoint(Endpoint::new("b", b))
                 .build()
                 .unwrap();
             let req = if keyed_post {
@@ -158,8 +158,8 @@ async fn a_retry_that_does_better_returns_its_own_response() {
     let mut handles = [ha, hb];
     let mut balance = Balance::builder()
         .picker(Picker::RoundRobin)
-        .endpoint("a", a)
-        .endpoint("b", b)
+        .endpoint(Endpoint::new("a", a))
+        .endpoint(Endpoint::new("b", b))
         .build()
         .unwrap();
     let mut f = task::spawn(balance.call(http::Request::get("/").body(String::new()).unwrap()));
