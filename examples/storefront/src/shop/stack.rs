@@ -34,7 +34,7 @@ use super::upstream::{
     BreakerStatus, ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, Upstream, UpstreamBody,
 };
 use crate::config::ShopConfig;
-use crate::fleet::{FaultRegistry, Region, ReplicaId, ServiceName};
+use crate::fleet::{CatalogProtocol, FaultRegistry, Region, ReplicaId, ServiceName, UpstreamDial};
 
 /// Largest upstream body the shop reads.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -76,14 +76,28 @@ pub(crate) fn build(
             .outlier_detection(outliers.clone())
             .max_retries(2);
         for addr in list {
-            let base: Uri = format!("http://{addr}")
+            // The catalog may speak h2c or HTTPS (`[fleet] catalog_protocol`); its health
+            // checks then dial the way its endpoints do.
+            let dial = match service {
+                ServiceName::Catalog => cfg.catalog_dial.clone(),
+                _ => UpstreamDial::default(),
+            };
+            let base: Uri = format!("{}://{addr}", dial.scheme())
                 .parse()
                 .map_err(|_| ConfigError::new("upstreams", addr, "not a valid address"))?;
-            let endpoint = HttpEndpoint::builder(base)
+            let template = dial
+                .endpoint(base.clone())?
                 .connect_timeout(cfg.upstream_timeout.min(Duration::from_secs(1)))
-                .request_timeout(cfg.upstream_timeout)
-                .build::<UpstreamBody>()?;
-            balance = balance.endpoint(rampart::balance::Endpoint::new(addr.to_string(), endpoint));
+                .request_timeout(cfg.upstream_timeout);
+            let endpoint = template.clone().build::<UpstreamBody>()?;
+            balance = if dial.protocol() == CatalogProtocol::Http1 {
+                balance.endpoint(rampart::balance::Endpoint::new(addr.to_string(), endpoint))
+            } else {
+                let probe = template.http_probe(base).path("/healthz").build()?;
+                balance.endpoint(
+                    rampart::balance::Endpoint::new(addr.to_string(), endpoint).probe(probe),
+                )
+            };
         }
         let balance: Balance<HttpEndpoint<UpstreamBody>, HttpPolicy> = balance.build()?;
         regions.push(RegionStack {
