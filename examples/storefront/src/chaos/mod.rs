@@ -49,10 +49,10 @@
 
 mod chart;
 mod load;
+mod region;
 mod report;
 mod topology;
 
-mod region;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -117,6 +117,10 @@ pub struct ChaosArgs {
     /// The admin token shared with the children (filled from the global `--admin-token`).
     #[arg(skip)]
     pub admin_token: Option<String>,
+    /// How the fleet's catalog is spoken, and the shops dial it (filled from the global
+    /// `--catalog-protocol`: `http1`, `h2c` or `https`).
+    #[arg(skip)]
+    pub catalog_protocol: crate::fleet::CatalogProtocol,
 }
 
 /// The shops' order store in a chaos run.
@@ -130,10 +134,6 @@ pub enum ChaosDatabase {
 }
 
 /// The shared PostgreSQL order store, read by the runner.
-    /// How the fleet's catalog is spoken, and the shops dial it (filled from the global
-    /// `--catalog-protocol`: `http1`, `h2c` or `https`).
-    #[arg(skip)]
-    pub catalog_protocol: crate::fleet::CatalogProtocol,
 struct SharedDb {
     client: tokio_postgres::Client,
     _conn: crate::AbortOnDrop,
@@ -242,6 +242,13 @@ const PHASES: &[PhaseSpec] = &[
         faults: &[("checkout", "*", Replica::All, "slow")],
         kill: true,
     },
+    // The primary region's edge is SIGKILLed at 20 % of the phase and restarted at 90 %; the
+    // load resolves the shop's name through the DNS responder (see `region`).
+    PhaseSpec {
+        name: region::PHASE,
+        faults: &[],
+        kill: false,
+    },
     PhaseSpec {
         name: "recovery",
         faults: &[],
@@ -267,13 +274,6 @@ const SHOP_SETTINGS: &str = concat!(
     "outbox_retry_max = \"1s\"\n",
     "outbox_lease = \"2s\"\n",
     "breaker_open_for = \"500ms\"\n",
-    // The primary region's edge is SIGKILLed at 20 % of the phase and restarted at 90 %; the
-    // load resolves the shop's name through the DNS responder (see `region`).
-    PhaseSpec {
-        name: region::PHASE,
-        faults: &[],
-        kill: false,
-    },
     "health_interval = \"500ms\"\n",
 );
 
@@ -556,14 +556,21 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     } else {
         SHOP_SETTINGS.to_owned()
     };
+    let edge_addrs = region::edge_addrs()?;
     let mut topo = Topology::start(
         &dir,
         &token,
         &shop_settings,
         Duration::from_millis(250),
         database_url,
+        &edge_addrs,
+        args.catalog_protocol,
     )
     .await?;
+    // The shop's name in DNS: the responder in front of the two edges, and the load's
+    // resolver pointed at it.
+    let dns = region::start_responder(&topo.edge_addrs()).await?;
+    let resolver = Arc::new(region::ShopResolver::new(dns.addr(), edge_addrs[0].port())?);
     let shared = match database_url {
         Some(url) => Some(SharedDb::connect(url, instance_name_for(topo.shop_pid(0)?)).await?),
         None => None,
@@ -621,22 +628,16 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         let mut kill = KillFacts::default();
         let mut events = Vec::new();
         let mut shed_before = None;
+        let mut region_down = None;
         for (k, spec) in PHASES.iter().enumerate() {
-    let edge_addrs = region::edge_addrs()?;
             tokio::time::sleep_until(start + phase_len * k as u32).await;
             topo.check_alive()?;
             phase_now.store(k, Ordering::Relaxed);
             if !std::io::stderr().is_terminal() {
                 say(&format!(
                     "chaos: phase {}/{} {}",
-        &edge_addrs,
-        args.catalog_protocol,
                     k + 1,
                     PHASES.len(),
-    // The shop's name in DNS: the responder in front of the two edges, and the load's
-    // resolver pointed at it.
-    let dns = region::start_responder(&topo.edge_addrs()).await?;
-    let resolver = Arc::new(region::ShopResolver::new(dns.addr(), edge_addrs[0].port())?);
                     spec.name
                 ));
             }
@@ -650,6 +651,14 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             }
             for f in spec.faults {
                 topo.fault(fault_body(f)).await?;
+            }
+            if spec.name == region::PHASE {
+                let phase_start = start + phase_len * k as u32;
+                let r = region::RegionDown::run(&mut topo, &dns, start, phase_start, phase_len)
+                    .await?;
+                events.push((r.facts.killed_at_s, "SIGKILL edge us-east".to_owned()));
+                events.push((r.facts.restarted_at_s, "restart edge us-east".to_owned()));
+                region_down = Some(r);
             }
             if spec.kill {
                 let phase_start = start + phase_len * k as u32;
@@ -728,7 +737,6 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             .map_err(|e| format!("reading the checkout database: {e}"))?
             .map_err(|e| format!("reading {}: {e}", db.display()))?;
         let all_in = orders
-        let mut region_down = None;
             .iter()
             .filter(|(_, ack)| *ack)
             .all(|(k, _)| read.0.contains_key(k));
@@ -751,14 +759,6 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             o.lost += 1;
             if of.lost_keys.len() < 20 {
                 of.lost_keys.push(key.clone());
-            }
-            if spec.name == region::PHASE {
-                let phase_start = start + phase_len * k as u32;
-                let r = region::RegionDown::run(&mut topo, &dns, start, phase_start, phase_len)
-                    .await?;
-                events.push((r.facts.killed_at_s, "SIGKILL edge us-east".to_owned()));
-                events.push((r.facts.restarted_at_s, "restart edge us-east".to_owned()));
-                region_down = Some(r);
             }
         }
         if !*ack && n > 0 {
@@ -820,6 +820,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     let facts = Facts {
         phases: c.phases.iter().map(|(_, f)| f.clone()).collect(),
         kill,
+        edge_region,
         orders: of,
         rate,
         phase_s: phase_len.as_secs_f64(),
@@ -914,4 +915,3 @@ mod tests {
         );
     }
 }
-        edge_region,

@@ -266,6 +266,10 @@ pub struct Facts {
     pub phases: Vec<PhaseFacts>,
     /// The SIGKILL.
     pub kill: KillFacts,
+    /// The `edge-region-down` phase: when the DNS answers and the load's cached answer
+    /// stopped naming the killed edge (`None` when the run had no such phase).
+    #[serde(default)]
+    pub edge_region: Option<super::region::EdgeRegionFacts>,
     /// Orders.
     pub orders: OrderFacts,
     /// Arrival rate, requests per second.
@@ -274,10 +278,6 @@ pub struct Facts {
     pub phase_s: f64,
     /// Where the processes' data and logs are.
     pub dir: String,
-    /// The `edge-region-down` phase: when the DNS answers and the load's cached answer
-    /// stopped naming the killed edge (`None` when the run had no such phase).
-    #[serde(default)]
-    pub edge_region: Option<super::region::EdgeRegionFacts>,
     /// The machine's load average (`/proc/loadavg`: 1, 5, 15 minutes) before and after the
     /// run, when known: latency figures on a shared machine depend on it.
     pub load_average: Vec<String>,

@@ -476,28 +476,6 @@ fn all_threads_stopped(pid: u32) -> bool {
     any
 }
 
-fn args(a: &[&str]) -> Vec<OsString> {
-    a.iter().map(OsString::from).collect()
-}
-
-async fn wait_healthy(client: &AdminClient, base: &str, p: &mut Proc) -> Result<(), String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Ok(req) = Request::get(format!("{base}/healthz")).body(Full::default())
-            && let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(1), client.request(req)).await
-            && resp.status() == StatusCode::OK
-        {
-            return Ok(());
-        }
-        p.check_alive()?;
-        if Instant::now() > deadline {
-            return Err(format!("{} did not become healthy at {base}", p.name));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until edge `p` printed its address (the first line of its log).
 async fn wait_edge(p: &mut Proc) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + START_TIMEOUT;
@@ -519,3 +497,24 @@ async fn wait_edge(p: &mut Proc) -> Result<SocketAddr, String> {
     }
 }
 
+fn args(a: &[&str]) -> Vec<OsString> {
+    a.iter().map(OsString::from).collect()
+}
+
+async fn wait_healthy(client: &AdminClient, base: &str, p: &mut Proc) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(req) = Request::get(format!("{base}/healthz")).body(Full::default())
+            && let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(1), client.request(req)).await
+            && resp.status() == StatusCode::OK
+        {
+            return Ok(());
+        }
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            return Err(format!("{} did not become healthy at {base}", p.name));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

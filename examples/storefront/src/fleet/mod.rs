@@ -88,7 +88,6 @@ impl Fleet {
         let mut replicas = Vec::new();
         let mut upstreams = Upstreams::new();
         let mut port_offset = 0u16;
-        for service in ServiceName::ALL {
         // How the catalog is spoken (every other service speaks HTTP/1.1).
         let (catalog_wire, catalog) = match config.catalog_protocol {
             CatalogProtocol::Http1 => (protocol::Wire::Http1, UpstreamDial::default()),
@@ -104,6 +103,7 @@ impl Fleet {
                 )
             }
         };
+        for service in ServiceName::ALL {
             for region in Region::ALL {
                 for index in 0..config.replicas {
                     let id = ReplicaId::new(service, region, index);
@@ -152,8 +152,8 @@ impl Fleet {
             faults,
             upstreams,
             checkout_db,
-        })
             catalog,
+        })
     }
 
     /// The fault registry (shared with the admin API).
@@ -171,13 +171,13 @@ impl Fleet {
         &self.replicas
     }
 
-    /// A connection to the checkout database (for inspection and tests).
     /// How a shop dials this fleet's catalog: its protocol, and for `https` the CA made at
     /// start-up.
     pub fn catalog_dial(&self) -> &UpstreamDial {
         &self.catalog
     }
 
+    /// A connection to the checkout database (for inspection and tests).
     pub fn checkout_db(&self) -> &CheckoutStore {
         &self.checkout_db
     }
