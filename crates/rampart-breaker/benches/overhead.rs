@@ -1,18 +1,20 @@
 //! Per-call overhead of the breaker against a bare `service_fn` call and the anchors
 //! (`failsafe`'s breaker, `tower-resilience`'s circuit breaker), single-threaded and with two
-//! threads sharing one breaker. Prints ns/op and the ratios at the end.
+//! threads sharing one breaker, in two harnesses. Prints ns/op and the ratios at the end.
 //!
 //! `cargo bench -p rampart-breaker --bench overhead -- --warm-up-time 1 --measurement-time 3`
+//! (a criterion filter such as `tokio` runs one harness only).
 //!
-//! Times are on-CPU time of the measuring thread (from `/proc/thread-self/schedstat`, falling
-//! back to wall-clock time where that file does not exist), so that the time slices other
-//! processes take on a shared machine are not counted. With two threads the figure is the
-//! wall time per call of the stretches during which both threads were running at once (see
-//! [`pair`]), and the report shows the share of calls made in such stretches.
+//! - **polled**: `poll_ready` then `call`, polling the futures to completion with a no-op
+//!   waker (they are ready at once; a contended tokio mutex in tower-resilience may need a few
+//!   polls): the middleware alone.
+//! - **tokio**: what an application writes, `svc.ready().await?.call(x).await` in an `async`
+//!   loop on a current-thread tokio runtime.
 //!
-//! Every variant drives the same loop: `poll_ready` then `call`, polling the futures to
-//! completion with a no-op waker (they are ready at once; a contended tokio mutex in
-//! tower-resilience may need a few polls). Overhead = variant − bare with the same inner.
+//! The timing scaffold is `rampart_test_support::bench`: on-CPU time of the measuring thread;
+//! with two threads, the wall time per call of the stretches during which both threads ran
+//! at once, with the share of calls made in such stretches beside it. Overhead = variant −
+//! bare with the same inner service and the same harness.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -21,18 +23,14 @@
     clippy::print_stdout
 )]
 
-use std::collections::BTreeMap;
-use std::future::{Future, poll_fn};
 use std::hint::black_box;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::ops::Range;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use criterion::Criterion;
-use failsafe::futures::CircuitBreaker as _;
 use rampart_breaker::{CircuitBreakerLayer, Policy, SlidingWindow};
+use rampart_test_support::bench::{self, Threads};
 use tower::{Layer, Service, service_fn};
 
 #[derive(Debug)]
@@ -60,213 +58,46 @@ fn inner(
     })
 }
 
-fn block<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::hint::spin_loop();
+/// `failsafe`'s breaker as a tower service (its futures API wraps the inner call's future).
+#[derive(Clone)]
+struct Failsafe<S, B> {
+    inner: S,
+    breaker: B,
+}
+
+impl<S, B> Service<u64> for Failsafe<S, B>
+where
+    S: Service<u64>,
+    B: failsafe::futures::CircuitBreaker,
+{
+    type Response = S::Response;
+    type Error = failsafe::Error<S::Error>;
+    type Future = failsafe::futures::ResponseFuture<
+        S::Future,
+        B::FailurePolicy,
+        B::Instrument,
+        failsafe::Any,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    fn call(&mut self, x: u64) -> Self::Future {
+        self.breaker.call(self.inner.call(x))
     }
 }
 
-#[inline]
-fn drive<S: Service<u64>>(svc: &mut S, x: u64) -> bool {
-    if block(poll_fn(|cx| svc.poll_ready(cx))).is_err() {
-        return false;
+/// The harnesses, by the suffix of their rows.
+const HARNESSES: [&str; 2] = ["", " (tokio)"];
+
+/// A batch of calls through `svc` in harness `h`.
+fn batch<S: Service<u64> + Send + 'static>(h: &str, svc: S) -> Box<dyn FnMut(Range<u64>) + Send> {
+    if h.is_empty() {
+        Box::new(bench::polled(svc))
+    } else {
+        Box::new(bench::on_tokio(svc))
     }
-    block(svc.call(x)).is_ok()
-}
-
-/// On-CPU time of the calling thread, if the kernel reports it.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
-}
-
-/// Runs `f` and returns the thread's on-CPU time for it (wall time as a fallback).
-fn timed(f: impl FnOnce()) -> Duration {
-    let (cpu, wall) = (cpu_time(), Instant::now());
-    f();
-    match (cpu, cpu_time()) {
-        (Some(a), Some(b)) if b > a => b - a,
-        _ => wall.elapsed(),
-    }
-}
-
-static RESULTS: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-fn note(name: &str, elapsed: Duration, iters: u64) {
-    note_ns(name, elapsed.as_nanos() as f64 / iters.max(1) as f64);
-}
-
-fn note_ns(name: &str, ns: f64) {
-    RESULTS
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .push(ns);
-}
-
-/// One thread: `make()` builds the call loop body.
-fn single<O: FnMut(u64) -> bool>(c: &mut Criterion, name: &str, mut make: impl FnMut() -> O) {
-    let mut group = c.benchmark_group("1 thread");
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let mut op = make();
-            let elapsed = timed(|| {
-                for i in 0..iters {
-                    black_box(op(black_box(i)));
-                }
-            });
-            note(&format!("1t {name}"), elapsed, iters);
-            elapsed
-        });
-    });
-    group.finish();
-}
-
-/// Calls per timed chunk in [`pair`].
-const CHUNK: u64 = 64;
-
-/// A timed chunk of calls: start, end, calls.
-type Chunk = (Instant, Instant, u64);
-
-/// A chunk whose wall time exceeds this many times the thread's fastest chunk was preempted
-/// (a time slice lost to another process lasts hundreds of µs to ms; a chunk of 64 calls
-/// takes a few µs, and contention between our two threads slows it by far less than this).
-const PREEMPTED: u32 = 10;
-
-/// Two threads sharing one breaker: `make()` is called once per thread.
-///
-/// Both threads spin until the other has started, then call in chunks of [`CHUNK`],
-/// timestamping each chunk, until one of them has made `iters` calls and raises a shared flag
-/// that stops the other. A chunk much slower than the thread's fastest ([`PREEMPTED`]) was
-/// preempted and is dropped. The figure is the **wall time per call of the chunks during which
-/// the other thread was running too** (the intervals of both threads' unpreempted chunks,
-/// intersected): on a loaded machine the scheduler often runs one thread while the other
-/// waits, and calls made alone say nothing about contention. The share of calls made while
-/// both ran is reported beside it. The timestamps (one clock read per 64 calls) are in every
-/// 2-thread row, the bare call's included, so they cancel out of the overheads.
-fn pair<O: FnMut(u64) -> bool + Send + 'static>(
-    c: &mut Criterion,
-    name: &str,
-    mut make: impl FnMut() -> O,
-) {
-    let mut group = c.benchmark_group("2 threads");
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let started = Arc::new(AtomicUsize::new(0));
-            let stop = Arc::new(AtomicBool::new(false));
-            let threads: Vec<_> = (0..2)
-                .map(|_| {
-                    let mut op = make();
-                    let started = started.clone();
-                    let stop = stop.clone();
-                    std::thread::spawn(move || {
-                        let mut chunks: Vec<Chunk> =
-                            Vec::with_capacity((iters / CHUNK + 1) as usize);
-                        started.fetch_add(1, Ordering::SeqCst);
-                        while started.load(Ordering::SeqCst) < 2 {
-                            std::hint::spin_loop();
-                        }
-                        let mut done = 0u64;
-                        let mut begin = Instant::now();
-                        while done < iters && !stop.load(Ordering::Relaxed) {
-                            let until = (done + CHUNK).min(iters);
-                            for i in done..until {
-                                black_box(op(black_box(i)));
-                            }
-                            let end = Instant::now();
-                            chunks.push((begin, end, until - done));
-                            done = until;
-                            begin = end;
-                        }
-                        stop.store(true, Ordering::Relaxed);
-                        chunks
-                    })
-                })
-                .collect();
-            let runs: Vec<Vec<Chunk>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-            let running: Vec<Vec<Chunk>> = runs.iter().map(|r| unpreempted(r)).collect();
-            let (mut time, mut calls, mut all) = (Duration::ZERO, 0u64, 0u64);
-            for (me, other) in [(0, 1), (1, 0)] {
-                all += runs[me].iter().map(|c| c.2).sum::<u64>();
-                for &(start, end, n) in &running[me] {
-                    if covered(&running[other], start, end) {
-                        time += end - start;
-                        calls += n;
-                    }
-                }
-            }
-            BOTH_RAN
-                .lock()
-                .unwrap()
-                .entry(name.to_string())
-                .or_default()
-                .push(calls as f64 / all.max(1) as f64);
-            let per_call = if calls > 0 {
-                let ns = time.as_nanos() as f64 / calls as f64;
-                note_ns(&format!("2t {name}"), ns);
-                ns
-            } else {
-                // The threads never ran at once (criterion still needs a time): the solo
-                // chunks' figure, left out of the report.
-                let solo: Vec<Chunk> = running.concat();
-                let t: Duration = solo.iter().map(|c| c.1 - c.0).sum();
-                t.as_nanos() as f64 / solo.iter().map(|c| c.2).sum::<u64>().max(1) as f64
-            };
-            // Criterion wants the time of `iters` calls.
-            Duration::from_secs_f64(per_call * iters as f64 / 1e9)
-        });
-    });
-    group.finish();
-}
-
-/// The chunks not slowed by preemption (see [`PREEMPTED`]), in time order.
-fn unpreempted(chunks: &[Chunk]) -> Vec<Chunk> {
-    // Per call: the last chunk may be short.
-    let per_call = |c: &Chunk| (c.1 - c.0) / c.2.max(1) as u32;
-    let Some(fastest) = chunks.iter().map(per_call).min() else {
-        return Vec::new();
-    };
-    let limit = fastest * PREEMPTED;
-    chunks
-        .iter()
-        .copied()
-        .filter(|c| per_call(c) <= limit)
-        .collect()
-}
-
-/// `true` when `[a, b)` lies within the union of `chunks` (sorted, adjacent or overlapping
-/// where the thread ran without a break), give or take a tenth of its length.
-fn covered(chunks: &[Chunk], a: Instant, b: Instant) -> bool {
-    let need = (b - a).mul_f64(0.9);
-    let first = chunks.partition_point(|c| c.1 <= a);
-    let mut got = Duration::ZERO;
-    for &(c0, c1, _) in &chunks[first..] {
-        if c0 >= b {
-            break;
-        }
-        got += c1.min(b).saturating_duration_since(c0.max(a));
-    }
-    got >= need
-}
-
-static BOTH_RAN: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-/// A factory of call loops through one shared breaker of ours.
-macro_rules! ours {
-    ($policy:expr, $fail:expr) => {{
-        let layer = CircuitBreakerLayer::new($policy);
-        move || {
-            let mut svc = layer.layer(inner($fail));
-            move |x| drive(&mut svc, x)
-        }
-    }};
 }
 
 fn main() {
@@ -285,137 +116,133 @@ fn main() {
             .unwrap()
     };
 
-    for threads in [1, 2] {
-        macro_rules! run {
-            ($name:expr, $make:expr) => {
-                if threads == 1 {
-                    single(&mut c, $name, $make)
-                } else {
-                    pair(&mut c, $name, $make)
-                }
-            };
-        }
-        run!("bare", || {
-            let mut svc = inner(false);
-            move |x| drive(&mut svc, x)
-        });
-        run!("clock read (reference)", || {
-            |x| {
-                black_box(tokio::time::Instant::now());
-                black_box(x) > 0
+    for threads in [Threads::One, Threads::Two] {
+        for h in HARNESSES {
+            let mut run =
+                |name: &str, make: &mut dyn FnMut() -> Box<dyn FnMut(Range<u64>) + Send>| {
+                    bench::run(&mut c, threads, &format!("{name}{h}"), make);
+                };
+            run("bare", &mut || batch(h, inner(false)));
+            if h.is_empty() {
+                run("clock read (reference)", &mut || {
+                    Box::new(bench::calls(|x| {
+                        black_box(tokio::time::Instant::now());
+                        black_box(x) > 0
+                    }))
+                });
+                run("bare 10% failures", &mut || batch(h, inner(true)));
             }
-        });
-        run!("bare 10% failures", || {
-            let mut svc = inner(true);
-            move |x| drive(&mut svc, x)
-        });
-        run!("rampart closed", ours!(default(), false));
-        run!("rampart 10% failures", ours!(default(), true));
-        run!("rampart slow-call tracking", ours!(slow(), false));
-        run!("rampart time window", ours!(time_window(), false));
-        {
-            let breaker = failsafe::Config::new().build();
-            run!("failsafe", || {
-                let mut svc = inner(false);
-                let breaker = breaker.clone();
-                move |x| {
-                    if block(poll_fn(|cx| svc.poll_ready(cx))).is_err() {
-                        return false;
-                    }
-                    block(breaker.call(svc.call(x))).is_ok()
-                }
+            let layer = CircuitBreakerLayer::new(default());
+            run("rampart closed", &mut || {
+                batch(h, layer.layer(inner(false)))
             });
-        }
-        {
+            if h.is_empty() {
+                let layer = CircuitBreakerLayer::new(default());
+                run("rampart 10% failures", &mut || {
+                    batch(h, layer.layer(inner(true)))
+                });
+                let layer = CircuitBreakerLayer::new(slow());
+                run("rampart slow-call tracking", &mut || {
+                    batch(h, layer.layer(inner(false)))
+                });
+                let layer = CircuitBreakerLayer::new(time_window());
+                run("rampart time window", &mut || {
+                    batch(h, layer.layer(inner(false)))
+                });
+            }
+            let breaker = failsafe::Config::new().build();
+            run("failsafe", &mut || {
+                batch(
+                    h,
+                    Failsafe {
+                        inner: inner(false),
+                        breaker: breaker.clone(),
+                    },
+                )
+            });
             let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
                 .build()
                 .unwrap();
             let proto = layer.layer(inner(false));
-            run!("tower-resilience", || {
-                let mut svc = proto.clone();
-                move |x| drive(&mut svc, x)
-            });
+            run("tower-resilience", &mut || batch(h, proto.clone()));
         }
     }
     c.final_summary();
     report();
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn report() {
-    let results = RESULTS.lock().unwrap();
-    let get = |k: &str| results.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
     println!("\n== per-call cost (median of criterion samples, ns/op) ==");
-    for threads in ["1t", "2t"] {
-        let bare = get(&format!("{threads} bare"));
-        let bare10 = get(&format!("{threads} bare 10% failures"));
-        let fs = get(&format!("{threads} failsafe")) - bare;
-        let tr = get(&format!("{threads} tower-resilience")) - bare;
-        println!(
-            "-- {} --",
-            if threads == "1t" {
-                "1 thread"
-            } else {
-                "2 threads sharing one breaker"
-            }
-        );
-        if threads == "2t" {
+    for threads in [Threads::One, Threads::Two] {
+        for h in HARNESSES {
+            let get = |name: &str| bench::median_of(threads, &format!("{name}{h}"));
+            let bare = get("bare");
+            let bare10 = get("bare 10% failures");
+            let fs = get("failsafe") - bare;
+            let tr = get("tower-resilience") - bare;
             println!(
-                "(ns/op: wall time per call while both threads ran, median over the samples \
-                 that had such calls; last column: mean share of calls made while both ran, \
-                 and how many samples had any)"
+                "-- {}, {} --",
+                threads.title(),
+                if h.is_empty() {
+                    "polled with a no-op waker"
+                } else {
+                    "tokio: svc.ready().await?.call(x).await"
+                }
             );
-        }
-        println!(
-            "{:<30} {:>9} {:>10} {:>12} {:>12} {:>20}",
-            "variant",
-            "ns/op",
-            "overhead",
-            "vs failsafe",
-            "vs tower-res",
-            if threads == "2t" {
-                "calls both ran"
-            } else {
-                ""
+            if threads == Threads::Two {
+                println!(
+                    "(ns/op: wall time per call while both threads ran, median over the samples \
+                     that had such calls; last column: mean share of calls made while both ran, \
+                     and how many samples had any)"
+                );
             }
-        );
-        for (name, base) in [
-            ("bare", bare),
-            ("bare 10% failures", bare10),
-            ("clock read (reference)", 0.0),
-            ("rampart closed", bare),
-            ("rampart 10% failures", bare10),
-            ("rampart slow-call tracking", bare),
-            ("rampart time window", bare),
-            ("failsafe", bare),
-            ("tower-resilience", bare),
-        ] {
-            let ns = get(&format!("{threads} {name}"));
-            let over = ns - base;
-            let overlap = if threads == "2t" {
-                BOTH_RAN
-                    .lock()
-                    .unwrap()
-                    .get(name)
-                    .map(|v| {
-                        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-                        let with = v.iter().filter(|x| **x > 0.0).count();
-                        format!("{:.1} % ({with}/{})", mean * 100.0, v.len())
-                    })
-                    .unwrap_or_default()
+            println!(
+                "{:<30} {:>9} {:>10} {:>12} {:>12} {:>20}",
+                "variant",
+                "ns/op",
+                "overhead",
+                "vs failsafe",
+                "vs tower-res",
+                if threads == Threads::Two {
+                    "calls both ran"
+                } else {
+                    ""
+                }
+            );
+            let rows: &[(&str, f64)] = if h.is_empty() {
+                &[
+                    ("bare", bare),
+                    ("bare 10% failures", bare10),
+                    ("clock read (reference)", 0.0),
+                    ("rampart closed", bare),
+                    ("rampart 10% failures", bare10),
+                    ("rampart slow-call tracking", bare),
+                    ("rampart time window", bare),
+                    ("failsafe", bare),
+                    ("tower-resilience", bare),
+                ]
             } else {
-                String::new()
+                &[
+                    ("bare", bare),
+                    ("rampart closed", bare),
+                    ("failsafe", bare),
+                    ("tower-resilience", bare),
+                ]
             };
-            println!(
-                "{name:<30} {ns:>9.1} {over:>10.1} {:>11.2}x {:>11.2}x {overlap:>20}",
-                over / fs,
-                over / tr
-            );
+            for &(name, base) in rows {
+                let ns = get(name);
+                let over = ns - base;
+                let overlap = if threads == Threads::Two {
+                    bench::both_ran(&format!("{name}{h}"))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{name:<30} {ns:>9.1} {over:>10.1} {:>11.2}x {:>11.2}x {overlap:>20}",
+                    over / fs,
+                    over / tr
+                );
+            }
         }
     }
 }
