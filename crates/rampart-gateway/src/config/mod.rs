@@ -206,14 +206,65 @@ pub enum HostMode {
     Upstream,
 }
 
+/// How the gateway speaks to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over plain TCP, on the gateway's per-worker connection pools (default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (h2c), as gRPC servers inside a cluster
+    /// speak it: one multiplexed connection per endpoint.
+    H2c,
+    /// TLS (rustls), HTTP/2 or HTTP/1.1 as the server chooses by ALPN (`h2` first).
+    Https,
+}
+
+impl UpstreamProtocol {
+    /// The name written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Https => "https",
+        }
+    }
+}
+
 /// `[clusters.<name>]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ClusterSection {
-    /// `endpoints` (required, at least one): `"host:port"` (or `"http://host:port"`),
-    /// resolved when the configuration is loaded.
+    /// `endpoints`: `"host:port"` (or `"http://host:port"`, `"https://host:port"`), resolved
+    /// when the configuration is loaded. Either `endpoints` (at least one) or `dns`.
     pub endpoints: Vec<String>,
+    /// `dns`: `"name:port"`, a DNS name whose A/AAAA records are the endpoints (all on
+    /// `port`), re-resolved on the records' TTL (clamped to `dns_ttl_floor` and
+    /// `dns_ttl_ceiling`). Either `endpoints` or `dns`; default: none.
+    pub dns: Option<String>,
+    /// `dns_ttl_floor`, default `"1s"`: the shortest time between two lookups, whatever the
+    /// TTL says (a TTL of 0 would otherwise mean asking all the time).
+    #[serde(with = "humantime_serde_compat")]
+    pub dns_ttl_floor: Duration,
+    /// `dns_ttl_ceiling`, default `"60s"`: the longest time between two lookups, whatever
+    /// the TTL says. Equal to `dns_ttl_floor`: a fixed refresh interval.
+    #[serde(with = "humantime_serde_compat")]
+    pub dns_ttl_ceiling: Duration,
+    /// `dns_server`: `"ip:port"` of the DNS server to ask (UDP, then TCP); default: the
+    /// system's resolver configuration (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
+    /// `protocol`: `"http1"` (default), `"h2c"` (HTTP/2 with prior knowledge) or `"https"`
+    /// (TLS, ALPN `h2` then `http/1.1`).
+    pub protocol: UpstreamProtocol,
+    /// `grpc`, default `false`: the cluster serves gRPC. Its answers are judged by their
+    /// `grpc-status` (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS are
+    /// failures) by the breaker and the balancer, a request's `grpc-timeout` bounds its
+    /// attempts, and the active checks use the gRPC health checking protocol. Needs
+    /// `protocol = "h2c"` or `"https"`.
+    pub grpc: bool,
+    /// `[clusters.<name>.tls]`: TLS settings for `protocol = "https"`.
+    pub tls: TlsSection,
     /// `host`: `"preserve"` (default) or `"upstream"`.
     pub host: HostMode,
     /// `connect_timeout`, default `"1s"`.
@@ -248,6 +299,13 @@ impl Default for ClusterSection {
     fn default() -> Self {
         Self {
             endpoints: Vec::new(),
+            dns: None,
+            dns_ttl_floor: Duration::from_secs(1),
+            dns_ttl_ceiling: Duration::from_secs(60),
+            dns_server: None,
+            protocol: UpstreamProtocol::Http1,
+            grpc: false,
+            tls: TlsSection::default(),
             host: HostMode::Preserve,
             connect_timeout: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(15),
@@ -264,7 +322,27 @@ impl Default for ClusterSection {
     }
 }
 
-/// `[clusters.<name>.checks]`: active health checks (`GET path`).
+/// `[clusters.<name>.tls]`: how the gateway verifies (and shows itself to) an `https`
+/// cluster's endpoints. Certificate errors are never ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct TlsSection {
+    /// `ca`: a PEM file of the certificate authorities to trust; default: the system's
+    /// roots.
+    pub ca: Option<PathBuf>,
+    /// `server_name`: the name sent by SNI and checked in the certificate; default: the
+    /// endpoint's host (for a `dns` cluster, the DNS name).
+    pub server_name: Option<String>,
+    /// `client_cert`: a PEM certificate chain for mutual TLS (with `client_key`); default:
+    /// none.
+    pub client_cert: Option<PathBuf>,
+    /// `client_key`: the PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// `[clusters.<name>.checks]`: active health checks (`GET path`, or the gRPC health
+/// checking protocol for a `grpc` cluster).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -273,6 +351,10 @@ pub struct ChecksSection {
     pub enabled: bool,
     /// `path`, default `"/healthz"`.
     pub path: String,
+    /// `grpc_service`, default `""` (the whole server): the service name a `grpc` cluster's
+    /// checks ask about (`grpc.health.v1.Health/Check`; `NOT_SERVING` and `SERVICE_UNKNOWN`
+    /// are unhealthy).
+    pub grpc_service: String,
     /// `interval`, default `"1s"`.
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
@@ -290,6 +372,7 @@ impl Default for ChecksSection {
         Self {
             enabled: true,
             path: "/healthz".to_owned(),
+            grpc_service: String::new(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             rise: 2,
@@ -504,6 +587,68 @@ impl ClusterSection {
         })
     }
 
+    /// The TLS client configuration of an `https` cluster (`None` for the other protocols);
+    /// files are read here, errors name the `tls.*` key.
+    pub(crate) fn tls_config(
+        &self,
+        name: &str,
+    ) -> Result<Option<rampart_health::tls::TlsConfig>, ConfigError> {
+        if self.protocol != UpstreamProtocol::Https {
+            return Ok(None);
+        }
+        let key = |k: &str| format!("clusters.{name}.tls.{k}");
+        let t = &self.tls;
+        let mut b = rampart_health::tls::TlsConfig::builder();
+        if let Some(ca) = &t.ca {
+            b = b.ca_pem_file(ca);
+        }
+        match (&t.client_cert, &t.client_key) {
+            (None, None) => {}
+            (Some(cert), Some(k)) => {
+                let read = |k: &str, p: &Path| {
+                    std::fs::read(p).map_err(|e| {
+                        ConfigError::new(
+                            key(k),
+                            format!("{:?}", p.display().to_string()),
+                            format!("cannot be read: {e}"),
+                        )
+                    })
+                };
+                b = b.client_cert_pem(read("client_cert", cert)?, read("client_key", k)?);
+            }
+            (Some(p), None) | (None, Some(p)) => {
+                let (set, missing) = if t.client_cert.is_some() {
+                    ("client_cert", "client_key")
+                } else {
+                    ("client_key", "client_cert")
+                };
+                return Err(ConfigError::new(
+                    key(set),
+                    format!("{:?}", p.display().to_string()),
+                    format!("needs {missing} too"),
+                ));
+            }
+        }
+        let sni = t.server_name.clone().or_else(|| {
+            self.dns
+                .as_deref()
+                .and_then(|d| dns_name(d).ok())
+                .map(|(host, _)| host.trim_end_matches('.').to_owned())
+        });
+        if let Some(sni) = sni {
+            b = b.server_name(sni);
+        }
+        b.build().map(Some).map_err(|e| {
+            let k = match e.field() {
+                "ca_pem_file" | "ca_pem" => "ca",
+                "client_cert_pem" => "client_cert",
+                "server_name" => "server_name",
+                _ => "ca",
+            };
+            ConfigError::wrap(&key(k), &e)
+        })
+    }
+
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("clusters.{name}.{k}");
         if name.is_empty()
@@ -517,22 +662,64 @@ impl ClusterSection {
                 "is not a valid cluster name (letters, digits, - and _)",
             ));
         }
-        if self.endpoints.is_empty() {
-            return Err(ConfigError::new(
-                key("endpoints"),
-                "[]",
-                "must name at least one endpoint",
-            ));
+        match &self.dns {
+            Some(dns) if !self.endpoints.is_empty() => {
+                return Err(ConfigError::new(
+                    key("dns"),
+                    format!("{dns:?}"),
+                    "cannot be combined with endpoints (use one or the other)",
+                ));
+            }
+            Some(dns) => {
+                dns_name(dns)
+                    .map_err(|why| ConfigError::new(key("dns"), format!("{dns:?}"), why))?;
+            }
+            None if self.endpoints.is_empty() => {
+                return Err(ConfigError::new(
+                    key("endpoints"),
+                    "[]",
+                    "must name at least one endpoint (or set dns)",
+                ));
+            }
+            None => {}
         }
         for (i, e) in self.endpoints.iter().enumerate() {
-            resolve(e).map_err(|why| {
-                ConfigError::new(
-                    format!("clusters.{name}.endpoints[{i}]"),
+            let ekey = format!("clusters.{name}.endpoints[{i}]");
+            let https = e.starts_with("https://");
+            if https != (self.protocol == UpstreamProtocol::Https) && e.contains("://") {
+                return Err(ConfigError::new(
+                    ekey,
                     format!("{e:?}"),
-                    why,
-                )
-            })?;
+                    format!(
+                        "does not match protocol = \"{}\" (write host:port)",
+                        self.protocol.as_str()
+                    ),
+                ));
+            }
+            resolve(e).map_err(|why| ConfigError::new(ekey, format!("{e:?}"), why))?;
         }
+        if self.dns_ttl_ceiling < self.dns_ttl_floor {
+            return Err(ConfigError::new(
+                key("dns_ttl_ceiling"),
+                format!("\"{}\"", humantime::format_duration(self.dns_ttl_ceiling)),
+                "must be at least dns_ttl_floor",
+            ));
+        }
+        if self.grpc && self.protocol == UpstreamProtocol::Http1 {
+            return Err(ConfigError::new(
+                key("grpc"),
+                true,
+                "needs protocol = \"h2c\" or \"https\" (gRPC runs over HTTP/2)",
+            ));
+        }
+        if self.protocol != UpstreamProtocol::Https && self.tls != TlsSection::default() {
+            return Err(ConfigError::new(
+                key("tls"),
+                "(a table)",
+                "applies only to protocol = \"https\"",
+            ));
+        }
+        self.tls_config(name)?;
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::new(
                 key("retries"),
@@ -552,6 +739,7 @@ impl ClusterSection {
             ("attempt_timeout", self.attempt_timeout),
             ("total_timeout", self.total_timeout),
             ("retry_after", self.retry_after),
+            ("dns_ttl_floor", self.dns_ttl_floor),
             ("checks.interval", self.checks.interval),
             ("checks.timeout", self.checks.timeout),
             (
@@ -685,8 +873,27 @@ pub(crate) fn resolve(endpoint: &str) -> Result<SocketAddr, String> {
 pub(crate) fn authority(endpoint: &str) -> &str {
     endpoint
         .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
         .unwrap_or(endpoint)
         .trim_end_matches('/')
+}
+
+/// A `dns` value, `"name:port"`, split into the name and the port.
+pub(crate) fn dns_name(value: &str) -> Result<(String, u16), String> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("is not name:port".to_owned());
+    };
+    if host.is_empty()
+        || host.contains(['/', ' ', '[', ']', ':'])
+        || host.starts_with('.')
+        || host.contains("..")
+    {
+        return Err("is not name:port (a DNS name and a port)".to_owned());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host.to_owned(), p)),
+        _ => Err(format!("has no valid port ({port:?})")),
+    }
 }
 
 /// serde helpers for humantime strings.

@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod endpoints;
 mod forward;
 pub mod upstream;
 
@@ -54,22 +55,26 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HOST, HeaderValue, TE};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use rampart_balance::discover::DnsDiscover;
 use rampart_balance::{Balance, BalanceHandle, BalancePolicy, Picker};
 use rampart_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use rampart_fallback::{
     ApologyBody, ApologyPage, FailureStatuses, Fallback, FallbackBody, FallbackLayer,
 };
-use rampart_health::{BoxError, Classify, HttpClassifier, HttpProbe, Outcome, is_never_reached};
+use rampart_health::deadline::{GRPC_TIMEOUT_HEADER, format_grpc_timeout};
+use rampart_health::{BoxError, Classify, Deadline, Outcome, is_never_reached};
 use tower::timeout::Timeout;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::config::{self, ClusterSection, ConfigError, GatewayConfig, HostMode};
+use crate::config::{self, ClusterSection, ConfigError, GatewayConfig};
 use crate::server::{ConnectionInfo, Handler};
+use endpoints::EndpointMaker;
 
+pub use endpoints::{ClusterClassifier, PooledEndpoint};
 pub use forward::strip_hop_by_hop;
 pub use upstream::{UpBody, Upstream, UpstreamError, clone_request, up_body};
 
@@ -83,10 +88,21 @@ pub type ProxyBody = FallbackBody<Incoming>;
 ///   failed or timed out, or that got a 502/503/504, only when its method is idempotent or it
 ///   carries an `Idempotency-Key` (nginx's `proxy_next_upstream error timeout http_502
 ///   http_503`).
-/// - Health: 5xx and transport errors are failures ([`HttpClassifier`]).
+/// - Health: 5xx and transport errors are failures ([`HttpClassifier`](rampart_health::HttpClassifier)), or, for a `grpc`
+///   cluster, the `grpc-status` decides ([`ClusterClassifier::Grpc`]).
+/// - Deadline: a request's [`Deadline`] extension (the handler sets it from `grpc-timeout`
+///   for a `grpc` cluster): no attempt starts past it, and each attempt's `grpc-timeout` says
+///   what is left.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayPolicy {
-    classify: HttpClassifier,
+    classify: ClusterClassifier,
+}
+
+impl GatewayPolicy {
+    /// The policy with this classifier.
+    pub fn with_classifier(classify: ClusterClassifier) -> Self {
+        Self { classify }
+    }
 }
 
 fn retryable(req: &Request<UpBody>) -> bool {
@@ -114,6 +130,19 @@ impl BalancePolicy<Request<UpBody>, Response<Incoming>> for GatewayPolicy {
 
     fn classify(&self, result: Result<&Response<Incoming>, &BoxError>) -> Outcome {
         self.classify.classify(result)
+    }
+
+    fn deadline(&self, req: &Request<UpBody>) -> Option<Deadline> {
+        Deadline::of(req)
+    }
+
+    fn write_deadline(&self, req: &mut Request<UpBody>, deadline: &Deadline) {
+        if req.headers().contains_key(GRPC_TIMEOUT_HEADER) {
+            req.headers_mut().insert(
+                GRPC_TIMEOUT_HEADER,
+                format_grpc_timeout(deadline.remaining()),
+            );
+        }
     }
 }
 
@@ -145,7 +174,8 @@ pub fn endpoint(
     })
 }
 
-/// Builds a cluster's balancer (its checkers start on the current runtime).
+/// Builds a cluster's balancer (its checkers and its DNS discovery start on the current
+/// runtime).
 fn build_balance(
     name: &str,
     c: &ClusterSection,
@@ -165,45 +195,62 @@ fn build_balance(
     let wrap = |k: &str, e: &dyn std::fmt::Display| ConfigError::new(key(k), "", e);
     let parts = c.parts(name)?;
     let (checks, outlier, budget) = (parts.checks, parts.outlier, parts.budget);
+    let maker = EndpointMaker::new(name, c)?;
     let mut builder = Balance::builder()
         .name(name.to_owned())
-        .policy(GatewayPolicy::default())
+        .policy(GatewayPolicy::with_classifier(
+            ClusterClassifier::for_cluster(c),
+        ))
         .picker(Picker::PeakEwma)
         .max_retries(c.retries)
         .retry_budget(budget)
         .outlier_detection(outlier);
-    if c.checks.enabled {
+    if maker.checks_enabled() {
         builder = builder.health_checks(checks);
     }
     for (i, e) in c.endpoints.iter().enumerate() {
         let ekey = format!("endpoints[{i}]");
-        let addr = config::resolve(e)
-            .map_err(|why| ConfigError::new(key(&ekey), format!("{e:?}"), why))?;
+        let bad = |why: &dyn std::fmt::Display| ConfigError::new(key(&ekey), format!("{e:?}"), why);
+        let addr = config::resolve(e).map_err(|why| bad(&why))?;
         let authority = config::authority(e);
-        let host = match c.host {
-            HostMode::Preserve => None,
-            HostMode::Upstream => Some(HeaderValue::from_str(authority).map_err(|_| {
-                ConfigError::new(key(&ekey), format!("{e:?}"), "is not a valid Host")
-            })?),
-        };
-        let svc = endpoint(
-            Upstream::new(addr, c.connect_timeout),
-            c.attempt_timeout,
-            host,
-        );
-        if c.checks.enabled {
-            let probe =
-                HttpProbe::builder(format!("http://{authority}").parse().map_err(|_| {
-                    ConfigError::new(key(&ekey), format!("{e:?}"), "is not a valid authority")
-                })?)
-                .path(c.checks.path.clone())
-                .timeout(c.checks.timeout)
-                .build()
-                .map_err(|err| wrap("checks", &err))?;
-            builder = builder
-                .endpoint(rampart_balance::Endpoint::new(authority.to_owned(), svc).probe(probe));
-        } else {
-            builder = builder.endpoint(rampart_balance::Endpoint::new(authority.to_owned(), svc));
+        let host = endpoints::host_header(c, authority).map_err(|why| bad(&why))?;
+        let svc = maker.service(addr, authority, host);
+        match maker.probe(authority).map_err(|why| bad(&why))? {
+            Some(probe) => {
+                builder = builder.endpoint_with_probe(authority.to_owned(), svc, probe);
+            }
+            None => builder = builder.endpoint(authority.to_owned(), svc),
+        }
+    }
+    if let Some(dns) = &c.dns {
+        let bad =
+            |why: &dyn std::fmt::Display| ConfigError::new(key("dns"), format!("{dns:?}"), why);
+        let (host, port) = config::dns_name(dns).map_err(|why| bad(&why))?;
+        let mut discover = DnsDiscover::builder()
+            .name(host, port)
+            .ttl_floor(c.dns_ttl_floor)
+            .ttl_ceiling(c.dns_ttl_ceiling);
+        if let Some(server) = c.dns_server {
+            discover = discover
+                .name_server(server)
+                .map_err(|e| ConfigError::new(key("dns_server"), server, e))?;
+        }
+        // `host = "upstream"` sends the name the endpoints were found by.
+        let host_header = endpoints::host_header(c, dns).map_err(|why| bad(&why))?;
+        let make = maker.clone();
+        let discover = discover
+            .build(move |addr| make.service(addr, &addr.to_string(), host_header.clone()))
+            .map_err(|e| bad(&e))?;
+        builder = builder.discover(discover);
+        if maker.checks_enabled() {
+            let make = maker.clone();
+            builder = builder.probe_with(move |endpoint: &str| match make.probe(endpoint) {
+                Ok(probe) => probe,
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "no health check for a discovered endpoint");
+                    None
+                }
+            });
         }
     }
     let balance = builder.build().map_err(|e| wrap("endpoints", &e))?;
@@ -213,7 +260,7 @@ fn build_balance(
 
 /// The per-cluster stack around a balancer `B`.
 pub type ClusterStack<B> =
-    Fallback<CircuitBreaker<Timeout<B>, HttpClassifier>, ApologyPage, FailureStatuses>;
+    Fallback<CircuitBreaker<Timeout<B>, ClusterClassifier>, ApologyPage, FailureStatuses>;
 
 /// One upstream cluster: its balancer, breaker and the stack around them.
 #[derive(Debug)]
@@ -254,6 +301,13 @@ fn same_balancer(a: &ClusterSection, b: &ClusterSection) -> bool {
         && a.retry_budget_min_per_second == b.retry_budget_min_per_second
         && a.checks == b.checks
         && a.ejection == b.ejection
+        && a.dns == b.dns
+        && a.dns_ttl_floor == b.dns_ttl_floor
+        && a.dns_ttl_ceiling == b.dns_ttl_ceiling
+        && a.dns_server == b.dns_server
+        && a.protocol == b.protocol
+        && a.grpc == b.grpc
+        && a.tls == b.tls
 }
 
 fn wrap_stack<B>(
@@ -275,8 +329,8 @@ fn wrap_stack<B>(
             })?,
         None => ApologyPage::default(),
     };
-    let breaker =
-        CircuitBreakerLayer::from_handle(breaker.clone()).classifier(HttpClassifier::new());
+    let breaker = CircuitBreakerLayer::from_handle(breaker.clone())
+        .classifier(ClusterClassifier::for_cluster(c));
     Ok(FallbackLayer::with_page(page)
         .name(name.to_owned())
         .retry_after(c.retry_after)
@@ -535,6 +589,25 @@ impl<B: ProxyBalance> Proxy<B> {
     }
 }
 
+/// Makes an HTTP/2 request forwardable on any upstream connection (RFC 9113 §8.3.1): its
+/// `:authority` becomes `Host` when it has none, its target the origin form, its version
+/// HTTP/1.1 (the upstream connection decides the version on the wire).
+fn from_http2(parts: &mut http::request::Parts) {
+    if let Some(authority) = parts.uri.authority()
+        && !parts.headers.contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(HOST, v);
+    }
+    if parts.uri.authority().is_some()
+        && let Some(pq) = parts.uri.path_and_query()
+        && let Ok(uri) = http::Uri::try_from(pq.as_str())
+    {
+        parts.uri = uri;
+    }
+    parts.version = Version::HTTP_11;
+}
+
 fn no_route() -> Response<ProxyBody> {
     let mut resp = Response::new(FallbackBody::apology(ApologyBody::new(Bytes::from_static(
         b"no route for this host and path\n",
@@ -564,6 +637,9 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static + use<B> {
         let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 {
+            from_http2(&mut parts);
+        }
         let table = self.table.load();
         let host = parts
             .headers
@@ -574,7 +650,25 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
             None => None,
             Some(cluster) => {
                 let conn = parts.extensions.get::<ConnectionInfo>().copied();
+                let grpc = cluster.section.grpc;
+                // gRPC servers expect `TE: trailers` (the one TE value HTTP/2 allows).
+                let te_trailers = grpc
+                    && parts
+                        .headers
+                        .get(TE)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
                 forward::request_headers(&mut parts.headers, conn);
+                if grpc {
+                    if te_trailers {
+                        parts
+                            .headers
+                            .insert(TE, HeaderValue::from_static("trailers"));
+                    }
+                    // The caller's `grpc-timeout`: no attempt is sent past it.
+                    if let Some(deadline) = Deadline::from_headers(&parts.headers) {
+                        parts.extensions.insert(deadline);
+                    }
+                }
                 let entry = self.access_log.then(|| AccessEntry {
                     method: parts.method.clone(),
                     uri: parts.uri.clone(),
