@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rampart_gateway::server::{self, ServerConfig, Serving, TowerHandler};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 const BOUND: Duration = Duration::from_secs(5);
@@ -28,13 +28,13 @@ const BOUND: Duration = Duration::from_secs(5);
 struct Fixture {
     serving: Serving,
     started: mpsc::UnboundedReceiver<()>,
-    release: Arc<Notify>,
+    release: Arc<Semaphore>,
     in_flight_max: Arc<AtomicUsize>,
 }
 
 fn start(config: &ServerConfig) -> Fixture {
     let (tx, started) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let in_flight_max = Arc::new(AtomicUsize::new(0));
     let app = {
@@ -57,7 +57,7 @@ fn start(config: &ServerConfig) -> Fixture {
                         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                         in_flight_max.fetch_max(now, Ordering::SeqCst);
                         let _ = started.send(());
-                        release.notified().await;
+                        release.acquire().await.unwrap().forget();
                         in_flight.fetch_sub(1, Ordering::SeqCst);
                         "done"
                     }
@@ -181,7 +181,7 @@ async fn an_h2_connection_with_a_stream_open_is_not_idle() {
     // Well past the keep-alive timeout while the stream is open (an event, not a bound).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!conn.is_finished(), "closed with a stream open");
-    f.release.notify_one();
+    f.release.add_permits(1);
     assert_eq!(slow.await.unwrap(), (200, "done".to_owned()));
     assert_eq!(fetch(&mut h2, "/").await.0, 200);
 }
@@ -195,7 +195,10 @@ async fn h2_streams_beyond_max_concurrent_streams_wait_for_a_free_one() {
         .build()
         .unwrap();
     let mut f = start(&config);
-    let (h2, _conn) = h2_client(f.serving.local_addr()).await;
+    let (mut h2, _conn) = h2_client(f.serving.local_addr()).await;
+    // One request first: the client has the server's SETTINGS (and its limit) before it
+    // opens more streams.
+    assert_eq!(fetch(&mut h2, "/").await.0, 200);
     let mut calls = Vec::new();
     for _ in 0..10 {
         let mut sender = h2.clone();
@@ -209,7 +212,7 @@ async fn h2_streams_beyond_max_concurrent_streams_wait_for_a_free_one() {
             .await
             .expect("a stream started")
             .unwrap();
-        f.release.notify_one();
+        f.release.add_permits(1);
         done += 1;
     }
     for call in calls {
@@ -235,7 +238,7 @@ async fn graceful_shutdown_finishes_the_h2_stream_in_flight_then_closes() {
         .unwrap()
         .unwrap();
     f.serving.shutdown();
-    f.release.notify_one();
+    f.release.add_permits(1);
     assert_eq!(slow.await.unwrap(), (200, "done".to_owned()));
     tokio::time::timeout(BOUND, conn)
         .await

@@ -7,7 +7,10 @@
 //! - Keep-alive idle timeout: a connection with no stream open for that long is sent a
 //!   `GOAWAY` and closed (given one second to flush it).
 //! - Send timeout: while the socket refuses writes, the connection must make progress within
-//!   the send timeout, else it is closed (as for HTTP/1).
+//!   the send timeout, else it is closed (as for HTTP/1). And per stream: a response waiting
+//!   for the client to open its flow-control window (hyper holds a frame of it and does not
+//!   ask the body for the next) for a send timeout or more (checked every send timeout, so
+//!   detected within two) is reset, like nginx's `send_timeout` on HTTP/2.
 //! - h2's own limits: `SETTINGS_MAX_CONCURRENT_STREAMS` from the configuration, the header
 //!   list size bounded by the maximum header size, keep-alive pings (a peer that does not
 //!   answer one within its timeout is gone), hyper's defaults against reset floods.
@@ -24,7 +27,7 @@ use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -34,6 +37,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::Counter;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -75,10 +79,13 @@ fn builder(config: &ServerConfig, exec: StreamExec) -> http2::Builder<StreamExec
 }
 
 /// Spawns the streams of one connection on the current runtime; every task ends when the
-/// connection's token is cancelled.
+/// connection's token is cancelled, or when its response waits on the client for the send
+/// timeout.
 #[derive(Clone)]
 struct StreamExec {
     stop: CancellationToken,
+    send_timeout: Duration,
+    send_timeouts: Counter,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExec
@@ -87,13 +94,51 @@ where
 {
     fn execute(&self, fut: F) {
         let stop = self.stop.clone();
+        let send_timeout = self.send_timeout;
+        let send_timeouts = self.send_timeouts.clone();
+        let progress = Arc::new(SendProgress::default());
         // Detached, but bounded by the connection: cancelled when it ends.
         drop(tokio::spawn(async move {
+            let stream = PROGRESS.scope(progress.clone(), fut);
             tokio::select! {
-                () = fut => {}
+                biased;
+                () = stream => {}
                 () = stop.cancelled() => {}
+                () = stalled(&progress, send_timeout) => {
+                    // Dropping the stream's task resets the stream (RST_STREAM CANCEL).
+                    send_timeouts.increment(1);
+                    tracing::debug!("h2 stream: the client took none of its response past the send timeout: reset");
+                }
             }
         }));
+    }
+}
+
+tokio::task_local! {
+    /// The send progress of the stream whose task is running (read by [`StreamBody`]).
+    static PROGRESS: Arc<SendProgress>;
+}
+
+/// How a stream's response body is being taken: frames handed to hyper, and whether hyper
+/// holds the last one without asking for the next (so it waits on the client's window).
+/// Only the stream's own task writes it.
+#[derive(Debug, Default)]
+struct SendProgress {
+    frames: AtomicU64,
+    waiting: AtomicBool,
+}
+
+/// Completes when the stream has been waiting on the client, with no frame taken, for a
+/// whole period of `timeout`.
+async fn stalled(progress: &SendProgress, timeout: Duration) {
+    let mut last = progress.frames.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(timeout).await;
+        let frames = progress.frames.load(Ordering::Relaxed);
+        if frames == last && progress.waiting.load(Ordering::Relaxed) {
+            return;
+        }
+        last = frames;
     }
 }
 
@@ -164,7 +209,12 @@ pub(crate) async fn serve_h2<I, H>(
         streams: streams.clone(),
         info,
     };
-    let conn = builder(config, StreamExec { stop }).serve_connection(io, service);
+    let exec = StreamExec {
+        stop,
+        send_timeout: config.send_timeout(),
+        send_timeouts: shared.metrics.send_timeouts.clone(),
+    };
+    let conn = builder(config, exec).serve_connection(io, service);
     tokio::pin!(conn);
 
     // The idle deadline: the first request by `first_deadline`, later ones within the
@@ -351,7 +401,20 @@ impl<B: Body> Body for StreamBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let polled = self.project().inner.poll_frame(cx);
+        let _ = PROGRESS.try_with(|p| {
+            p.frames.store(
+                p.frames.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+            // A frame handed over: hyper asks for the next one as soon as the client's
+            // window has room for it.
+            p.waiting.store(
+                matches!(polled, Poll::Ready(Some(Ok(_)))),
+                Ordering::Relaxed,
+            );
+        });
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
