@@ -27,6 +27,7 @@ use rampart_breaker::{
     BreakerOpen, BreakerState, CircuitBreaker, CircuitBreakerLayer, Policy, SlidingWindow,
 };
 use rampart_health::HttpClassifier;
+use rampart_test_support::loopback;
 use tower::{Layer, ServiceExt};
 
 /// The upstream: counts every request it receives; answers 200 while healthy, 503 otherwise.
@@ -70,12 +71,9 @@ impl Upstream {
                             ),
                         )
                         .with_state(state);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                tokio::select! {
-                    r = axum::serve(listener, app) => r.unwrap(),
-                    _ = stopped => {}
-                }
+                let server = loopback::serve(app).await;
+                addr_tx.send(server.addr()).unwrap();
+                let _ = stopped.await;
             });
             // Dropping the runtime aborts the connection tasks.
         });

@@ -1,68 +1,27 @@
 //! Every transition, rejection and slow call is a `tracing` event.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_breaker::{BreakerEvent, BreakerHandle, BreakerState, Policy, SlidingWindow};
 use rampart_health::Outcome;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use rampart_test_support::tracing::Capture;
+use tracing::Level;
 
-/// Collects `(level, message)` of every event, and the `from`/`to` fields of transitions.
-#[derive(Clone, Default)]
-struct Collect(
-    Arc<Mutex<Vec<(Level, String)>>>,
-    Arc<Mutex<Vec<(String, String)>>>,
-);
-
-#[derive(Default)]
-struct Message {
-    message: String,
-    from: Option<String>,
-    to: Option<String>,
-}
-impl Visit for Message {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            "from" => self.from = Some(format!("{value:?}")),
-            "to" => self.to = Some(format!("{value:?}")),
-            _ => {}
-        }
-    }
-}
-
-impl Subscriber for Collect {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut m = Message::default();
-        event.record(&mut m);
-        if let (Some(from), Some(to)) = (m.from, m.to) {
-            self.1.lock().unwrap().push((from, to));
-        }
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), m.message));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
+/// `(level, message)` of every captured event, in order.
+fn messages(capture: &Capture) -> Vec<(Level, String)> {
+    capture
+        .events()
+        .into_iter()
+        .map(|e| (e.level, e.message))
+        .collect()
 }
 
 #[test]
 fn transitions_rejections_and_slow_calls_are_traced() {
-    let collect = Collect::default();
-    tracing::subscriber::with_default(collect.clone(), || {
+    let capture = Arc::new(Capture::default());
+    tracing::subscriber::with_default(capture.clone(), || {
         let b = BreakerHandle::new(
             Policy::builder()
                 .sliding_window(SlidingWindow::count(2))
@@ -78,9 +37,8 @@ fn transitions_rejections_and_slow_calls_are_traced() {
         assert!(b.try_acquire().is_err());
         b.reset();
     });
-    let events = collect.0.lock().unwrap().clone();
     assert_eq!(
-        events,
+        messages(&capture),
         vec![
             (Level::INFO, "slow call".to_string()),
             (Level::WARN, "circuit breaker opened".to_string()),
@@ -98,8 +56,8 @@ async fn every_transition_and_rejection_is_traced_and_broadcast() {
     use Outcome::{Failure as F, Success as S};
     use tokio::time::advance;
 
-    let collect = Collect::default();
-    let _guard = tracing::subscriber::set_default(collect.clone());
+    let capture = Arc::new(Capture::default());
+    let _guard = tracing::subscriber::set_default(capture.clone());
     let b = BreakerHandle::new(
         Policy::builder()
             .sliding_window(SlidingWindow::count(2))
@@ -163,7 +121,12 @@ async fn every_transition_and_rejection_is_traced_and_broadcast() {
         })
         .collect();
     assert_eq!(broadcast, expected);
-    let traced = collect.1.lock().unwrap().clone();
+    // The `from` and `to` fields of every transition event, in order.
+    let traced: Vec<(String, String)> = capture
+        .events()
+        .into_iter()
+        .filter_map(|e| Some((e.fields.get("from")?.clone(), e.fields.get("to")?.clone())))
+        .collect();
     let expected_names: Vec<_> = expected
         .iter()
         .map(|(f, t)| (f.to_string(), t.to_string()))
@@ -173,10 +136,7 @@ async fn every_transition_and_rejection_is_traced_and_broadcast() {
         .iter()
         .filter(|e| matches!(e, BreakerEvent::Rejected { .. }))
         .count();
-    let rejected_traced = collect
-        .0
-        .lock()
-        .unwrap()
+    let rejected_traced = messages(&capture)
         .iter()
         .filter(|(level, m)| *level == Level::DEBUG && m == "call rejected by circuit breaker")
         .count();

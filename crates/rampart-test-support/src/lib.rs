@@ -6,6 +6,7 @@
 //!   message and fields.
 //! - [`loopback::serve`]: an axum router on `127.0.0.1:0`, stopped when the guard drops.
 //! - [`poll::poll_once`]: polls a future once with a no-op waker (allocation tests, no runtime).
+//! - [`series::counter`] and [`series::gauge`]: one captured series, which must exist.
 //! - `bench` (feature `bench`): the benchmarks' per-call timing scaffold, one thread and two.
 //!
 //! Dev-only (`publish = false`): the published crates depend on it only as a dev-dependency.
@@ -28,4 +29,5 @@ pub mod bench;
 pub mod loopback;
 pub mod metrics;
 pub mod poll;
+pub mod series;
 pub mod tracing;
