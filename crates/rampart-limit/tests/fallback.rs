@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use rampart_fallback::FallbackLayer;
 use rampart_limit::algorithm::Fixed;
 use rampart_limit::{Class, LimitLayer, Limiter};
+use rampart_test_support::loopback;
 use tokio::sync::Notify;
 use tower::ServiceBuilder;
 
@@ -51,12 +52,11 @@ async fn a_shed_request_becomes_a_fast_503_with_retry_after() {
                 }
             }),
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = loopback::serve(app).await;
+    let base = server.base_url();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let get = |path: &str| {
-        let req = Request::get(format!("http://{addr}{path}"))
+        let req = Request::get(format!("{base}{path}"))
             .header(header::ACCEPT, "text/html")
             .body(Empty::new())
             .unwrap();
@@ -94,5 +94,5 @@ async fn a_shed_request_becomes_a_fast_503_with_retry_after() {
     assert_eq!(page.status(), StatusCode::OK);
     let snap = limiter.snapshot();
     assert_eq!((snap.in_flight, snap.shed(), snap.bypassed), (0, 1, 1));
-    server.abort();
+    drop(server);
 }

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rampart_limit::algorithm::{Gradient2, LimitAlgorithm, Vegas};
 use rampart_limit::{LimitLayer, Limiter, Overloaded};
+use rampart_test_support::loopback;
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt};
 
@@ -27,7 +28,7 @@ use tower::{Layer, ServiceExt};
 const WORKERS: usize = 8;
 const SERVICE_TIME: Duration = Duration::from_millis(5);
 
-async fn backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+async fn backend() -> loopback::Server {
     let workers = Arc::new(Semaphore::new(WORKERS));
     let app = Router::new().route(
         "/",
@@ -41,12 +42,7 @@ async fn backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, server)
+    loopback::serve(app).await
 }
 
 /// Drives 48 closed-loop callers through the limiter for `requests` completed requests (or
@@ -55,7 +51,7 @@ async fn converge(algorithm: impl LimitAlgorithm, requests: usize) -> (f64, usiz
     // One run at a time: two load tests sharing two cores would measure each other.
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _serial = SERIAL.lock().await;
-    let (addr, server) = backend().await;
+    let server = backend().await;
     let limiter = Limiter::builder()
         .name("backend")
         .algorithm(algorithm)
@@ -69,7 +65,7 @@ async fn converge(algorithm: impl LimitAlgorithm, requests: usize) -> (f64, usiz
     let done = Arc::new(AtomicUsize::new(0));
     let shed = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let uri: http::Uri = format!("{}/", server.base_url()).parse().unwrap();
     let mut callers = Vec::new();
     for _ in 0..48 {
         let (svc, done, shed, stop, uri) = (
@@ -107,7 +103,7 @@ async fn converge(algorithm: impl LimitAlgorithm, requests: usize) -> (f64, usiz
     for c in callers {
         c.await.unwrap();
     }
-    server.abort();
+    drop(server);
     assert_eq!(limiter.in_flight(), 0, "every slot returned");
     let tail = &samples[samples.len() * 2 / 3..];
     let avg = tail.iter().sum::<usize>() as f64 / tail.len() as f64;
