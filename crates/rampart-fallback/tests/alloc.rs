@@ -16,6 +16,7 @@ use http_body::Body as _;
 use http_body_util::Empty;
 use rampart_fallback::{ApologyPage, FallbackLayer, StaleIfErrorLayer};
 use rampart_health::{BoxError, NeverReached};
+use rampart_test_support::poll::poll_ready;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Layer, Service, service_fn};
 
@@ -26,11 +27,7 @@ const CALLS: usize = 200;
 
 /// Polls a future that completes without waiting (everything here is immediate).
 fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("expected an immediate result"),
-    }
+    poll_ready(f, 1).expect("an immediate result")
 }
 
 /// Bytes allocated per apology (request built beforehand; body drained frame by frame).

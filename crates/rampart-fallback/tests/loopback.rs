@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rampart_fallback::FallbackLayer;
 use rampart_health::{BoxError, NeverReached};
+use rampart_test_support::loopback;
 use tower_http::catch_panic::CatchPanicLayer;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -29,15 +30,6 @@ async fn closed_port() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     drop(l);
     addr
-}
-
-async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, task)
 }
 
 #[tokio::test]
@@ -72,7 +64,8 @@ async fn panic_and_refused_upstream_give_the_apology_over_loopback() {
         .route_service("/proxy", tower::Layer::layer(&layer, proxy))
         .layer(CatchPanicLayer::new())
         .layer(layer);
-    let (addr, server) = serve(app).await;
+    let server = loopback::serve(app).await;
+    let addr = server.addr();
     let client = client();
 
     for round in 0..3 {
@@ -134,5 +127,5 @@ async fn panic_and_refused_upstream_give_the_apology_over_loopback() {
     let snap = stats.snapshot();
     assert_eq!(snap.statuses, 3, "three panics became 500s, then apologies");
     assert_eq!(snap.never_reached, 1, "the refused connection");
-    server.abort();
+    drop(server);
 }

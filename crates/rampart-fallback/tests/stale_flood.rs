@@ -21,6 +21,7 @@ use http_body::Body as _;
 use http_body_util::Full;
 use rampart_fallback::{STALE_HEADER, StaleIfErrorLayer};
 use rampart_health::BoxError;
+use rampart_test_support::poll::poll_ready;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Layer, Service, service_fn};
 
@@ -35,11 +36,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Polls a future that completes without waiting (everything here is immediate).
 fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("expected an immediate result"),
-    }
+    poll_ready(f, 1).expect("an immediate result")
 }
 
 /// A request whose URI and `Host` are slices of a fresh connection read buffer.
