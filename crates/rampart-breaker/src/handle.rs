@@ -233,6 +233,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if self.armed && self.kind == PermitKind::HalfOpen {
             self.handle.machine.release(self.generation);

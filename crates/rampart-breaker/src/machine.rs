@@ -4,9 +4,10 @@
 //! The machine is Resilience4j's (`CircuitBreakerStateMachine`), on one packed atomic word
 //! (see the `state` module): every transition is one compare-and-swap, so exactly one thread
 //! performs it and emits its event. The closed state with a count-based window and no slow-call tracking takes
-//! no lock, allocates nothing and reads no clock: one load to admit; to record, one load of the
-//! state and then, while the window holds only fast successes, three loads and no write, else
-//! one `fetch_add` and one load (a swap only when the slot changes).
+//! no lock, allocates nothing and reads no clock: one load to admit; to record a success while
+//! the window holds only fast successes and no failure streak runs, four loads (the window's
+//! totals and the streak) and no write, else one load of the state, one `fetch_add` and one
+//! load (a swap only when the slot changes).
 //!
 //! - Closed → Open: with at least `minimum_calls` in the window, the failure rate or the
 //!   slow-call rate is at or above its threshold, or `consecutive_failures` in a row.
@@ -123,11 +124,13 @@ impl Machine {
     #[inline]
     pub(crate) fn admit(&self) -> Result<(u64, PermitKind), BreakerOpen> {
         let w = Word(self.state.load(Ordering::Acquire));
-        match w.state() {
-            BreakerState::Closed | BreakerState::MetricsOnly => {
-                Ok((w.generation(), PermitKind::Window))
-            }
-            BreakerState::Disabled => Ok((w.generation(), PermitKind::Untracked)),
+        // The state's code, not `w.state()`: one compare instead of decoding the enum.
+        const CLOSED: u64 = BreakerState::Closed.code();
+        const METRICS_ONLY: u64 = BreakerState::MetricsOnly.code();
+        const DISABLED: u64 = BreakerState::Disabled.code();
+        match w.code() {
+            CLOSED | METRICS_ONLY => Ok((w.generation(), PermitKind::Window)),
+            DISABLED => Ok((w.generation(), PermitKind::Untracked)),
             _ => self.admit_slow(w),
         }
     }
@@ -267,6 +270,7 @@ impl Machine {
     }
 
     /// Records a permit's verdict.
+    #[inline]
     pub(crate) fn on_result(
         &self,
         generation: u64,
@@ -275,6 +279,30 @@ impl Machine {
         elapsed: Option<Duration>,
     ) {
         self.events.call(outcome, || self.state());
+        // The closed state's steady case: an untimed success while the count window holds
+        // nothing but fast successes and no failure streak is running changes nothing,
+        // whatever the state word says (a stale permit would record nothing either), so it
+        // reads neither the state nor the clock and writes nothing.
+        if kind == PermitKind::Window
+            && outcome == Outcome::Success
+            && elapsed.is_none()
+            && self.window.all_fast_successes()
+            && self.consecutive.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        self.record(generation, kind, outcome, elapsed);
+    }
+
+    /// Records a verdict that may change the window, the streak or the state.
+    #[inline(never)]
+    fn record(
+        &self,
+        generation: u64,
+        kind: PermitKind,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+    ) {
         let slow = match (elapsed, self.policy.slow_call_duration) {
             (Some(e), Some(limit)) if outcome != Outcome::Ignored && e >= limit => {
                 self.events.slow_call(e, outcome, || self.state());

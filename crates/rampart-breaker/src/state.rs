@@ -104,6 +104,12 @@ impl Word {
         Word::fresh(state, self.generation().wrapping_add(1))
     }
 
+    /// The state's code (see [`BreakerState::code`]).
+    #[inline]
+    pub(crate) fn code(self) -> u64 {
+        self.0 & ST_MASK
+    }
+
     pub(crate) fn state(self) -> BreakerState {
         BreakerState::from_code(self.0 & ST_MASK)
     }

@@ -120,7 +120,7 @@ impl CountWindow {
     }
 
     #[inline]
-    fn all_fast_successes(&self) -> bool {
+    pub(crate) fn all_fast_successes(&self) -> bool {
         self.totals.failures.load(Ordering::Relaxed) == 0
             && self.totals.slow.load(Ordering::Relaxed) == 0
             && self.totals.calls.load(Ordering::Relaxed) == i64::from(self.len)
@@ -295,6 +295,16 @@ impl Window {
         match self {
             Window::Count(w) => w.counts(),
             Window::Time(w) => w.counts(now_ms()),
+        }
+    }
+
+    /// `true` when this is a count window holding nothing but fast successes (a fast success
+    /// recorded into it changes nothing).
+    #[inline]
+    pub(crate) fn all_fast_successes(&self) -> bool {
+        match self {
+            Window::Count(w) => w.all_fast_successes(),
+            Window::Time(_) => false,
         }
     }
 

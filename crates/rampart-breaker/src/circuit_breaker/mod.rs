@@ -144,6 +144,7 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// Not-ready mode: `Pending` (with a timer armed) while the breaker rejects on a timer.
+    #[inline(never)]
     fn poll_breaker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let Some(left) = self.handle.rejecting_for() else {
@@ -203,6 +204,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.readiness == Readiness::NotReadyWhileOpen && self.poll_breaker(cx).is_pending() {
             return Poll::Pending;

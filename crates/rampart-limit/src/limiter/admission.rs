@@ -23,6 +23,11 @@ impl Shared {
         self.clock.delta_as_nanos(self.epoch, raw)
     }
 
+    /// A span of clock ticks in ns (the clock's scale is linear).
+    pub(super) fn ticks_as_ns(&self, ticks: u64) -> u64 {
+        self.clock.delta_as_nanos(0, ticks)
+    }
+
     /// Takes a slot for partition `i` if the admission rule allows it; `raw` is the clock
     /// now (the call's start).
     #[inline]
@@ -126,6 +131,7 @@ impl Shared {
         self.overloaded(i, reason)
     }
 
+    #[inline]
     pub(super) fn admit_or_queue(self: &Arc<Self>, i: usize) -> Admission {
         let raw = self.clock.raw();
         let Some(queue) = &self.queue else {
@@ -134,6 +140,12 @@ impl Shared {
                 None => Admission::Shed(self.shed(i, ShedReason::Limit, self.ns(raw))),
             };
         };
+        self.admit_or_enqueue(queue, i, raw)
+    }
+
+    /// [`admit_or_queue`](Self::admit_or_queue) with a queue.
+    #[inline(never)]
+    fn admit_or_enqueue(self: &Arc<Self>, queue: &super::Queue, i: usize, raw: u64) -> Admission {
         let now = self.ns(raw);
         // No barging: while others wait, a newcomer joins the queue.
         if queue.len.load(Ordering::Acquire) == 0 {
@@ -291,9 +303,11 @@ impl Shared {
         if let Some(outcome) = outcome
             && outcome != Outcome::Ignored
         {
+            // In clock ticks (as quanta's `delta_as_nanos`, a reading behind the start counts
+            // as 0); the window scales them when it closes.
             let end = self.clock.raw();
-            let rtt = self.clock.delta_as_nanos(permit.start, end);
-            let now = self.clock.delta_as_nanos(self.epoch, end);
+            let rtt = end.saturating_sub(permit.start);
+            let now = end.saturating_sub(self.epoch);
             limit_rose = self.record(rtt, permit.in_flight, outcome.is_failure(), now);
         } else if self.single {
             self.window

@@ -11,7 +11,8 @@ use rampart_health::ConfigError;
 
 use super::window::Window;
 use super::{
-    Control, Hot, Limiter, NEVER, PartitionState, Queue, QueueState, Shared, duration_ns, guarantee,
+    Control, Hot, Limiter, NEVER, PartitionState, Queue, QueueState, Shared, duration_ns,
+    guarantee, ns_as_ticks,
 };
 use crate::algorithm::{Gradient2, LimitAlgorithm};
 use crate::event::LogGate;
@@ -338,8 +339,8 @@ impl LimiterBuilder {
                     changes: 0,
                 }),
                 window_samples: self.window_samples,
-                min_window_ns: duration_ns(self.min_window),
-                max_window_ns: duration_ns(self.max_window),
+                min_window_ticks: ns_as_ticks(&clock, duration_ns(self.min_window)),
+                max_window_ticks: ns_as_ticks(&clock, duration_ns(self.max_window)),
                 idle_after_ns: duration_ns(self.idle_after),
                 retry_after: self.retry_after,
                 queue,

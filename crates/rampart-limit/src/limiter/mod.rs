@@ -73,6 +73,17 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// `ns` in ticks of `clock` (identity for nanosecond clocks such as the mock): the request
+/// path compares raw tick spans and scales only when a window closes.
+fn ns_as_ticks(clock: &quanta::Clock, ns: u64) -> u64 {
+    const SPAN: u64 = 1 << 32;
+    match clock.delta_as_nanos(0, SPAN) {
+        0 => ns,
+        per_span => u64::try_from(u128::from(ns) * u128::from(SPAN) / u128::from(per_span))
+            .unwrap_or(u64::MAX),
+    }
+}
+
 fn guarantee(share: f64, limit: usize) -> usize {
     ((share * limit as f64).ceil() as usize).max(1)
 }
@@ -104,8 +115,9 @@ pub(crate) struct Shared {
     window: Window,
     control: Mutex<Control>,
     window_samples: u32,
-    min_window_ns: u64,
-    max_window_ns: u64,
+    /// The window bounds in clock ticks (see [`ns_as_ticks`]).
+    min_window_ticks: u64,
+    max_window_ticks: u64,
     idle_after_ns: u64,
     retry_after: Duration,
     queue: Option<Queue>,
@@ -278,14 +290,12 @@ impl Limiter {
         let open: u64 = w
             .shards
             .iter()
-            .map(|sh| {
-                (sh.counts.load(Ordering::Relaxed) & 0xffff_ffff)
-                    + sh.unmeasured.load(Ordering::Relaxed)
-            })
+            .map(|sh| sh.calls() + sh.unmeasured.load(Ordering::Relaxed))
             .sum();
         w.measured.load(Ordering::Relaxed) + open + self.in_flight() as u64
     }
 
+    #[inline]
     pub(crate) fn admit_or_queue(&self, class: usize) -> Admission {
         self.shared.admit_or_queue(class)
     }
@@ -316,4 +326,20 @@ impl Limiter {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain counters behind: keep going.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_of_a_nanosecond_clock_are_nanoseconds() {
+        let (clock, _mock) = quanta::Clock::mock();
+        assert_eq!(ns_as_ticks(&clock, 1_234_567), 1_234_567);
+        // The TSC-backed clock: scaling the ticks back gives the span again (within 0.1 %).
+        let clock = quanta::Clock::new();
+        let ns = 100_000_000;
+        let back = clock.delta_as_nanos(0, ns_as_ticks(&clock, ns));
+        assert!(back.abs_diff(ns) <= ns / 1000, "{back} vs {ns}");
+    }
 }

@@ -58,6 +58,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             shared.release(self, None, true);

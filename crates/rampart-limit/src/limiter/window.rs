@@ -14,19 +14,30 @@ pub(super) const SHARDS: usize = 4;
 /// The current measurement window, accumulated on the request path.
 #[repr(align(128))]
 pub(super) struct Window {
-    /// When the window opened (ns since the limiter's epoch); read-mostly.
+    /// When the window opened (clock ticks since the limiter's epoch); read-mostly.
     pub(super) started: AtomicU64,
     /// Calls measured in closed windows, cumulative.
     pub(super) measured: AtomicU64,
     pub(super) shards: [Shard; SHARDS],
 }
 
+/// A measured call in [`Shard::sum`].
+pub(super) const CALL: u64 = 1 << 44;
+/// The round-trip-time part of [`Shard::sum`].
+const RTT_MASK: u64 = CALL - 1;
+/// One call's round-trip time is capped at this many ticks in the sum (minutes), so that it
+/// never carries into the call count.
+const RTT_CAP: u64 = 1 << 40;
+
 /// One thread group's share of the window.
 #[repr(align(128))]
 pub(super) struct Shard {
-    /// Calls in the low 32 bits, dropped calls in the high 32 bits.
-    pub(super) counts: AtomicU64,
-    pub(super) rtt_sum: AtomicU64,
+    /// Calls in the high 20 bits, the sum of their round-trip times in clock ticks in the low
+    /// 44 bits (scaled to ns once, when the window closes): one `fetch_add` per call. The
+    /// window closes before either part can overflow (see [`Shard::full`]).
+    pub(super) sum: AtomicU64,
+    /// Dropped calls (also counted as calls in `sum`).
+    pub(super) drops: AtomicU64,
     pub(super) min_rtt: AtomicU64,
     pub(super) max_in_flight: AtomicUsize,
     /// Calls that finished without a measurement (cancelled or ignored), cumulative.
@@ -39,8 +50,8 @@ impl Window {
             started: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             shards: std::array::from_fn(|_| Shard {
-                counts: AtomicU64::new(0),
-                rtt_sum: AtomicU64::new(0),
+                sum: AtomicU64::new(0),
+                drops: AtomicU64::new(0),
                 min_rtt: AtomicU64::new(u64::MAX),
                 max_in_flight: AtomicUsize::new(0),
                 unmeasured: AtomicU64::new(0),
@@ -70,9 +81,24 @@ impl Window {
     }
 }
 
+impl Shard {
+    /// Calls measured in the open window.
+    pub(super) fn calls(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed) >> 44
+    }
+
+    /// `true` when the packed sum `v` is half full: the window must close now (a window this
+    /// busy holds far more than enough samples).
+    #[inline]
+    fn full(v: u64) -> bool {
+        v >= 1 << 63 || v & RTT_MASK >= 1 << 43
+    }
+}
+
 impl Shared {
     /// Adds one call to the window; closes the window when it is complete. Returns whether
-    /// the limit rose.
+    /// the limit rose. `rtt` and `now` are in clock ticks (`now` since the epoch): the request
+    /// path never scales a clock reading.
     #[inline]
     pub(super) fn record(&self, rtt: u64, in_flight: usize, dropped: bool, now: u64) -> bool {
         let w = &self.window;
@@ -80,62 +106,65 @@ impl Shared {
         // Minimum and maximum by load-compare-store: the shard is (nearly) this thread's
         // alone, and a lost update only blurs a statistic.
         let inc = if dropped {
-            1 | (1 << 32)
+            shard.drops.fetch_add(1, Ordering::Relaxed);
+            CALL
         } else {
-            shard.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
             if rtt < shard.min_rtt.load(Ordering::Relaxed) {
                 shard.min_rtt.store(rtt, Ordering::Relaxed);
             }
-            1
+            CALL | rtt.min(RTT_CAP)
         };
         if in_flight > shard.max_in_flight.load(Ordering::Relaxed) {
             shard.max_in_flight.store(in_flight, Ordering::Relaxed);
         }
-        let n = (shard.counts.fetch_add(inc, Ordering::AcqRel) + inc) as u32;
+        let v = shard.sum.fetch_add(inc, Ordering::AcqRel).wrapping_add(inc);
+        let n = v >> 44;
         let elapsed = now.saturating_sub(w.started.load(Ordering::Relaxed));
         // Per shard: with several threads a window holds more than `window_samples` calls.
-        if (n >= self.window_samples && elapsed >= self.min_window_ns)
-            || elapsed >= self.max_window_ns
+        if (n >= u64::from(self.window_samples) && elapsed >= self.min_window_ticks)
+            || elapsed >= self.max_window_ticks
+            || Shard::full(v)
         {
-            return self.close_window(now);
+            return self.close_window(now, Shard::full(v));
         }
         false
     }
 
+    /// `now` in clock ticks since the epoch; `full`: a shard's sum is half full, close even
+    /// before `min_window`.
     #[cold]
-    pub(super) fn close_window(&self, now: u64) -> bool {
+    pub(super) fn close_window(&self, now: u64, full: bool) -> bool {
         // Someone else is closing it: our sample lands in the next window.
         let Ok(mut control) = self.control.try_lock() else {
             return false;
         };
         let w = &self.window;
         let elapsed = now.saturating_sub(w.started.load(Ordering::Relaxed));
-        let count: u64 = w
-            .shards
-            .iter()
-            .map(|s| s.counts.load(Ordering::Acquire) & 0xffff_ffff)
-            .sum();
-        if count == 0 || (count < u64::from(self.window_samples) && elapsed < self.max_window_ns) {
+        let count: u64 = w.shards.iter().map(Shard::calls).sum();
+        if count == 0
+            || (!full && count < u64::from(self.window_samples) && elapsed < self.max_window_ticks)
+        {
             return false;
         }
         w.started.store(now, Ordering::Relaxed);
         let (mut count, mut drops, mut sum, mut min, mut max_in_flight) = (0, 0, 0, u64::MAX, 0);
         for s in &w.shards {
-            let c = s.counts.swap(0, Ordering::AcqRel);
-            count += c & 0xffff_ffff;
-            drops += c >> 32;
-            sum += s.rtt_sum.swap(0, Ordering::Relaxed);
+            let c = s.sum.swap(0, Ordering::AcqRel);
+            count += c >> 44;
+            sum += c & RTT_MASK;
+            drops += s.drops.swap(0, Ordering::AcqRel);
             min = min.min(s.min_rtt.swap(u64::MAX, Ordering::Relaxed));
             max_in_flight = max_in_flight.max(s.max_in_flight.swap(0, Ordering::Relaxed));
         }
         w.measured.fetch_add(count, Ordering::Relaxed);
         let ok = count.saturating_sub(drops);
-        let rtt = Duration::from_nanos(sum.checked_div(ok).unwrap_or(0));
+        let rtt = Duration::from_nanos(self.ticks_as_ns(sum.checked_div(ok).unwrap_or(0)));
         let min_rtt = if min == u64::MAX {
             Duration::ZERO
         } else {
-            Duration::from_nanos(min)
+            Duration::from_nanos(self.ticks_as_ns(min))
         };
+        let now = self.ticks_as_ns(now);
         let sample = Sample {
             rtt,
             min_rtt,
@@ -196,5 +225,18 @@ impl Shared {
             ),
         }
         new > old
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_full_sum_closes_the_window() {
+        assert!(!Shard::full(10 * CALL + 1_000_000));
+        assert!(Shard::full((1 << 19) * CALL), "half the call count");
+        assert!(Shard::full(CALL | (1 << 43)), "half the round-trip sum");
+        assert!(!Shard::full(CALL | RTT_CAP), "one capped call");
     }
 }
