@@ -5,12 +5,11 @@
 use std::alloc::System;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use rampart_gslb::extract::{Cookie, Header};
 use rampart_gslb::{Gslb, GslbConfig, LatencyConfig, Site, Sites};
 use rampart_health::{HealthReport, HealthReporter};
+use rampart_test_support::poll::poll_ready;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Service, service_fn};
 
@@ -24,12 +23,9 @@ fn backend(_: Req) -> Ready<Result<u8, Infallible>> {
     ready(Ok(1))
 }
 
+/// Polls a future that completes without waiting (everything here is immediate).
 fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("expected an immediate result"),
-    }
+    poll_ready(f, 1).expect("an immediate result")
 }
 
 fn build(config: GslbConfig<Req>, reporters: &mut Vec<HealthReporter>) -> Gslb<Svc, Req> {
