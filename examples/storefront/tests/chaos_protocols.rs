@@ -75,24 +75,28 @@ async fn catalog_speaks_only(protocol: CatalogProtocol) {
     })
     .await;
     // And the shop's checks of every catalog replica pass.
-    eventually("healthy catalog replicas", Duration::from_secs(10), || async {
-        let r = http.get("/status.json").await;
-        let json: Value = serde_json::from_str(&r.body).unwrap();
-        let catalog = json["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == "catalog")
-            .cloned()
-            .unwrap();
-        catalog["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|s| s["replicas"].as_array().unwrap().clone())
-            .all(|r| r["health"] == "healthy")
-            .then_some(())
-    })
+    eventually(
+        "healthy catalog replicas",
+        Duration::from_secs(10),
+        || async {
+            let r = http.get("/status.json").await;
+            let json: Value = serde_json::from_str(&r.body).unwrap();
+            let catalog = json["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["service"] == "catalog")
+                .cloned()
+                .unwrap();
+            catalog["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["replicas"].as_array().unwrap().clone())
+                .all(|r| r["health"] == "healthy")
+                .then_some(())
+        },
+    )
     .await;
 }
 

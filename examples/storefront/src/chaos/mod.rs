@@ -654,8 +654,8 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             }
             if spec.name == region::PHASE {
                 let phase_start = start + phase_len * k as u32;
-                let r = region::RegionDown::run(&mut topo, &dns, start, phase_start, phase_len)
-                    .await?;
+                let r =
+                    region::RegionDown::run(&mut topo, &dns, start, phase_start, phase_len).await?;
                 events.push((r.facts.killed_at_s, "SIGKILL edge us-east".to_owned()));
                 events.push((r.facts.restarted_at_s, "restart edge us-east".to_owned()));
                 region_down = Some(r);

@@ -104,10 +104,7 @@ pub(crate) fn edge_addrs() -> Result<[SocketAddr; 2], String> {
             .map_err(|e| format!("cannot bind {}: {e}", IpAddr::from(a)))?;
         let port = first.local_addr().map_err(|e| e.to_string())?.port();
         if std::net::TcpListener::bind((IpAddr::from(b), port)).is_ok() {
-            return Ok([
-                SocketAddr::from((a, port)),
-                SocketAddr::from((b, port)),
-            ]);
+            return Ok([SocketAddr::from((a, port)), SocketAddr::from((b, port))]);
         }
     }
     Err("no port free on both 127.0.0.2 and 127.0.0.3".into())
@@ -271,11 +268,7 @@ impl ShopResolver {
         match last {
             Some(e) => Err(e),
             // No address at all: let the client fail on the name itself.
-            None => {
-                client
-                    .request(Request::from_parts(parts, body))
-                    .await
-            }
+            None => client.request(Request::from_parts(parts, body)).await,
         }
     }
 

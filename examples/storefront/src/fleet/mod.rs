@@ -128,10 +128,9 @@ impl Fleet {
                         ServiceName::Catalog => catalog_wire.clone(),
                         _ => protocol::Wire::Http1,
                     };
-                    let server =
-                        ReplicaServer::start_on(id, addr, app, faults.subscribe(id), wire)
-                            .await
-                            .map_err(|e| FleetError::Bind(id, e))?;
+                    let server = ReplicaServer::start_on(id, addr, app, faults.subscribe(id), wire)
+                        .await
+                        .map_err(|e| FleetError::Bind(id, e))?;
                     upstreams
                         .entry(service)
                         .or_default()

@@ -78,7 +78,11 @@ pub struct UnknownProtocol(String);
 
 impl fmt::Display for UnknownProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown protocol {:?}: expected http1, h2c or https", self.0)
+        write!(
+            f,
+            "unknown protocol {:?}: expected http1, h2c or https",
+            self.0
+        )
     }
 }
 
@@ -136,8 +140,8 @@ impl FleetPki {
         ca.distinguished_name
             .push(DnType::CommonName, "storefront fleet ca");
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().map_err(err)?)
-            .map_err(err)?;
+        let issuer =
+            CertifiedIssuer::self_signed(ca, KeyPair::generate().map_err(err)?).map_err(err)?;
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         for h in hosts {
             let h = h.to_string();
