@@ -7,42 +7,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use rampart::health::{OutlierConfig, OutlierDetector};
+use rampart_test_support::metrics::Captured;
 
-/// Remembers the name of every counter and gauge registered.
-#[derive(Default)]
-struct Names(Mutex<BTreeSet<String>>);
-
-impl Recorder for Names {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.0.lock().unwrap().insert(key.name().to_owned());
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.0.lock().unwrap().insert(key.name().to_owned());
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.0.lock().unwrap().insert(key.name().to_owned());
-        Histogram::noop()
-    }
+/// The name of every series registered, without its labels.
+fn names(captured: &Captured) -> BTreeSet<String> {
+    captured
+        .keys()
+        .iter()
+        .map(|key| key.split('{').next().unwrap_or(key).to_owned())
+        .collect()
 }
 
 #[test]
 fn health_metrics_are_recorded_through_the_umbrella_feature() {
-    let names = Names::default();
-    metrics::with_local_recorder(&names, || {
+    let captured = Captured::default();
+    metrics::with_local_recorder(&captured, || {
         let detector = OutlierDetector::new(OutlierConfig::default());
         let endpoint = detector.track("a");
         assert!(endpoint.eject());
     });
-    let names = names.0.into_inner().unwrap();
+    let names = names(&captured);
     assert!(
         names.contains("rampart_health_outlier_ejections_total"),
         "{names:?}"
@@ -56,15 +42,15 @@ fn health_metrics_are_recorded_through_the_umbrella_feature() {
 #[cfg(feature = "limit")]
 #[test]
 fn limit_metrics_are_recorded_through_the_umbrella_feature() {
-    let names = Names::default();
-    metrics::with_local_recorder(&names, || {
+    let captured = Captured::default();
+    metrics::with_local_recorder(&captured, || {
         let limiter = rampart::limit::Limiter::builder()
             .name("l")
             .build()
             .unwrap();
         drop(limiter.try_acquire(rampart::limit::Class::Partition(0)));
     });
-    let names = names.0.into_inner().unwrap();
+    let names = names(&captured);
     assert!(names.contains("rampart_limit_limit"), "{names:?}");
     assert!(names.contains("rampart_limit_shed_total"), "{names:?}");
 }
