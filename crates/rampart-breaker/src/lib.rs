@@ -3,7 +3,8 @@
 //!
 //! - [`CircuitBreakerLayer`] / [`CircuitBreaker`] wrap any tower `Service`; results are
 //!   classified by a [`Classify`](rampart_health::Classify) (HTTP:
-//!   [`HttpClassifier`](rampart_health::HttpClassifier), 5xx and transport errors fail).
+//!   [`HttpClassifier`](rampart_health::HttpClassifier), 5xx and transport errors fail;
+//!   gRPC: [`GrpcCircuitBreaker`], the final `grpc-status`, in the head or the trailers).
 //! - [`Policy`] holds the knobs (sliding window by count or time, minimum calls, failure and
 //!   slow-call rate thresholds, consecutive failures, open duration with exponential jittered
 //!   backoff, half-open permits and maximum wait), validated by [`PolicyBuilder::build`].
@@ -53,7 +54,10 @@ mod state;
 mod sync;
 mod window;
 
-pub use circuit_breaker::{BreakerOpen, CircuitBreaker, CircuitBreakerLayer, ResponseFuture};
+pub use circuit_breaker::{
+    BreakerOpen, CircuitBreaker, CircuitBreakerLayer, GrpcCircuitBreaker, GrpcCircuitBreakerLayer,
+    ResponseFuture,
+};
 pub use event::{BreakerEvent, TransitionReason};
 pub use handle::{BreakerHandle, BreakerSnapshot, Permit};
 pub use keyed::{KeyedBreaker, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};

@@ -3,7 +3,7 @@
 use rampart_health::{FnClassify, HttpClassifier};
 use tower_layer::Layer;
 
-use super::{CircuitBreaker, Readiness};
+use super::{CircuitBreaker, GrpcCircuitBreakerLayer, Readiness};
 use crate::{BreakerHandle, Policy};
 
 /// Wraps services in a [`CircuitBreaker`]. Every service this layer (or a clone of it) wraps
@@ -46,6 +46,14 @@ impl CircuitBreakerLayer {
     /// 4xx succeed).
     pub fn http(policy: Policy) -> CircuitBreakerLayer<HttpClassifier> {
         Self::new(policy).classifier(HttpClassifier::new())
+    }
+
+    /// A layer with a new breaker that judges gRPC calls by their final `grpc-status` (in the
+    /// response head, or in the trailers at the end of the body) with the default
+    /// [`GrpcClassifier`](rampart_health::GrpcClassifier) codes; see
+    /// [`GrpcCircuitBreaker`](super::GrpcCircuitBreaker).
+    pub fn grpc(policy: Policy) -> GrpcCircuitBreakerLayer {
+        GrpcCircuitBreakerLayer::new(BreakerHandle::new(policy))
     }
 }
 

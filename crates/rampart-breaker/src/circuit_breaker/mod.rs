@@ -53,6 +53,7 @@
 
 mod error;
 mod future;
+mod grpc;
 mod layer;
 
 use std::fmt;
@@ -66,6 +67,7 @@ use tower_service::Service;
 
 pub use error::BreakerOpen;
 pub use future::ResponseFuture;
+pub use grpc::{GrpcCircuitBreaker, GrpcCircuitBreakerLayer, GrpcResponseFuture, RecordOutcome};
 pub use layer::CircuitBreakerLayer;
 
 use crate::BreakerHandle;
@@ -170,6 +172,27 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 }
 
+impl<S, C> CircuitBreaker<S, C> {
+    /// `poll_ready` of every classifier's service.
+    #[inline]
+    pub(super) fn poll_ready_inner<Req>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        if self.readiness == Readiness::NotReadyWhileOpen && self.poll_breaker(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // Fail-fast mode follows the inner service even while open: reporting ready with an
+        // unready inner service would break the contract of `call`, and an open breaker's
+        // `call` never reaches the inner service anyway.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+}
+
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     /// A clone shares the breaker but not readiness: its timer starts empty.
     fn clone(&self) -> Self {
@@ -206,13 +229,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.readiness == Readiness::NotReadyWhileOpen && self.poll_breaker(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // Fail-fast mode follows the inner service even while open: reporting ready with an
-        // unready inner service would break the contract of `call`, and an open breaker's
-        // `call` never reaches the inner service anyway.
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.poll_ready_inner(cx)
     }
 
     #[inline]
