@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rampart_breaker::{BreakerState, CircuitBreakerLayer, Policy, SlidingWindow};
+use rampart_test_support::boom::Boom;
 use rampart_test_support::poll::poll_once;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Layer, Service};
@@ -24,15 +25,6 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 struct Answer {
     fail_every_10th: bool,
 }
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
 
 impl Service<u64> for Answer {
     type Response = u64;

@@ -10,6 +10,19 @@ use rampart_gslb::{Gslb, GslbConfig, Site, Sites};
 use rampart_health::{HealthReport, HealthReporter};
 use rampart_test_support::tracing::Capture;
 
+/// A selector named `name` over "eu" (priority 0, its health from the returned reporter, now
+/// 2 of 2 healthy) and "us" (priority 1).
+fn eu_then_us(name: &str) -> (Gslb<Mock, ()>, HealthReporter) {
+    let p0 = HealthReporter::new(HealthReport::new(2, 2));
+    let sites = Sites::builder()
+        .site(Site::new("eu", Mock::new("eu")).health_report(p0.subscribe()))
+        .site(Site::new("us", Mock::new("us")).priority(1))
+        .build()
+        .unwrap();
+    let config = GslbConfig::<()>::builder().name(name).build().unwrap();
+    (Gslb::new(config, sites), p0)
+}
+
 #[tokio::test(start_paused = true)]
 async fn decision_changes_are_traced() {
     let capture = Arc::new(Capture::default());
@@ -21,16 +34,7 @@ async fn decision_changes_are_traced() {
     let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     tracing::callsite::rebuild_interest_cache();
 
-    let p0 = HealthReporter::new(HealthReport::new(2, 2));
-    let sites = Sites::builder()
-        .site(Site::new("eu", Mock::new("eu")).health_report(p0.subscribe()))
-        .site(Site::new("us", Mock::new("us")).priority(1))
-        .build()
-        .unwrap();
-    let gslb = Gslb::new(
-        GslbConfig::<()>::builder().name("catalog").build().unwrap(),
-        sites,
-    );
+    let (gslb, p0) = eu_then_us("catalog");
     let handle = gslb.handle();
     let v0 = handle.snapshot().version;
 
@@ -83,16 +87,7 @@ mod metrics_feature {
         use tower::{Service, ServiceExt};
         let captured = Captured::default();
         let _guard = metrics::set_default_local_recorder(&captured);
-        let p0 = HealthReporter::new(HealthReport::new(2, 2));
-        let sites = Sites::builder()
-            .site(Site::new("eu", Mock::new("eu")).health_report(p0.subscribe()))
-            .site(Site::new("us", Mock::new("us")).priority(1))
-            .build()
-            .unwrap();
-        let mut gslb = Gslb::new(
-            GslbConfig::<()>::builder().name("m").build().unwrap(),
-            sites,
-        );
+        let (mut gslb, p0) = eu_then_us("m");
         gslb.ready().await.unwrap().call(()).await.unwrap();
         assert_eq!(
             series::counter(&captured, "rampart_gslb_requests_total{gslb=m,site=eu}"),
@@ -128,16 +123,7 @@ mod metrics_feature {
     async fn a_recorder_installed_after_the_selector_is_built_still_gets_every_series() {
         use tower::{Service, ServiceExt};
         // Built while no recorder is installed...
-        let p0 = HealthReporter::new(HealthReport::new(2, 2));
-        let sites = Sites::builder()
-            .site(Site::new("eu", Mock::new("eu")).health_report(p0.subscribe()))
-            .site(Site::new("us", Mock::new("us")).priority(1))
-            .build()
-            .unwrap();
-        let mut gslb = Gslb::new(
-            GslbConfig::<()>::builder().name("late").build().unwrap(),
-            sites,
-        );
+        let (mut gslb, p0) = eu_then_us("late");
         // ...and the recorder arrives before the first request.
         let captured = Captured::default();
         let _guard = metrics::set_default_local_recorder(&captured);

@@ -7,6 +7,7 @@
 //! - [`loopback::serve`]: an axum router on `127.0.0.1:0`, stopped when the guard drops.
 //! - [`poll::poll_once`]: polls a future once with a no-op waker (allocation tests, no runtime).
 //! - [`series::counter`] and [`series::gauge`]: one captured series, which must exist.
+//! - [`boom::Boom`]: a zero-sized error for services that fail on purpose.
 //! - `bench` (feature `bench`): the benchmarks' per-call timing scaffold, one thread and two.
 //!
 //! Dev-only (`publish = false`): the published crates depend on it only as a dev-dependency.
@@ -26,6 +27,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod boom;
 pub mod loopback;
 pub mod metrics;
 pub mod poll;
