@@ -1,7 +1,8 @@
 //! `rampart-gateway --config gateway.toml`: the reverse proxy as a program.
 //!
 //! - `--check FILE` validates the file and exits 0 (valid) or 1 (the error, naming the key).
-//! - On start it prints `listening on http://ADDR` (and `admin on http://ADDR`) on stdout.
+//! - On start it prints `listening on http://ADDR` (`https://` with `[server.tls]`; and
+//!   `admin on http://ADDR`) on stdout.
 //! - SIGTERM or Ctrl-C: graceful shutdown. SIGHUP: re-read the file; if valid, swap the
 //!   routing table (connections stay open, unchanged clusters keep their health state); if
 //!   not, log the error and keep the running configuration.
@@ -76,7 +77,12 @@ fn run(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         let proxy = Proxy::build(&config)?;
         let listeners = server::bind_workers(config.server.listen, &server_config)?;
         let mut out = std::io::stdout();
-        writeln!(out, "listening on http://{}", listeners.local_addr())?;
+        let scheme = if server_config.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        writeln!(out, "listening on {scheme}://{}", listeners.local_addr())?;
         let _admin = if config.admin.enabled {
             let admin_config = ServerConfig::builder().name("admin").build()?;
             let listener = server::bind(config.admin.listen, &admin_config)?;

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::server::{Runtime, ServerConfig};
+use crate::server::{Runtime, ServerConfig, ServerTls};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -93,6 +93,20 @@ pub struct ServerSection {
     /// `shutdown_grace`, default `"30s"`.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
+    /// `[server.tls]`: terminate TLS (ALPN `h2`, `http/1.1`); default: plain TCP, where
+    /// HTTP/1 and h2c (HTTP/2 with prior knowledge) are served.
+    pub tls: Option<ServerTlsSection>,
+}
+
+/// `[server.tls]`: the certificate the server presents.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerTlsSection {
+    /// `cert` (required): a PEM file with the certificate chain, the server's first.
+    pub cert: PathBuf,
+    /// `key` (required): a PEM file with its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerSection {
@@ -112,6 +126,7 @@ impl Default for ServerSection {
             max_headers: d.max_headers(),
             backlog: d.backlog(),
             shutdown_grace: d.shutdown_grace(),
+            tls: None,
         }
     }
 }
@@ -126,6 +141,16 @@ impl ServerSection {
                 "must be percore, percore-shared or multi",
             )
         })?;
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => Some(ServerTls::from_pem_files(&t.cert, &t.key).map_err(|e| {
+                ConfigError::new(
+                    format_args!("server.tls.{}", e.field()),
+                    e.value(),
+                    e.reason(),
+                )
+            })?),
+        };
         ServerConfig::builder()
             .name(name)
             .workers(self.workers)
@@ -140,6 +165,7 @@ impl ServerSection {
             .max_headers(self.max_headers)
             .backlog(self.backlog)
             .shutdown_grace(self.shutdown_grace)
+            .tls(tls)
             .build()
             .map_err(|e| ConfigError::wrap("server", &e))
     }

@@ -10,9 +10,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::serve_connection;
+use super::conn::{serve_connection, serve_tls};
 use super::shared::Shared;
-use super::{ConnectionInfo, Handler};
+use super::{ConnectionInfo, Handler, ServerTls};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -147,8 +147,23 @@ pub(crate) async fn accept_loop<H: Handler>(
                     let open = OpenConnection { shared: shared.clone(), _permit: permit };
                     let handler = handler.clone();
                     let shutdown = shutdown.clone();
+                    let deadline = Instant::now() + shared.config.header_read_timeout();
+                    let tls = shared.config.tls().map(ServerTls::acceptor);
                     conns.spawn(async move {
-                        serve_connection(stream, handler, open.shared.clone(), shutdown, info).await;
+                        let shared = open.shared.clone();
+                        match tls {
+                            None => {
+                                serve_connection(stream, handler, shared, shutdown, info, deadline)
+                                    .await;
+                            }
+                            // Boxed: a plain connection's task stays small.
+                            Some(acceptor) => {
+                                Box::pin(serve_tls(
+                                    stream, acceptor, handler, shared, shutdown, info, deadline,
+                                ))
+                                .await;
+                            }
+                        }
                         drop(open);
                     });
                 }

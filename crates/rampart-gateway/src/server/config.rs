@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rampart_health::ConfigError;
 
+use super::ServerTls;
+
 /// How [`spawn_workers`](super::spawn_workers) runs its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -82,6 +84,7 @@ pub struct ServerConfig {
     workers: usize,
     runtime: Runtime,
     shutdown_grace: Duration,
+    tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             workers: 0,
             runtime: Runtime::PerCore,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -201,6 +205,13 @@ impl ServerConfig {
     /// remaining connections are closed. Default 30 s.
     pub fn shutdown_grace(&self) -> Duration {
         self.shutdown_grace
+    }
+
+    /// TLS termination: the certificate the server presents (ALPN `h2`, `http/1.1`), or
+    /// `None` (the default) for plain TCP, where HTTP/1 and HTTP/2 with prior knowledge
+    /// (h2c) are both served.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 
     /// The number of workers [`spawn_workers`](super::spawn_workers) starts.
@@ -366,6 +377,12 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::shutdown_grace`].
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.config.shutdown_grace = d;
+        self
+    }
+
+    /// See [`ServerConfig::tls`].
+    pub fn tls(mut self, tls: impl Into<Option<ServerTls>>) -> Self {
+        self.config.tls = tls.into();
         self
     }
 

@@ -153,22 +153,62 @@ async fn answer_request_timeout<I: AsyncWrite + Unpin>(io: &mut I) {
     .await;
 }
 
+/// Terminates TLS on an accepted connection, then serves it (see [`serve_connection`]). The
+/// handshake and the first request head must both be done by `deadline`.
+pub(crate) async fn serve_tls<H: Handler>(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handler: H,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    info: ConnectionInfo,
+    deadline: Instant,
+) {
+    let handshake = tokio::select! {
+        r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => r,
+        () = shutdown.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            serve_connection(
+                tls,
+                handler,
+                shared,
+                shutdown,
+                info.with_tls(true),
+                deadline,
+            )
+            .await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(server = shared.config.name(), error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.header_timeouts.increment(1);
+            tracing::debug!(
+                server = shared.config.name(),
+                "TLS handshake not done within the header-read timeout: closed"
+            );
+        }
+    }
+}
+
 /// Serves one accepted connection until it ends, times out, or the server shuts down (then
-/// the request in flight finishes and the connection closes).
+/// the request in flight finishes and the connection closes). The first request head must
+/// arrive by `deadline`.
 pub(crate) async fn serve_connection<I, H>(
     mut io: I,
     handler: H,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     info: ConnectionInfo,
+    deadline: Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let config = &shared.config;
-    let mut wait = Wait::First {
-        deadline: Instant::now() + config.header_read_timeout(),
-    };
+    let mut wait = Wait::First { deadline };
     let mut carried = Vec::new();
     loop {
         let first = matches!(wait, Wait::First { .. });
@@ -605,6 +645,7 @@ mod size {
             shared,
             CancellationToken::new(),
             info,
+            Instant::now(),
         );
         // hyper's connection (about 1 KiB more) is boxed only once a head has arrived.
         assert!(

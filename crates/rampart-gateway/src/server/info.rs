@@ -48,4 +48,10 @@ impl ConnectionInfo {
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+
+    /// The connection with `tls` set.
+    pub(crate) fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
 }

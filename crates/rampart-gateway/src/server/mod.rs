@@ -53,6 +53,7 @@ mod info;
 mod io;
 pub mod metrics;
 mod shared;
+mod tls;
 mod workers;
 
 use std::future::Future;
@@ -65,6 +66,7 @@ use tokio_util::task::AbortOnDropHandle;
 pub use config::{Runtime, ServerConfig, ServerConfigBuilder};
 pub use handler::{Handler, TowerHandler};
 pub use info::ConnectionInfo;
+pub use tls::ServerTls;
 pub use workers::{WorkerListeners, Workers, bind_workers, spawn_workers};
 
 use accept::accept_loop;
