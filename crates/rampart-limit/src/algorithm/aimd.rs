@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rampart_health::ConfigError;
 
-use super::{LimitAlgorithm, Sample, check_bounds, to_limit};
+use super::{Bounds, LimitAlgorithm, Sample, to_limit, well_used};
 
 /// Additive increase, multiplicative decrease, as TCP Reno grows its congestion window.
 ///
@@ -18,8 +18,7 @@ use super::{LimitAlgorithm, Sample, check_bounds, to_limit};
 #[derive(Debug, Clone)]
 pub struct Aimd {
     limit: f64,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     backoff: f64,
     increase: f64,
     threshold: Duration,
@@ -28,9 +27,7 @@ pub struct Aimd {
 /// Builds an [`Aimd`]; [`build`](Self::build) validates.
 #[derive(Debug, Clone)]
 pub struct AimdBuilder {
-    initial: usize,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     backoff: f64,
     increase: usize,
     threshold: Duration,
@@ -39,9 +36,7 @@ pub struct AimdBuilder {
 impl Default for AimdBuilder {
     fn default() -> Self {
         Self {
-            initial: 20,
-            min: 20,
-            max: 200,
+            bounds: Bounds::new(20, 20, 200),
             backoff: 0.9,
             increase: 1,
             threshold: Duration::from_secs(5),
@@ -50,21 +45,8 @@ impl Default for AimdBuilder {
 }
 
 impl AimdBuilder {
-    /// The limit before any sample (default 20).
-    pub fn initial_limit(mut self, v: usize) -> Self {
-        self.initial = v;
-        self
-    }
-    /// The limit never falls below this (default 20).
-    pub fn min_limit(mut self, v: usize) -> Self {
-        self.min = v;
-        self
-    }
-    /// The limit never rises above this (default 200).
-    pub fn max_limit(mut self, v: usize) -> Self {
-        self.max = v;
-        self
-    }
+    bounds_setters!(20, 20, 200);
+
     /// The factor applied on a drop, in `(0, 1)` (default 0.9).
     pub fn backoff(mut self, v: f64) -> Self {
         self.backoff = v;
@@ -83,7 +65,7 @@ impl AimdBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<Aimd, ConfigError> {
-        check_bounds(self.min, self.initial, self.max)?;
+        self.bounds.check()?;
         if !(self.backoff > 0.0 && self.backoff < 1.0) {
             return Err(ConfigError::new(
                 "backoff",
@@ -106,9 +88,8 @@ impl AimdBuilder {
             ));
         }
         Ok(Aimd {
-            limit: self.initial as f64,
-            min: self.min,
-            max: self.max,
+            limit: self.bounds.initial as f64,
+            bounds: self.bounds,
             backoff: self.backoff,
             increase: self.increase as f64,
             threshold: self.threshold,
@@ -134,9 +115,9 @@ impl LimitAlgorithm for Aimd {
 
     fn update(&mut self, sample: &Sample) -> usize {
         if sample.dropped || sample.rtt > self.threshold {
-            self.limit = (self.limit * self.backoff).floor().max(self.min as f64);
-        } else if sample.in_flight as f64 * 2.0 >= self.limit {
-            self.limit = (self.limit + self.increase).min(self.max as f64);
+            self.limit = self.bounds.clamp((self.limit * self.backoff).floor());
+        } else if well_used(sample, self.limit) {
+            self.limit = self.bounds.clamp(self.limit + self.increase);
         }
         self.limit()
     }

@@ -2,7 +2,7 @@
 
 use rampart_health::ConfigError;
 
-use super::{LimitAlgorithm, Sample, check_bounds, check_unit, to_limit};
+use super::{Bounds, LimitAlgorithm, Sample, check_unit, to_limit, well_used};
 
 /// The gradient algorithm of Netflix concurrency-limits (`Gradient2Limit`, described in the
 /// project's README and its source).
@@ -29,8 +29,7 @@ use super::{LimitAlgorithm, Sample, check_bounds, check_unit, to_limit};
 #[derive(Debug, Clone)]
 pub struct Gradient2 {
     estimated: f64,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     smoothing: f64,
     tolerance: f64,
     queue_size: f64,
@@ -40,9 +39,7 @@ pub struct Gradient2 {
 /// Builds a [`Gradient2`]; [`build`](Self::build) validates.
 #[derive(Debug, Clone)]
 pub struct Gradient2Builder {
-    initial: usize,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     smoothing: f64,
     tolerance: f64,
     long_window: usize,
@@ -52,9 +49,7 @@ pub struct Gradient2Builder {
 impl Default for Gradient2Builder {
     fn default() -> Self {
         Self {
-            initial: 20,
-            min: 20,
-            max: 200,
+            bounds: Bounds::new(20, 20, 200),
             smoothing: 0.2,
             tolerance: 1.5,
             long_window: 600,
@@ -64,21 +59,8 @@ impl Default for Gradient2Builder {
 }
 
 impl Gradient2Builder {
-    /// The limit before any sample (default 20).
-    pub fn initial_limit(mut self, v: usize) -> Self {
-        self.initial = v;
-        self
-    }
-    /// The limit never falls below this (default 20).
-    pub fn min_limit(mut self, v: usize) -> Self {
-        self.min = v;
-        self
-    }
-    /// The limit never rises above this (default 200).
-    pub fn max_limit(mut self, v: usize) -> Self {
-        self.max = v;
-        self
-    }
+    bounds_setters!(20, 20, 200);
+
     /// How much of each new estimate enters the limit, in `(0, 1]` (default 0.2).
     pub fn smoothing(mut self, v: f64) -> Self {
         self.smoothing = v;
@@ -103,7 +85,7 @@ impl Gradient2Builder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<Gradient2, ConfigError> {
-        check_bounds(self.min, self.initial, self.max)?;
+        self.bounds.check()?;
         check_unit("smoothing", self.smoothing)?;
         if !(self.tolerance >= 1.0 && self.tolerance.is_finite()) {
             return Err(ConfigError::new(
@@ -120,9 +102,8 @@ impl Gradient2Builder {
             ));
         }
         Ok(Gradient2 {
-            estimated: self.initial as f64,
-            min: self.min,
-            max: self.max,
+            estimated: self.bounds.initial as f64,
+            bounds: self.bounds,
             smoothing: self.smoothing,
             tolerance: self.tolerance,
             queue_size: self.queue_size as f64,
@@ -147,8 +128,7 @@ impl Default for Gradient2 {
     fn default() -> Self {
         Self {
             estimated: 20.0,
-            min: 20,
-            max: 200,
+            bounds: Bounds::new(20, 20, 200),
             smoothing: 0.2,
             tolerance: 1.5,
             queue_size: 4.0,
@@ -175,7 +155,7 @@ impl LimitAlgorithm for Gradient2 {
                 // faster than the average alone would.
                 self.long.value *= 0.95;
             }
-            if !sample.dropped && (sample.in_flight as f64) < self.estimated / 2.0 {
+            if !well_used(sample, self.estimated) {
                 // Application-limited: the samples say nothing about the limit.
                 return self.limit();
             }
@@ -191,7 +171,7 @@ impl LimitAlgorithm for Gradient2 {
         };
         let new = self.estimated * gradient + self.queue_size;
         let new = self.estimated * (1.0 - self.smoothing) + new * self.smoothing;
-        self.estimated = new.clamp(self.min as f64, self.max as f64);
+        self.estimated = self.bounds.clamp(new);
         self.limit()
     }
 }

@@ -38,6 +38,28 @@
 //! # Ok::<(), rampart_health::ConfigError>(())
 //! ```
 
+/// The `initial_limit`, `min_limit` and `max_limit` setters of an adaptive algorithm's
+/// builder (whose `bounds` field is a [`Bounds`]), documented with the defaults given.
+macro_rules! bounds_setters {
+    ($initial:literal, $min:literal, $max:literal) => {
+        #[doc = concat!("The limit before any sample (default ", $initial, ").")]
+        pub fn initial_limit(mut self, v: usize) -> Self {
+            self.bounds.initial = v;
+            self
+        }
+        #[doc = concat!("The limit never falls below this (default ", $min, ").")]
+        pub fn min_limit(mut self, v: usize) -> Self {
+            self.bounds.min = v;
+            self
+        }
+        #[doc = concat!("The limit never rises above this (default ", $max, ").")]
+        pub fn max_limit(mut self, v: usize) -> Self {
+            self.bounds.max = v;
+            self
+        }
+    };
+}
+
 mod aimd;
 mod gradient2;
 mod vegas;
@@ -141,6 +163,40 @@ impl LimitAlgorithm for Fixed {
 }
 
 /// Checks the min/initial/max triple every adaptive algorithm shares.
+/// An adaptive limit's starting point and range, as its builder sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) initial: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+}
+
+impl Bounds {
+    pub(crate) const fn new(initial: usize, min: usize, max: usize) -> Self {
+        Self { initial, min, max }
+    }
+
+    /// Validates the three (the field named in the error is the one at fault).
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        check_bounds(self.min, self.initial, self.max)
+    }
+
+    /// `v` within `min..=max`.
+    #[inline]
+    pub(crate) fn clamp(&self, v: f64) -> f64 {
+        v.clamp(self.min as f64, self.max as f64)
+    }
+}
+
+/// Whether a window says anything about the limit: a call was dropped, or at least half the
+/// limit was in use. A window that used less was application-limited (too little traffic to
+/// press on the limit), so its latency cannot justify a higher limit (Netflix
+/// concurrency-limits ignores such windows as well).
+#[inline]
+pub(crate) fn well_used(sample: &Sample, limit: f64) -> bool {
+    sample.dropped || sample.in_flight as f64 * 2.0 >= limit
+}
+
 pub(crate) fn check_bounds(min: usize, initial: usize, max: usize) -> Result<(), ConfigError> {
     if min == 0 {
         return Err(ConfigError::new("min_limit", min, "must be at least 1"));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rampart_health::ConfigError;
 
-use super::{LimitAlgorithm, Sample, check_bounds, check_unit, to_limit};
+use super::{Bounds, LimitAlgorithm, Sample, check_unit, to_limit, well_used};
 
 /// Delay-based limit after TCP Vegas (Brakmo & Peterson, 1994), as Netflix concurrency-limits
 /// adapts it (`VegasLimit`).
@@ -24,8 +24,7 @@ use super::{LimitAlgorithm, Sample, check_bounds, check_unit, to_limit};
 #[derive(Debug, Clone)]
 pub struct Vegas {
     estimated: f64,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     smoothing: f64,
     probe_multiplier: f64,
     probe_count: u64,
@@ -37,9 +36,7 @@ pub struct Vegas {
 /// Builds a [`Vegas`]; [`build`](Self::build) validates.
 #[derive(Debug, Clone)]
 pub struct VegasBuilder {
-    initial: usize,
-    min: usize,
-    max: usize,
+    bounds: Bounds,
     smoothing: f64,
     probe_multiplier: usize,
     seed: Option<u64>,
@@ -48,9 +45,7 @@ pub struct VegasBuilder {
 impl Default for VegasBuilder {
     fn default() -> Self {
         Self {
-            initial: 20,
-            min: 1,
-            max: 1000,
+            bounds: Bounds::new(20, 1, 1000),
             smoothing: 1.0,
             probe_multiplier: 30,
             seed: None,
@@ -59,21 +54,8 @@ impl Default for VegasBuilder {
 }
 
 impl VegasBuilder {
-    /// The limit before any sample (default 20).
-    pub fn initial_limit(mut self, v: usize) -> Self {
-        self.initial = v;
-        self
-    }
-    /// The limit never falls below this (default 1).
-    pub fn min_limit(mut self, v: usize) -> Self {
-        self.min = v;
-        self
-    }
-    /// The limit never rises above this (default 1000).
-    pub fn max_limit(mut self, v: usize) -> Self {
-        self.max = v;
-        self
-    }
+    bounds_setters!(20, 1, 1000);
+
     /// How much of each new estimate enters the limit, in `(0, 1]` (default 1.0).
     pub fn smoothing(mut self, v: f64) -> Self {
         self.smoothing = v;
@@ -92,7 +74,7 @@ impl VegasBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<Vegas, ConfigError> {
-        check_bounds(self.min, self.initial, self.max)?;
+        self.bounds.check()?;
         check_unit("smoothing", self.smoothing)?;
         if self.probe_multiplier == 0 {
             return Err(ConfigError::new(
@@ -107,9 +89,8 @@ impl VegasBuilder {
         };
         let probe_jitter = 0.5 + rng.f64() * 0.5;
         Ok(Vegas {
-            estimated: self.initial as f64,
-            min: self.min,
-            max: self.max,
+            estimated: self.bounds.initial as f64,
+            bounds: self.bounds,
             smoothing: self.smoothing,
             probe_multiplier: self.probe_multiplier as f64,
             probe_count: 0,
@@ -160,7 +141,7 @@ impl LimitAlgorithm for Vegas {
         let l = self.estimated.log10().max(1.0);
         let target = if sample.dropped {
             self.estimated - l
-        } else if rtt.is_zero() || (sample.in_flight as f64) * 2.0 < self.estimated {
+        } else if rtt.is_zero() || !well_used(sample, self.estimated) {
             return self.limit();
         } else {
             let ratio = self.rtt_noload.as_secs_f64() / rtt.as_secs_f64();
@@ -175,9 +156,10 @@ impl LimitAlgorithm for Vegas {
                 return self.limit();
             }
         };
-        let target = target.clamp(self.min as f64, self.max as f64);
-        self.estimated = (self.estimated * (1.0 - self.smoothing) + target * self.smoothing)
-            .clamp(self.min as f64, self.max as f64);
+        let target = self.bounds.clamp(target);
+        self.estimated = self
+            .bounds
+            .clamp(self.estimated * (1.0 - self.smoothing) + target * self.smoothing);
         self.limit()
     }
 }
