@@ -68,8 +68,8 @@ impl BalancePolicy<Req, u64> for Policy {
     fn deadline(&self, req: &Req) -> Option<Deadline> {
         if self.features { req.deadline } else { None }
     }
-    fn write_deadline(&self, req: &mut Req, deadline: &Deadline) {
-        req.written = deadline.remaining().as_millis() as u64;
+    fn write_deadline(&self, req: &mut Req, remaining: Duration) {
+        req.written = remaining.as_millis() as u64;
     }
 }
 

@@ -99,9 +99,10 @@ pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
     }
 
     /// Called on every attempt of a request with a [`deadline`](Self::deadline) just before it
-    /// is sent (retries included), to tell the next hop what is left. Default: nothing.
-    fn write_deadline(&self, req: &mut Req, deadline: &Deadline) {
-        let _ = (req, deadline);
+    /// is sent (retries and hedges included) with the time `remaining` (read from the clock
+    /// once, for the balancer's own check and this), to tell the next hop. Default: nothing.
+    fn write_deadline(&self, req: &mut Req, remaining: Duration) {
+        let _ = (req, remaining);
     }
 }
 
@@ -300,8 +301,8 @@ where
         Deadline::of(req)
     }
 
-    fn write_deadline(&self, req: &mut http::Request<B>, deadline: &Deadline) {
-        deadline.write_headers(req.headers_mut());
+    fn write_deadline(&self, req: &mut http::Request<B>, remaining: Duration) {
+        Deadline::write_remaining(remaining, req.headers_mut());
     }
 }
 

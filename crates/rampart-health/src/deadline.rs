@@ -139,7 +139,12 @@ impl Deadline {
     /// [`DEADLINE_HEADER`], and `grpc-timeout` when the request already had one or is a gRPC
     /// request (`content-type: application/grpc…`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let remaining = self.remaining();
+        Self::write_remaining(self.remaining(), headers);
+    }
+
+    /// [`write_headers`](Self::write_headers) with the time left already known (a caller that
+    /// has just read the clock to check the deadline need not read it again).
+    pub fn write_remaining(remaining: Duration, headers: &mut HeaderMap) {
         let millis = remaining.as_millis().min(u128::from(u64::MAX)) as u64;
         headers.insert(DEADLINE_HEADER, HeaderValue::from(millis));
         let grpc = headers.contains_key(GRPC_TIMEOUT_HEADER)

@@ -307,9 +307,17 @@ where
 
     /// Sends the hedge: another endpoint, within the budget and the deadline.
     fn send_hedge(&mut self, cx: &mut Context<'_>) -> Option<()> {
-        if self.deadline.is_some_and(|d| d.is_expired()) {
-            return None;
-        }
+        // What is left of the deadline (none: no hedge past it), read once.
+        let remaining = match &self.deadline {
+            Some(d) => {
+                let left = d.remaining();
+                if left.is_zero() {
+                    return None;
+                }
+                Some(left)
+            }
+            None => None,
+        };
         let shared = &self.shared;
         let mut tried = Tried::default();
         tried.push(self.endpoint()?.id);
@@ -333,8 +341,8 @@ where
         if !matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))) {
             return None;
         }
-        if let Some(deadline) = &self.deadline {
-            shared.policy.write_deadline(&mut req, deadline);
+        if let Some(remaining) = remaining {
+            shared.policy.write_deadline(&mut req, remaining);
         }
         tracing::debug!(endpoint = %endpoint.name, "hedge sent");
         #[cfg(feature = "metrics")]
@@ -404,7 +412,11 @@ where
                                 return Poll::Ready(Err(closed()));
                             };
                             if let Some(deadline) = &attempt.deadline {
-                                if deadline.is_expired() {
+                                // One clock read for the check and the next hop's budget.
+                                let remaining = deadline
+                                    .instant()
+                                    .saturating_duration_since(tokio::time::Instant::now());
+                                if remaining.is_zero() {
                                     // Never sent: nobody would wait for the answer.
                                     tracing::debug!("deadline passed before the attempt: not sent");
                                     let result = attempt.give_up(Box::new(DeadlineExceeded::new()));
@@ -412,7 +424,7 @@ where
                                     *this.attempt = None;
                                     return Poll::Ready(result);
                                 }
-                                attempt.shared.policy.write_deadline(&mut req, deadline);
+                                attempt.shared.policy.write_deadline(&mut req, remaining);
                             }
                             attempt.start = attempt.shared.clock.raw();
                             let fut = svc.call(req);

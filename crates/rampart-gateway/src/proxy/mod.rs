@@ -136,12 +136,10 @@ impl BalancePolicy<Request<UpBody>, Response<Incoming>> for GatewayPolicy {
         Deadline::of(req)
     }
 
-    fn write_deadline(&self, req: &mut Request<UpBody>, deadline: &Deadline) {
+    fn write_deadline(&self, req: &mut Request<UpBody>, remaining: Duration) {
         if req.headers().contains_key(GRPC_TIMEOUT_HEADER) {
-            req.headers_mut().insert(
-                GRPC_TIMEOUT_HEADER,
-                format_grpc_timeout(deadline.remaining()),
-            );
+            req.headers_mut()
+                .insert(GRPC_TIMEOUT_HEADER, format_grpc_timeout(remaining));
         }
     }
 }
