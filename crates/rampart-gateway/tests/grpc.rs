@@ -4,7 +4,8 @@
 //!
 //! - unary calls succeed, a server-streaming call streams (each message arrives while the
 //!   stream is still open), trailers come through;
-//! - `grpc-status` decides the breaker's verdict: UNAVAILABLE answers (HTTP 200) open it;
+//! - `grpc-status` decides the breaker's verdict, in a Trailers-Only head or in the trailers
+//!   after the messages: UNAVAILABLE answers (HTTP 200) open it;
 //! - `grpc-timeout` bounds the call, and a call already past it is not sent;
 //! - with every upstream down, a tonic client gets `UNAVAILABLE` with
 //!   `grpc-retry-pushback-ms`, fast.
@@ -13,14 +14,18 @@
 
 mod proxy_support;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
+use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -74,6 +79,38 @@ fn trailers_only(code: u8) -> http::Response<ServerBody> {
     res
 }
 
+/// One message, then the status in the trailers (the usual shape of a gRPC answer).
+fn message_then_status(code: u8) -> http::Response<ServerBody> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    let frames = Frames(
+        [
+            Frame::data(Bytes::from_static(b"\0\0\0\0\0")),
+            Frame::trailers(trailers),
+        ]
+        .into(),
+    );
+    let mut res = http::Response::new(frames.map_err(|never| match never {}).boxed_unsync());
+    res.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    res
+}
+
+/// A body of given frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+}
+
 impl GrpcServer {
     async fn start() -> Self {
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -118,6 +155,8 @@ impl GrpcServer {
                         calls.fetch_add(1, Ordering::SeqCst);
                         Ok(match path.as_str() {
                             "/test.Raw/Fail" => trailers_only(14),
+                            "/test.Raw/StreamOk" => message_then_status(0),
+                            "/test.Raw/StreamFail" => message_then_status(14),
                             "/test.Raw/Slow" => {
                                 tokio::time::sleep(Duration::from_secs(5)).await;
                                 trailers_only(0)
@@ -367,6 +406,41 @@ async fn unavailable_answers_with_http_200_open_a_grpc_clusters_breaker() {
         .parse()
         .unwrap();
     assert!(pushback > 5_000, "{pushback}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_in_the_trailers_decides_the_breakers_verdict() {
+    let upstream = GrpcServer::start().await;
+    let extra = "[clusters.catalog.breaker]\nwindow = 10\nminimum_calls = 5\nfailure_rate = 50.0\nopen_duration = \"30s\"\n";
+    let (serving, proxy) = serve(&grpc_cluster(&[upstream.addr], extra)).await;
+    let gateway = serving.local_addr();
+    let breaker = |p: &Proxy<_>| p.status()["clusters"][0]["breaker"].clone();
+
+    // Successes in the trailers are counted (the head said nothing yet) and keep it closed.
+    for _ in 0..10 {
+        let (parts, trailers) = raw_call(gateway, "/test.Raw/StreamOk", &[]).await;
+        assert_eq!(grpc_status(&parts, trailers.as_ref()), "0");
+        assert!(
+            parts.headers.get("grpc-status").is_none(),
+            "not Trailers-Only"
+        );
+    }
+    let b = breaker(&proxy);
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["failures"], 0, "{b}");
+    assert!(b["calls"].as_u64().unwrap() >= 5, "{b}");
+
+    // UNAVAILABLE in the trailers (after a message, HTTP 200) is a failure: the breaker opens.
+    let mut ours = 0;
+    for _ in 0..20 {
+        let (parts, trailers) = raw_call(gateway, "/test.Raw/StreamFail", &[]).await;
+        assert_eq!(grpc_status(&parts, trailers.as_ref()), "14");
+        if parts.headers.contains_key("grpc-retry-pushback-ms") {
+            ours += 1;
+        }
+    }
+    assert!(ours > 0, "the breaker never opened: {}", breaker(&proxy));
+    assert_eq!(breaker(&proxy)["state"], "open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

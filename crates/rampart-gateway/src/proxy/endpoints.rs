@@ -33,28 +33,72 @@ use crate::config::{ClusterSection, ConfigError, HostMode, UpstreamProtocol};
 /// How a cluster judges its answers: HTTP (5xx and transport errors fail) or gRPC (by
 /// `grpc-status`; see [`GrpcClassifier`]). The breaker and the balancer's passive ejection
 /// both use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterClassifier {
-    /// [`HttpClassifier`]: every 5xx and every transport error is a failure.
-    Http(HttpClassifier),
-    /// [`GrpcClassifier`]: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS
-    /// fail, in a Trailers-Only answer's headers or mapped from a non-200 HTTP status.
-    Grpc(GrpcClassifier),
-}
-
-impl Default for ClusterClassifier {
-    fn default() -> Self {
-        Self::Http(HttpClassifier::new())
-    }
+///
+/// A gRPC answer whose status is still to come (HTTP 200 without `grpc-status` in its
+/// headers: the status arrives in the trailers) is a provisional success, or, with
+/// [`deferring_trailers`](Self::deferring_trailers) (the breaker's setting in the proxy),
+/// [`Outcome::Ignored`] at the head: the proxy records the verdict of the trailers then.
+///
+/// ```
+/// use rampart_gateway::proxy::ClusterClassifier;
+/// use rampart_health::{Classify, GrpcClassifier, Outcome};
+///
+/// let streaming = http::Response::builder()
+///     .header("content-type", "application/grpc")
+///     .body(())
+///     .unwrap();
+/// let unavailable = http::Response::builder()
+///     .header("content-type", "application/grpc")
+///     .header("grpc-status", "14")
+///     .body(())
+///     .unwrap();
+/// let grpc = ClusterClassifier::grpc(GrpcClassifier::new());
+/// let judge = |c: ClusterClassifier, r| c.classify(Ok::<_, &std::io::Error>(r));
+/// assert_eq!(judge(grpc, &unavailable), Outcome::Failure);
+/// assert_eq!(judge(grpc, &streaming), Outcome::Success);
+/// assert_eq!(judge(grpc.deferring_trailers(), &streaming), Outcome::Ignored);
+/// assert_eq!(judge(ClusterClassifier::http(), &unavailable), Outcome::Success);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterClassifier {
+    http: HttpClassifier,
+    grpc: Option<GrpcClassifier>,
+    defer: bool,
 }
 
 impl ClusterClassifier {
+    /// [`HttpClassifier`]: every 5xx and every transport error is a failure.
+    pub fn http() -> Self {
+        Self::default()
+    }
+
+    /// `classifier`: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS fail by
+    /// default, in a Trailers-Only answer's headers or mapped from a non-200 HTTP status.
+    pub fn grpc(classifier: GrpcClassifier) -> Self {
+        Self {
+            grpc: Some(classifier),
+            ..Self::default()
+        }
+    }
+
+    /// A gRPC answer whose status comes in the trailers is [`Outcome::Ignored`] at its head
+    /// (its verdict is taken from the trailers by whoever reads the body).
+    pub fn deferring_trailers(mut self) -> Self {
+        self.defer = true;
+        self
+    }
+
+    /// The gRPC classifier, for a gRPC cluster.
+    pub fn grpc_classifier(&self) -> Option<GrpcClassifier> {
+        self.grpc
+    }
+
     /// The classifier a cluster's settings ask for (`grpc = true`: gRPC).
     pub fn for_cluster(c: &ClusterSection) -> Self {
         if c.grpc {
-            Self::Grpc(GrpcClassifier::new())
+            Self::grpc(GrpcClassifier::new())
         } else {
-            Self::default()
+            Self::http()
         }
     }
 }
@@ -62,9 +106,14 @@ impl ClusterClassifier {
 impl<B, E> Classify<Response<B>, E> for ClusterClassifier {
     #[inline]
     fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
-        match self {
-            Self::Http(c) => c.classify(result),
-            Self::Grpc(c) => c.classify(result),
+        match (&self.grpc, result) {
+            (None, result) => self.http.classify(result),
+            (Some(_), Err(_)) => Outcome::Failure,
+            (Some(g), Ok(response)) => match g.classify_head(response) {
+                Some(outcome) => outcome,
+                None if self.defer => Outcome::Ignored,
+                None => Outcome::Success,
+            },
         }
     }
 }

@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 pub mod endpoints;
 mod forward;
 pub mod upstream;
@@ -59,12 +60,13 @@ use http::header::{HOST, HeaderValue, TE};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use rampart_balance::discover::DnsDiscover;
-use rampart_balance::{Balance, BalanceHandle, BalancePolicy, Picker};
+use rampart_balance::{Balance, BalanceHandle, BalancePolicy, Endpoint, Picker};
 use rampart_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use rampart_fallback::{
     ApologyBody, ApologyPage, FailureStatuses, Fallback, FallbackBody, FallbackLayer,
 };
 use rampart_health::deadline::{GRPC_TIMEOUT_HEADER, format_grpc_timeout};
+use rampart_health::grpc::GRPC_STATUS;
 use rampart_health::{BoxError, Classify, Deadline, Outcome, is_never_reached};
 use tower::timeout::Timeout;
 use tower::util::Oneshot;
@@ -72,14 +74,13 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::config::{self, ClusterSection, ConfigError, GatewayConfig};
 use crate::server::{ConnectionInfo, Handler};
+use body::TrailerVerdict;
 use endpoints::EndpointMaker;
 
+pub use body::ProxyBody;
 pub use endpoints::{ClusterClassifier, PooledEndpoint};
 pub use forward::strip_hop_by_hop;
 pub use upstream::{UpBody, Upstream, UpstreamError, clone_request, up_body};
-
-/// The proxy's response body: the upstream's body streamed through, or an apology.
-pub type ProxyBody = FallbackBody<Incoming>;
 
 /// The balancer's policy for proxied HTTP requests.
 ///
@@ -89,7 +90,7 @@ pub type ProxyBody = FallbackBody<Incoming>;
 ///   carries an `Idempotency-Key` (nginx's `proxy_next_upstream error timeout http_502
 ///   http_503`).
 /// - Health: 5xx and transport errors are failures ([`HttpClassifier`](rampart_health::HttpClassifier)), or, for a `grpc`
-///   cluster, the `grpc-status` decides ([`ClusterClassifier::Grpc`]).
+///   cluster, the `grpc-status` decides ([`ClusterClassifier::grpc`]).
 /// - Deadline: a request's [`Deadline`] extension (the handler sets it from `grpc-timeout`
 ///   for a `grpc` cluster): no attempt starts past it, and each attempt's `grpc-timeout` says
 ///   what is left.
@@ -213,12 +214,11 @@ fn build_balance(
         let authority = config::authority(e);
         let host = endpoints::host_header(c, authority).map_err(|why| bad(&why))?;
         let svc = maker.service(addr, authority, host);
-        match maker.probe(authority).map_err(|why| bad(&why))? {
-            Some(probe) => {
-                builder = builder.endpoint_with_probe(authority.to_owned(), svc, probe);
-            }
-            None => builder = builder.endpoint(authority.to_owned(), svc),
+        let mut endpoint = Endpoint::new(authority.to_owned(), svc);
+        if let Some(probe) = maker.probe(authority).map_err(|why| bad(&why))? {
+            endpoint = endpoint.probe(probe);
         }
+        builder = builder.endpoint(endpoint);
     }
     if let Some(dns) = &c.dns {
         let bad =
@@ -268,6 +268,7 @@ pub struct Cluster<B> {
     balance: B,
     balance_handle: BalanceHandle,
     breaker: BreakerHandle,
+    classifier: ClusterClassifier,
     stack: ClusterStack<B>,
 }
 
@@ -327,8 +328,9 @@ fn wrap_stack<B>(
             })?,
         None => ApologyPage::default(),
     };
+    // A gRPC call whose status comes in the trailers gets its verdict there (`ProxyBody`).
     let breaker = CircuitBreakerLayer::from_handle(breaker.clone())
-        .classifier(ClusterClassifier::for_cluster(c));
+        .classifier(ClusterClassifier::for_cluster(c).deferring_trailers());
     Ok(FallbackLayer::with_page(page)
         .name(name.to_owned())
         .retry_after(c.retry_after)
@@ -505,6 +507,7 @@ impl<B: ProxyBalance> Proxy<B> {
                 balance,
                 balance_handle,
                 breaker,
+                classifier: ClusterClassifier::for_cluster(section),
                 stack,
             }));
         }
@@ -607,16 +610,18 @@ fn from_http2(parts: &mut http::request::Parts) {
 }
 
 fn no_route() -> Response<ProxyBody> {
-    let mut resp = Response::new(FallbackBody::apology(ApologyBody::new(Bytes::from_static(
-        b"no route for this host and path\n",
+    let mut resp = Response::new(ProxyBody::new(FallbackBody::apology(ApologyBody::new(
+        Bytes::from_static(b"no route for this host and path\n"),
     ))));
     *resp.status_mut() = StatusCode::NOT_FOUND;
     resp
 }
 
-/// A routed request: the cluster's call and, when the access log is on, its entry.
+/// A routed request: the cluster's call, for a gRPC cluster its breaker's verdict to take
+/// from the trailers, and, when the access log is on, its entry.
 type Routed<B> = (
     Oneshot<ClusterStack<B>, Request<UpBody>>,
+    Option<TrailerVerdict>,
     Option<AccessEntry>,
 );
 
@@ -673,18 +678,33 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
                     cluster: cluster.name.clone(),
                     start: Instant::now(),
                 });
+                let verdict = cluster
+                    .classifier
+                    .grpc_classifier()
+                    .map(|g| TrailerVerdict::new(g, cluster.breaker.clone()));
                 let req = Request::from_parts(parts, up_body(body));
-                Some((cluster.stack.clone().oneshot(req), entry))
+                Some((cluster.stack.clone().oneshot(req), verdict, entry))
             }
         };
         drop(table);
         async move {
-            let Some((call, entry)) = routed else {
+            let Some((call, verdict, entry)) = routed else {
                 return no_route();
             };
-            let mut resp = match call.await {
+            let resp = match call.await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
+            };
+            // A gRPC answer whose status is still to come (no `grpc-status` in its head: not
+            // Trailers-Only, not our apology) is judged by its trailers.
+            let mut resp = match verdict {
+                Some(v)
+                    if resp.status() == StatusCode::OK
+                        && !resp.headers().contains_key(GRPC_STATUS) =>
+                {
+                    resp.map(|b| ProxyBody::with_verdict(b, v))
+                }
+                _ => resp.map(ProxyBody::new),
             };
             forward::response_headers(resp.headers_mut());
             if let Some(e) = entry {
