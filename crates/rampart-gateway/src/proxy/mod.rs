@@ -134,7 +134,13 @@ impl BalancePolicy<Request<UpBody>, Response<Incoming>> for GatewayPolicy {
     }
 
     fn deadline(&self, req: &Request<UpBody>) -> Option<Deadline> {
-        Deadline::of(req)
+        // Only a gRPC cluster's handler sets one (from `grpc-timeout`): other clusters skip
+        // the extension lookup.
+        if self.classify.grpc_classifier().is_some() {
+            Deadline::of(req)
+        } else {
+            None
+        }
     }
 
     fn write_deadline(&self, req: &mut Request<UpBody>, remaining: Duration) {
