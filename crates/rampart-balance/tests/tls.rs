@@ -5,138 +5,16 @@
 #![cfg(feature = "tls")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::{BodyExt, Empty};
 use rampart_balance::HttpEndpoint;
 use rampart_health::transport::HttpVersion;
 use rampart_health::{BoxError, TlsConfig, is_never_reached};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rampart_test_support::tls::{Ca, serve, server_config};
 use tower::ServiceExt;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate for `names`; `expired` puts its validity in the past.
-    fn leaf(&self, names: &[&str], expired: bool) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
-    client_ca: Option<&Ca>,
-) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.issuer.der().clone()).unwrap();
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// A TLS server answering `200` with the HTTP version it saw; counts the requests that
-/// reached it. Aborted on drop.
-struct Server {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(config: Arc<rustls::ServerConfig>) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let h = h.clone();
-            conns.spawn(async move {
-                // A failed handshake never reaches the service below.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let version = format!("{:?}", req.version());
-                    async move {
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(version))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-            while conns.try_join_next().is_some() {}
-        }
-    });
-    Server { addr, hits, task }
-}
 
 fn endpoint(addr: SocketAddr, tls: TlsConfig, version: HttpVersion) -> HttpEndpoint<Empty<Bytes>> {
     HttpEndpoint::builder(format!("https://{addr}").parse().unwrap())
@@ -163,15 +41,15 @@ async fn https_endpoint_serves_over_http1_and_over_h2_by_alpn() {
     let server = serve(server_config(&cert, &key, None)).await;
     let tls = TlsConfig::builder().ca_pem(ca.pem()).build().unwrap();
 
-    let h1 = endpoint(server.addr, tls.clone(), HttpVersion::Http1);
-    assert_eq!(h1.name(), format!("https://{}", server.addr));
+    let h1 = endpoint(server.addr(), tls.clone(), HttpVersion::Http1);
+    assert_eq!(h1.name(), format!("https://{}", server.addr()));
     assert_eq!(get(&h1).await.unwrap(), (200, "HTTP/1.1".to_string()));
 
-    let auto = endpoint(server.addr, tls.clone(), HttpVersion::Auto);
+    let auto = endpoint(server.addr(), tls.clone(), HttpVersion::Auto);
     assert_eq!(get(&auto).await.unwrap(), (200, "HTTP/2.0".to_string()));
-    let h2 = endpoint(server.addr, tls, HttpVersion::Http2);
+    let h2 = endpoint(server.addr(), tls, HttpVersion::Http2);
     assert_eq!(get(&h2).await.unwrap(), (200, "HTTP/2.0".to_string()));
-    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(server.hits(), 3);
 }
 
 #[tokio::test]
@@ -183,7 +61,7 @@ async fn unknown_ca_and_expired_certificate_never_reach_the_backend() {
         .ca_pem(Ca::new("some other ca").pem())
         .build()
         .unwrap();
-    let err = get(&endpoint(server.addr, other, HttpVersion::Auto))
+    let err = get(&endpoint(server.addr(), other, HttpVersion::Auto))
         .await
         .unwrap_err();
     assert!(is_never_reached(&*err), "{err:?}");
@@ -191,13 +69,13 @@ async fn unknown_ca_and_expired_certificate_never_reach_the_backend() {
     let (old_cert, old_key) = ca.leaf(&["127.0.0.1"], true);
     let expired = serve(server_config(&old_cert, &old_key, None)).await;
     let tls = TlsConfig::builder().ca_pem(ca.pem()).build().unwrap();
-    let err = get(&endpoint(expired.addr, tls, HttpVersion::Http1))
+    let err = get(&endpoint(expired.addr(), tls, HttpVersion::Http1))
         .await
         .unwrap_err();
     assert!(is_never_reached(&*err), "{err:?}");
 
-    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
-    assert_eq!(expired.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(server.hits(), 0);
+    assert_eq!(expired.hits(), 0);
 }
 
 #[tokio::test]
@@ -208,10 +86,12 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_before_the_backend() 
 
     for version in [HttpVersion::Http1, HttpVersion::Auto] {
         let tls = TlsConfig::builder().ca_pem(ca.pem()).build().unwrap();
-        let err = get(&endpoint(server.addr, tls, version)).await.unwrap_err();
+        let err = get(&endpoint(server.addr(), tls, version))
+            .await
+            .unwrap_err();
         assert!(is_never_reached(&*err), "{version}: {err:?}");
     }
-    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(server.hits(), 0);
 
     let (client_cert, client_key) = ca.leaf(&["client.rampart.test"], false);
     let tls = TlsConfig::builder()
@@ -219,11 +99,11 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_before_the_backend() 
         .client_cert_pem(client_cert, client_key)
         .build()
         .unwrap();
-    let (status, _) = get(&endpoint(server.addr, tls, HttpVersion::Auto))
+    let (status, _) = get(&endpoint(server.addr(), tls, HttpVersion::Auto))
         .await
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(server.hits(), 1);
 }
 
 #[test]
@@ -249,7 +129,7 @@ async fn https_pool_is_health_checked_with_its_own_ca() {
     let probes = template.clone();
     let balance = rampart_balance::Balance::builder::<HttpEndpoint<Empty<Bytes>>>()
         .http_endpoints(
-            [format!("https://{}", server.addr).parse().unwrap()],
+            [format!("https://{}", server.addr()).parse().unwrap()],
             &template,
         )
         .unwrap()
@@ -281,5 +161,5 @@ async fn https_pool_is_health_checked_with_its_own_ca() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(healthy, "{:?}", handle.snapshot());
-    assert!(server.hits.load(Ordering::SeqCst) >= 1);
+    assert!(server.hits() >= 1);
 }

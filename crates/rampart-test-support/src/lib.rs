@@ -9,6 +9,8 @@
 //! - [`series::counter`] and [`series::gauge`]: one captured series, which must exist.
 //! - [`boom::Boom`]: a zero-sized error for services that fail on purpose.
 //! - `bench` (feature `bench`): the benchmarks' per-call timing scaffold, one thread and two.
+//! - `tls` (feature `tls`): a test certificate authority (valid, expired and unknown-CA
+//!   certificates), rustls server settings and HTTPS servers on loopback.
 //!
 //! Dev-only (`publish = false`): the published crates depend on it only as a dev-dependency.
 //!
@@ -32,4 +34,6 @@ pub mod loopback;
 pub mod metrics;
 pub mod poll;
 pub mod series;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tracing;

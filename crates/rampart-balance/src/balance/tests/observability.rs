@@ -1,16 +1,21 @@
 //! Events and metrics: every change emits a tracing event and updates its series, each labelled with the balancer's name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "metrics")]
+use rampart_test_support::metrics::Captured;
+
+use rampart_test_support::tracing::Capture;
+
 use super::*;
 
 #[tokio::test(start_paused = true)]
 async fn every_change_emits_a_tracing_event() {
-    let events = Events::default();
+    let events = Arc::new(Capture::default());
     // tracing-core caches each call site's interest when the site is first hit. With a single
     // registered dispatcher it asks only the registering thread's default, so a parallel test
     // (no subscriber) hitting a site first would cache "never" for ours too. A second live
     // dispatcher makes registration ask every registered dispatcher, ours included.
-    let _second = tracing::Dispatch::new(Events::default());
+    let _second = tracing::Dispatch::new(Capture::default());
     let _guard = tracing::subscriber::set_default(events.clone());
     tracing::callsite::rebuild_interest_cache();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -23,7 +28,7 @@ async fn every_change_emits_a_tracing_event() {
             .build()
             .unwrap(),
     );
-    assert_eq!(events.count("endpoint added"), 3);
+    assert_eq!(events.with_message("endpoint added").len(), 3);
 
     // Ejection and its return (then slow start to the end).
     failing.store(true, Ordering::SeqCst);
@@ -31,30 +36,40 @@ async fn every_change_emits_a_tracing_event() {
         let _ = balance.ready().await.unwrap().call(k).await;
     }
     assert_eq!(
-        events.count("endpoint ejected (passive outlier detection)"),
+        events
+            .with_message("endpoint ejected (passive outlier detection)")
+            .len(),
         1
     );
-    assert!(events.count("endpoint routability changed") >= 1);
+    assert!(!events.with_message("endpoint routability changed").is_empty());
     failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(events.count("endpoint returned from ejection"), 1);
+    assert_eq!(
+        events.with_message("endpoint returned from ejection").len(),
+        1
+    );
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(events.count("slow start finished"), 1);
+    assert_eq!(events.with_message("slow start finished").len(), 1);
 
     // Drain, health, panic mode and its end.
     assert!(balance.drain("e1"));
-    assert_eq!(events.count("endpoint drain changed"), 1);
+    assert_eq!(events.with_message("endpoint drain changed").len(), 1);
     pubs[2].set(Health::Unhealthy);
     settle().await;
-    assert_eq!(events.count("endpoint health changed"), 1);
-    assert_eq!(events.count("panic mode: spreading over all endpoints"), 1);
+    assert_eq!(events.with_message("endpoint health changed").len(), 1);
+    assert_eq!(
+        events
+            .with_message("panic mode: spreading over all endpoints")
+            .len(),
+        1
+    );
     assert!(balance.handle().undrain("e1"));
-    assert_eq!(events.count("panic mode over"), 1);
+    assert_eq!(events.with_message("panic mode over").len(), 1);
 
     // Removal.
     let id = balance.snapshot().endpoint("e2").unwrap().id;
     assert!(balance.remove(id));
-    assert_eq!(events.count("endpoint removed"), 1);
+    assert_eq!(events.with_message("endpoint removed").len(), 1);
 
     // A retry elsewhere, and a request with nowhere to go.
     let (svcs, handles) = mocks(2);
@@ -75,19 +90,19 @@ async fn every_change_emits_a_tracing_event() {
         }
         assert_ready_ok!(f.poll());
     }
-    assert_eq!(events.count("retrying on another endpoint"), 1);
+    assert_eq!(events.with_message("retrying on another endpoint").len(), 1);
     let mut empty: Balance<Echo, ServicePolicy> = Balance::builder()
         .policy(ServicePolicy::new())
         .build()
         .unwrap();
     assert!(empty.ready().await.unwrap().call(0).await.is_err());
-    assert_eq!(events.count("no healthy endpoints"), 1);
+    assert_eq!(events.with_message("no healthy endpoints").len(), 1);
 }
 
 #[cfg(feature = "metrics")]
 #[tokio::test(start_paused = true)]
 async fn every_change_updates_the_metrics() {
-    let recorder = Metrics::default();
+    let recorder = Captured::default();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (mut balance, pubs) = metrics::with_local_recorder(&recorder, || {
         flaky_trio(
@@ -100,16 +115,16 @@ async fn every_change_updates_the_metrics() {
         )
     });
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=added}"),
-        3.0
+        recorder.counter("rampart_balance_endpoint_changes_total{balancer=balancer,change=added}"),
+        3
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=balancer,state=routable}"),
-        3.0
+        recorder.gauge("rampart_balance_endpoints{balancer=balancer,state=routable}"),
+        Some(3.0)
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=balancer,state=total}"),
-        3.0
+        recorder.gauge("rampart_balance_endpoints{balancer=balancer,state=total}"),
+        Some(3.0)
     );
     // An ejection (polled synchronously inside the recorder's scope).
     failing.store(true, Ordering::SeqCst);
@@ -120,48 +135,52 @@ async fn every_change_updates_the_metrics() {
         }
     });
     assert_eq!(
-        recorder.get("rampart_balance_ejections_total{balancer=balancer}"),
-        1.0
+        recorder.counter("rampart_balance_ejections_total{balancer=balancer}"),
+        1
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=unroutable}"),
-        1.0
+        recorder
+            .counter("rampart_balance_endpoint_changes_total{balancer=balancer,change=unroutable}"),
+        1
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=balancer,state=routable}"),
-        2.0
+        recorder.gauge("rampart_balance_endpoints{balancer=balancer,state=routable}"),
+        Some(2.0)
     );
     // Drain, undrain, removal, panic mode, nowhere to go.
     metrics::with_local_recorder(&recorder, || {
         assert!(balance.drain("e1"));
         assert_eq!(
-            recorder.get("rampart_balance_panic{balancer=balancer}"),
-            1.0,
+            recorder.gauge("rampart_balance_panic{balancer=balancer}"),
+            Some(1.0),
             "1 of 3 routable"
         );
         assert!(balance.handle().undrain("e1"));
         assert_eq!(
-            recorder.get("rampart_balance_panic{balancer=balancer}"),
-            0.0
+            recorder.gauge("rampart_balance_panic{balancer=balancer}"),
+            Some(0.0)
         );
         let id = balance.snapshot().endpoint("e2").unwrap().id;
         assert!(balance.remove(id));
     });
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=drained}"),
-        1.0
+        recorder
+            .counter("rampart_balance_endpoint_changes_total{balancer=balancer,change=drained}"),
+        1
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=undrained}"),
-        1.0
+        recorder
+            .counter("rampart_balance_endpoint_changes_total{balancer=balancer,change=undrained}"),
+        1
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=balancer,change=removed}"),
-        1.0
+        recorder
+            .counter("rampart_balance_endpoint_changes_total{balancer=balancer,change=removed}"),
+        1
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=balancer,state=total}"),
-        2.0
+        recorder.gauge("rampart_balance_endpoints{balancer=balancer,state=total}"),
+        Some(2.0)
     );
     drop(pubs);
     let mut empty: Balance<Echo, ServicePolicy> = Balance::builder()
@@ -173,15 +192,15 @@ async fn every_change_updates_the_metrics() {
         assert!(matches!(f.poll(), Poll::Ready(Err(_))));
     });
     assert_eq!(
-        recorder.get("rampart_balance_no_healthy_endpoints_total{balancer=balancer}"),
-        1.0
+        recorder.counter("rampart_balance_no_healthy_endpoints_total{balancer=balancer}"),
+        1
     );
 }
 
 #[cfg(feature = "metrics")]
 #[tokio::test(start_paused = true)]
 async fn every_series_is_labelled_with_the_balancers_name() {
-    let recorder = Metrics::default();
+    let recorder = Captured::default();
     let build = |name: &'static str, n: usize| {
         let mut b = Balance::builder().policy(ServicePolicy::new()).name(name);
         for i in 0..n {
@@ -195,38 +214,33 @@ async fn every_series_is_labelled_with_the_balancers_name() {
     assert_eq!(&*east.handle().name(), "east");
     assert_eq!(&*west.snapshot().name, "west");
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=east,state=total}"),
-        3.0
+        recorder.gauge("rampart_balance_endpoints{balancer=east,state=total}"),
+        Some(3.0)
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=west,state=total}"),
-        2.0
+        recorder.gauge("rampart_balance_endpoints{balancer=west,state=total}"),
+        Some(2.0)
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoints{balancer=empty,state=total}"),
-        0.0
+        recorder.gauge("rampart_balance_endpoints{balancer=empty,state=total}"),
+        Some(0.0)
     );
     assert_eq!(
-        recorder.get("rampart_balance_endpoint_changes_total{balancer=west,change=added}"),
-        2.0
+        recorder.counter("rampart_balance_endpoint_changes_total{balancer=west,change=added}"),
+        2
     );
     metrics::with_local_recorder(&recorder, || {
         let mut f = task::spawn(empty.call(0));
         assert!(matches!(f.poll(), Poll::Ready(Err(_))));
     });
     assert_eq!(
-        recorder.get("rampart_balance_no_healthy_endpoints_total{balancer=empty}"),
-        1.0
+        recorder.counter("rampart_balance_no_healthy_endpoints_total{balancer=empty}"),
+        1
     );
     assert!(
-        recorder
-            .0
-            .lock()
-            .unwrap()
-            .keys()
-            .all(|k| k.contains("balancer=")),
+        recorder.keys().iter().all(|k| k.contains("balancer=")),
         "a series without the balancer label: {:?}",
-        recorder.0.lock().unwrap().keys().collect::<Vec<_>>()
+        recorder.keys()
     );
     let e = Balance::builder::<Echo>()
         .policy(ServicePolicy::new())
