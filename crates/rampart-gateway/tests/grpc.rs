@@ -8,7 +8,8 @@
 //!   after the messages: UNAVAILABLE answers (HTTP 200) open it;
 //! - `grpc-timeout` bounds the call, and a call already past it is not sent;
 //! - with every upstream down, a tonic client gets `UNAVAILABLE` with
-//!   `grpc-retry-pushback-ms`, fast.
+//!   `grpc-retry-pushback-ms`, fast;
+//! - the same through the `rampart-gateway` binary run from a configuration file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -480,6 +481,56 @@ async fn grpc_timeout_bounds_the_call_and_a_call_past_it_is_not_sent() {
     assert_eq!(parts.status, 200);
     assert_ne!(grpc_status(&parts, trailers.as_ref()), "0");
     assert_eq!(upstream.calls(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_proxies_grpc_from_its_config_file_and_apologises_in_grpc() {
+    let upstream = GrpcServer::start().await;
+    let dead = dead_port().await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[admin]\nenabled = false\n\
+         [[routes]]\nhost = \"down.test\"\ncluster = \"down\"\n\
+         [[routes]]\ncluster = \"catalog\"\n\
+         [clusters.catalog]\nendpoints = [\"{}\"]\nprotocol = \"h2c\"\ngrpc = true\n\
+         [clusters.down]\nendpoints = [\"{dead}\"]\nprotocol = \"h2c\"\ngrpc = true\n",
+        upstream.addr
+    );
+    let gw = proxy_support::GatewayProcess::start("grpc", &toml);
+    // Unary calls over several connections (the workers share the upstream's h2 connection).
+    for _ in 0..4 {
+        let mut client = health_client(gw.addr);
+        let res = tokio::time::timeout(
+            BOUND,
+            client.check(HealthCheckRequest {
+                service: SERVICE.to_owned(),
+            }),
+        )
+        .await
+        .expect("answered within the bound")
+        .unwrap();
+        assert_eq!(res.into_inner().status(), PbStatus::Serving);
+    }
+    // `curl --http2-prior-knowledge -H 'content-type: application/grpc' http://down.test/…`
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let _conn = tokio::spawn(conn);
+    let req = http::Request::post("http://down.test/catalog.v1.Catalog/List")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(1), sender.send_request(req))
+        .await
+        .expect("answered within 1 s")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert!(res.headers().contains_key("grpc-message"));
+    assert!(res.headers().contains_key("grpc-retry-pushback-ms"));
+    assert!(gw.stop().success());
 }
 
 #[test]
