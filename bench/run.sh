@@ -4,6 +4,7 @@
 #
 # usage: bench/run.sh [--quick] [--rounds N] [--duration SECS] [--micro] [--micro-only]
 #                     [--targets "direct nginx haproxy rampart [lean]"] [--scenarios "steady kill-one kill-all all-down"]
+#                     [--idle-connections N] [--slow-connections N] [--hold SECS]
 #                     [--out FILE] [--keep]
 #
 #   --quick        3 s runs, 1 round (a smoke test of the whole pipeline; not for figures)
@@ -16,6 +17,10 @@
 #   --keep         keep the temporary directory (configs, logs, raw wrk output)
 #   --targets      which to measure; `lean` is the gateway without Rampart middleware
 #                  (`gateway --stack lean`), to see what the middleware costs
+#   --idle-connections N   connections of idle-conns (default 10000)
+#   --slow-connections N   connections of slow-clients (default 2000)
+#   --hold SECS    how long idle-conns and slow-clients hold their connections (default 80 and
+#                  70: past nginx's 75 s keep-alive and 60 s header timeouts, to see who closes)
 #
 # Scenarios (each run starts fresh replicas and a fresh proxy, and stops them by PID):
 #   steady    wrk -t1 -c32 -dD --latency against each target
@@ -24,6 +29,17 @@
 #             a wrk Lua script counts the status codes)
 #   all-down  all replicas killed, 3 s for the health checks to notice, then wrk (the apology:
 #             throughput, latency; the status and Retry-After of one probe request)
+# Opt-in scenarios (name them in --scenarios; not for direct or lean; the file limit is raised
+# to 20,000 when the hard limit allows):
+#   idle-conns    N idle keep-alive connections (one request each, then nothing) held for
+#                 --hold s: the proxy's RSS before, while held and after (KiB per connection,
+#                 memory given back), a normal request's latency while they are held (20 curl
+#                 requests), and when the proxy closed them
+#   slow-clients  N clients that send half a request head and stall: the same figures, and
+#                 how many were answered 408
+#   reload        wrk for D s with a configuration reload at D/2 (nginx: SIGHUP to the master;
+#                 HAProxy in master-worker mode: SIGUSR2; rampart-gateway: SIGHUP): non-2xx and
+#                 socket errors (the target: zero)
 #
 # Installs nginx, HAProxy, wrk and curl from Debian's packages when missing (needs root).
 set -euo pipefail
@@ -42,6 +58,14 @@ SCENARIOS="steady kill-one kill-all all-down"
 CONNECTIONS=32
 THREADS=1
 MODE=full
+IDLE_CONNECTIONS=10000
+SLOW_CONNECTIONS=2000
+HOLD=""
+# Limits of the proxies under test, raised by the connection scenarios.
+NGINX_WORKER_CONNECTIONS=4096
+HAPROXY_MAXCONN=4096
+NGINX_RLIMIT_NOFILE=""
+HAPROXY_MASTER_WORKER=0
 ARGS_GIVEN="$*"
 
 while [ $# -gt 0 ]; do
@@ -55,7 +79,10 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --idle-connections) IDLE_CONNECTIONS=$2; shift ;;
+    --slow-connections) SLOW_CONNECTIONS=$2; shift ;;
+    --hold) HOLD=$2; shift ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -186,7 +213,8 @@ nginx_conf() { # nginx_conf PORT
     echo "worker_processes auto;"
     echo "pid $TMP/nginx/nginx.pid;"
     echo "error_log $TMP/nginx/error.log warn;"
-    echo "events { worker_connections 4096; }"
+    [ -n "$NGINX_RLIMIT_NOFILE" ] && echo "worker_rlimit_nofile $NGINX_RLIMIT_NOFILE;"
+    echo "events { worker_connections $NGINX_WORKER_CONNECTIONS; }"
     echo "http {"
     echo "  access_log off;"
     echo "  client_body_temp_path $TMP/nginx/body; proxy_temp_path $TMP/nginx/proxy;"
@@ -215,7 +243,7 @@ haproxy_conf() { # haproxy_conf PORT
   mkdir -p "$TMP/haproxy"
   {
     echo "global"
-    echo "  maxconn 4096"
+    echo "  maxconn $HAPROXY_MAXCONN"
     echo "  pidfile $TMP/haproxy/haproxy.pid"
     echo "defaults"
     echo "  mode http"
@@ -285,7 +313,12 @@ start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
       PROXY_PID=$!; PROXY_ADDR="127.0.0.1:$port" ;;
     haproxy)
       port=$(free_port); haproxy_conf "$port"
-      haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/out.log" 2>&1 &
+      # Master-worker mode (-W) for the reload scenario: SIGUSR2 to the master reloads.
+      if [ "$HAPROXY_MASTER_WORKER" = 1 ]; then
+        haproxy -W -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/out.log" 2>&1 &
+      else
+        haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/out.log" 2>&1 &
+      fi
       PROXY_PID=$!; PROXY_ADDR="127.0.0.1:$port" ;;
     rampart)
       # The rampart-gateway binary as a user runs it: from a configuration file.
@@ -299,7 +332,9 @@ start_proxy() { # start_proxy TARGET: sets PROXY_PID and PROXY_ADDR
       local ups=() a
       for a in "${BACKEND_ADDRS[@]}"; do ups+=(--upstream "$a"); done
       rm -f "$TMP/gateway.out" # see start_backends
-      "$BIN/gateway" --listen 127.0.0.1:0 --stack lean "${ups[@]}" $GATEWAY_FLAGS \
+      local flags=()
+      read -r -a flags <<<"$GATEWAY_FLAGS" # extra flags, split on blanks
+      "$BIN/gateway" --listen 127.0.0.1:0 --stack lean "${ups[@]}" "${flags[@]}" \
         >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
       PROXY_PID=$!; PIDS+=("$PROXY_PID")
       PROXY_ADDR=$(read_addr "$TMP/gateway.out" "$PROXY_PID") || return 1 ;;
@@ -341,7 +376,7 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
-WRK_BASE="wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency"
+WRK_BASE=(wrk "-t$THREADS" "-c$CONNECTIONS" "-d${DURATION}s" --latency)
 
 measure() { # measure ROUND SCENARIO TARGET
   local round=$1 scenario=$2 target=$3 out wrk_pid pid lua=()
@@ -368,7 +403,7 @@ measure() { # measure ROUND SCENARIO TARGET
   fi
   local cpu_pid=${PROXY_PID:-${BACKEND_PIDS[0]}} cpu0
   cpu0=$(cpu_ticks "$cpu_pid")
-  timeout $((DURATION + 20)) $WRK_BASE "${lua[@]}" "http://$PROXY_ADDR/" >"$out.wrk" 2>&1 &
+  timeout $((DURATION + 20)) "${WRK_BASE[@]}" "${lua[@]}" "http://$PROXY_ADDR/" >"$out.wrk" 2>&1 &
   wrk_pid=$!; PIDS+=("$wrk_pid")
   case "$scenario" in
     kill-one)
@@ -390,6 +425,169 @@ measure() { # measure ROUND SCENARIO TARGET
   log "round $round $scenario $target: ${rps:-?} req/s"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Connection scenarios (idle-conns, slow-clients) and the reload scenario
+
+# Resident memory (KiB) of a process and its children (nginx's and HAProxy's workers).
+rss_kib() {
+  local t=0 p v
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null) || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
+# Raises the file limit of this shell and its children to 65,536 when allowed (root with
+# CAP_SYS_RESOURCE), else to the hard limit; sets the proxies' connection limits from it
+# (HAProxy needs two descriptors per connection it may hold).
+raise_file_limit() {
+  local limit
+  if ! ulimit -n 65536 2>/dev/null; then
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  fi
+  limit=$(ulimit -n)
+  [ "$limit" = unlimited ] && limit=65536
+  NGINX_RLIMIT_NOFILE=$limit
+  NGINX_WORKER_CONNECTIONS=$(( limit / 2 > 20000 ? 20000 : limit / 2 ))
+  HAPROXY_MAXCONN=$(( (limit - 200) / 2 > 20000 ? 20000 : (limit - 200) / 2 ))
+  GATEWAY_MAX_CONNECTIONS=$(( limit - 200 > 20000 ? 20000 : limit - 200 ))
+  log "file limit $limit: nginx worker_connections $NGINX_WORKER_CONNECTIONS, HAProxy maxconn $HAPROXY_MAXCONN, gateway max_connections $GATEWAY_MAX_CONNECTIONS"
+  if [ "$HAPROXY_MAXCONN" -lt "$IDLE_CONNECTIONS" ]; then
+    log "HAProxy holds at most $HAPROXY_MAXCONN connections (raise the hard file limit above $((2 * IDLE_CONNECTIONS + 200)) for $IDLE_CONNECTIONS)"
+  fi
+}
+
+measure_conns() { # measure_conns ROUND SCENARIO TARGET
+  local round=$1 scenario=$2 target=$3 out n mode hold hold_pid i
+  out="$TMP/conns/r$round.$scenario.$target"
+  mkdir -p "$TMP/conns"
+  case "$scenario" in
+    idle-conns) n=$IDLE_CONNECTIONS; mode=idle; hold=${HOLD:-80} ;;
+    slow-clients) n=$SLOW_CONNECTIONS; mode=half; hold=${HOLD:-70} ;;
+  esac
+  PROXY_PID=""
+  if ! start_backends || ! start_proxy "$target"; then
+    log "round $round $scenario $target: setup failed (skipped)"
+    echo "setup failed" >"$out.summary"
+    [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
+    stop "${BACKEND_PIDS[@]}"
+    return 0
+  fi
+  curl -s -o /dev/null --max-time 2 "http://$PROXY_ADDR/" || true # warm up
+  sleep 1
+  echo "rss_before_kib $(rss_kib "$PROXY_PID")" >"$out.summary"
+  "$BIN/hold" --addr "$PROXY_ADDR" --connections "$n" --mode "$mode" --hold "$hold" \
+    >"$out.hold" 2>&1 &
+  hold_pid=$!; PIDS+=("$hold_pid")
+  for i in $(seq 1200); do
+    grep -q '^held' "$out.hold" 2>/dev/null && break
+    kill -0 "$hold_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 1
+  echo "rss_held_kib $(rss_kib "$PROXY_PID")" >>"$out.summary"
+  # A normal request's latency while the connections are held (each on a new connection).
+  for i in $(seq 20); do
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 5 "http://$PROXY_ADDR/" \
+      >>"$out.latency" 2>/dev/null || echo "000 5" >>"$out.latency"
+  done
+  { wait "$hold_pid"; } 2>/dev/null || true
+  forget "$hold_pid"
+  sleep 2 # the proxy notices the closed connections and frees them
+  echo "rss_after_kib $(rss_kib "$PROXY_PID")" >>"$out.summary"
+  grep -v '^held' "$out.hold" >>"$out.summary" || true
+  stop "$PROXY_PID"
+  stop "${BACKEND_PIDS[@]}"
+  log "round $round $scenario $target: $(tr '\n' ' ' <"$out.summary")"
+}
+
+measure_reload() { # measure_reload ROUND TARGET
+  local round=$1 target=$2 out wrk_pid
+  out="$TMP/conns/r$round.reload.$target"
+  mkdir -p "$TMP/conns"
+  PROXY_PID=""
+  HAPROXY_MASTER_WORKER=1
+  if ! start_backends || ! start_proxy "$target"; then
+    HAPROXY_MASTER_WORKER=0
+    log "round $round reload $target: setup failed (skipped)"
+    echo "setup failed" >"$out.wrk"
+    [ -n "$PROXY_PID" ] && stop "$PROXY_PID"
+    stop "${BACKEND_PIDS[@]}"
+    return 0
+  fi
+  HAPROXY_MASTER_WORKER=0
+  timeout $((DURATION + 20)) "${WRK_BASE[@]}" -s "$TMP/status.lua" "http://$PROXY_ADDR/" >"$out.wrk" 2>&1 &
+  wrk_pid=$!; PIDS+=("$wrk_pid")
+  sleep "$(awk "BEGIN{print $DURATION/2}")"
+  case "$target" in
+    nginx|rampart) kill -HUP "$PROXY_PID" 2>/dev/null || true ;;
+    haproxy) kill -USR2 "$PROXY_PID" 2>/dev/null || true ;;
+  esac
+  { wait "$wrk_pid"; } 2>/dev/null || log "wrk exited with $? (reload $target)"
+  forget "$wrk_pid"
+  stop "$PROXY_PID"
+  stop "${BACKEND_PIDS[@]}"
+  log "round $round reload $target: $(awk '/Requests\/sec/{print $2}' "$out.wrk") req/s, non-2xx: $(awk '/Non-2xx/{print $NF}' "$out.wrk"), $(grep 'Socket errors' "$out.wrk" || echo 'no socket errors')"
+}
+
+summary_value() { # summary_value FILE KEY
+  awk -v k="$2" '$1 == k {print $2}' "$1" 2>/dev/null
+}
+
+# The markdown of the connection and reload scenarios, from $TMP/conns.
+conns_report() {
+  local f scenario target n b h a per lat
+  echo "### Idle keep-alive connections and slow clients"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC, \`bench/run.sh $ARGS_GIVEN\`. RSS of the proxy and its workers; KiB per"
+  echo "connection = (held - before) / connections; latency: 20 normal requests on new connections"
+  echo "while the others are held (median / max); closed: connections the proxy closed during the"
+  echo "hold (median time after all were open); 408: answers before closing."
+  echo
+  echo "| scenario | target | held | RSS before / held / after (MiB) | KiB per connection | normal request ms (median / max, non-200) | closed by the proxy (median s) | 408 |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for f in "$TMP"/conns/*.summary; do
+    [ -e "$f" ] || continue
+    scenario=$(basename "$f" .summary); target=${scenario##*.}; scenario=${scenario#*.}; scenario=${scenario%.*}
+    n=$(summary_value "$f" opened); b=$(summary_value "$f" rss_before_kib)
+    h=$(summary_value "$f" rss_held_kib); a=$(summary_value "$f" rss_after_kib)
+    if [ -z "$n" ] || [ -z "$b" ] || [ -z "$h" ]; then
+      echo "| $scenario | $target | setup failed | | | | | |"; continue
+    fi
+    per=$(awk -v b="$b" -v h="$h" -v n="$n" 'BEGIN{ if (n > 0) printf "%.1f", (h - b) / n; else print "-" }')
+    lat=$(sort -k2 -g "${f%.summary}.latency" | awk '{t[NR]=$2*1000; if ($1 != 200) bad++} END{ if (NR) printf "%.1f / %.1f, %d", t[int((NR+1)/2)], t[NR], bad; else print "-" }')
+    echo "| $scenario | $target | $n | $(awk -v b="$b" -v h="$h" -v a="$a" 'BEGIN{printf "%.1f / %.1f / %.1f", b/1024, h/1024, a/1024}') | $per | $lat | $(summary_value "$f" closed_by_server) ($(summary_value "$f" closed_p50_s)) | $(summary_value "$f" answered_408) |"
+  done
+  echo
+  echo "### Configuration reload mid-run"
+  echo
+  echo "| target | req/s | non-2xx | socket errors (connect, read, write, timeout) |"
+  echo "|---|---|---|---|"
+  for f in "$TMP"/conns/*.reload.*.wrk; do
+    [ -e "$f" ] || continue
+    target=${f##*.reload.}; target=${target%.wrk}
+    echo "| $target | $(awk '/Requests\/sec/{print $2}' "$f") | $(awk '/Non-2xx/{print $NF}' "$f" | grep . || echo 0) | $(sed -n 's/.*Socket errors: //p' "$f" | grep . || echo none) |"
+  done
+}
+
+# Replaces the section between the rampart-bench:NAME markers of FILE with stdin (appends the
+# section with its markers when FILE has none).
+splice_section() { # splice_section NAME FILE
+  local name=$1 file=$2 body begin end
+  body=$(cat)
+  begin="<!-- rampart-bench:$name:begin -->"; end="<!-- rampart-bench:$name:end -->"
+  if [ -f "$file" ] && grep -qF "$begin" "$file"; then
+    awk -v b="$begin" -v e="$end" -v body="$body" '
+      $0 == b { print; print body; skip = 1; next }
+      $0 == e { skip = 0 }
+      !skip { print }' "$file" >"$file.new"
+    mv "$file.new" "$file"
+  else
+    printf '\n%s\n%s\n%s\n' "$begin" "$body" "$end" >>"$file"
+  fi
+}
+
 machine() {
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M')"
   echo "- CPU: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), nproc = $(nproc)"
@@ -409,22 +607,49 @@ if [ "$MACRO" = 1 ]; then
   machine >"$TMP/machine.md"
   {
     echo "bench/run.sh $ARGS_GIVEN"
-    echo "load: $WRK_BASE http://ADDR/   (kill-all adds -s status.lua)"
+    echo "load: ${WRK_BASE[*]} http://ADDR/   (kill-all adds -s status.lua)"
     echo "rampart: target/release/rampart-gateway --config gateway.toml (generated by gateway_conf in bench/run.sh: one cluster of the three backends, checks every 1 s, fall 2, rise 2)"
     echo "lean:    target/release/gateway --listen 127.0.0.1:0 --stack lean --upstream A --upstream B --upstream C $GATEWAY_FLAGS"
   } >"$TMP/commands.txt"
+  WRK_SCENARIOS=0; CONN_SCENARIOS=0
+  for scenario in $SCENARIOS; do
+    case "$scenario" in
+      idle-conns|slow-clients|reload) CONN_SCENARIOS=1 ;;
+      *) WRK_SCENARIOS=1 ;;
+    esac
+  done
+  if [ "$CONN_SCENARIOS" = 1 ]; then
+    raise_file_limit
+    GATEWAY_TOML=${GATEWAY_TOML:-$'[server]\nlisten = "127.0.0.1:0"\n'"max_connections = $GATEWAY_MAX_CONNECTIONS"}
+  fi
   for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do
       for target in $TARGETS; do
         # Direct traffic is the yardstick of the steady state only (a dead replica answers nothing).
         if [ "$target" = direct ] && [ "$scenario" != steady ]; then continue; fi
-        measure "$round" "$scenario" "$target"
+        case "$scenario" in
+          idle-conns|slow-clients|reload)
+            # Proxies only, as a user runs them.
+            case "$target" in nginx|haproxy|rampart) ;; *) continue ;; esac
+            if [ "$scenario" = reload ]; then
+              measure_reload "$round" "$target"
+            else
+              measure_conns "$round" "$scenario" "$target"
+            fi ;;
+          *) measure "$round" "$scenario" "$target" ;;
+        esac
       done
     done
   done
-  "$BIN/report" macro --results "$TMP/results" --machine "$TMP/machine.md" \
-    --commands "$TMP/commands.txt" --mode "$MODE" --out "$OUT"
-  log "wrote the HTTP results to $OUT"
+  if [ "$WRK_SCENARIOS" = 1 ]; then
+    "$BIN/report" macro --results "$TMP/results" --machine "$TMP/machine.md" \
+      --commands "$TMP/commands.txt" --mode "$MODE" --out "$OUT"
+    log "wrote the HTTP results to $OUT"
+  fi
+  if [ "$CONN_SCENARIOS" = 1 ]; then
+    conns_report | splice_section connections "$OUT"
+    log "wrote the connection scenarios to $OUT"
+  fi
 fi
 
 if [ "$MICRO" = 1 ]; then
