@@ -16,21 +16,20 @@ use rampart_balance::{
     Balance, HttpEndpoint, HttpPolicy, NoHealthyEndpoints, ReplayBody, ReplayBodyLayer, ServedBy,
 };
 use rampart_health::{CheckerConfig, OutlierConfig};
+use rampart_test_support::loopback;
 use tower::{Layer, Service, ServiceExt};
 
-async fn backend(name: &'static str) -> String {
+async fn backend(name: &'static str) -> loopback::Server {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(move |req: Request| async move { format!("{name} {}", req.uri()) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+    loopback::serve(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_axum_app_forwards_through_the_balancer() {
-    let bases = [backend("a").await, backend("b").await];
+    let backends = [backend("a").await, backend("b").await];
+    let bases = backends.each_ref().map(loopback::Server::base_url);
 
     // --- README example starts ---
     let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())

@@ -173,10 +173,9 @@ impl BreakerHandle {
         self.machine.snapshot()
     }
 
-    /// While the breaker rejects calls on a timer or by override: `Some(time left)` (`None`
-    /// inside for forced open). `None` when a call would be admitted or at least tried.
-    pub(crate) fn rejecting_for(&self) -> Option<Option<Duration>> {
-        self.machine.rejecting_for()
+    /// Whether the breaker turns calls away now, and for how long.
+    pub(crate) fn rejecting(&self) -> crate::machine::Rejecting {
+        self.machine.rejecting()
     }
 
     /// `true` when both handles are the same breaker.

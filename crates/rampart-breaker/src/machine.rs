@@ -512,21 +512,35 @@ impl Machine {
         }
     }
 
-    /// While the breaker rejects calls on a timer or by override: `Some(time left)` (`None`
-    /// inside for forced open). `None` when a call would be admitted or at least tried.
-    pub(crate) fn rejecting_for(&self) -> Option<Option<Duration>> {
+    /// Whether the breaker turns calls away now, and for how long.
+    pub(crate) fn rejecting(&self) -> Rejecting {
         let w = Word(self.state.load(Ordering::Acquire));
         match w.state() {
-            BreakerState::ForcedOpen => Some(None),
+            BreakerState::ForcedOpen => Rejecting::UntilReleased,
             BreakerState::Open => {
                 let (generation, until) = untag(self.deadline.load(Ordering::Acquire));
                 if generation != w.generation() {
-                    return Some(Some(Duration::from_millis(1)));
+                    return Rejecting::For(Duration::from_millis(1));
                 }
                 let now = self.clock.now_ms();
-                (now < until).then(|| Some(Duration::from_millis(until - now)))
+                if now < until {
+                    Rejecting::For(Duration::from_millis(until - now))
+                } else {
+                    Rejecting::No
+                }
             }
-            _ => None,
+            _ => Rejecting::No,
         }
     }
+}
+
+/// Whether a breaker turns calls away now (see [`Machine::rejecting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejecting {
+    /// A call would be admitted, or at least tried (closed, half-open, an open period over).
+    No,
+    /// Open on a timer: calls are rejected for this long yet.
+    For(Duration),
+    /// Forced open: calls are rejected until an operator releases the override.
+    UntilReleased,
 }

@@ -71,6 +71,7 @@ pub use grpc::{GrpcCircuitBreaker, GrpcCircuitBreakerLayer, GrpcResponseFuture, 
 pub use layer::CircuitBreakerLayer;
 
 use crate::BreakerHandle;
+use crate::machine::Rejecting;
 
 /// How a forced-open breaker in not-ready mode is re-checked (there is no timer to wait for).
 const FORCED_OPEN_RECHECK: Duration = Duration::from_secs(1);
@@ -149,14 +150,16 @@ impl<S, C> CircuitBreaker<S, C> {
     #[inline(never)]
     fn poll_breaker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let Some(left) = self.handle.rejecting_for() else {
-                self.sleep = None;
-                return Poll::Ready(());
-            };
             // Wake up when the open period ends (rounded up to whole ms by the breaker).
-            let wait = left
-                .unwrap_or(FORCED_OPEN_RECHECK)
-                .max(Duration::from_millis(1));
+            let wait = match self.handle.rejecting() {
+                Rejecting::No => {
+                    self.sleep = None;
+                    return Poll::Ready(());
+                }
+                Rejecting::For(left) => left,
+                Rejecting::UntilReleased => FORCED_OPEN_RECHECK,
+            }
+            .max(Duration::from_millis(1));
             let deadline = tokio::time::Instant::now() + wait;
             let sleep = self
                 .sleep
