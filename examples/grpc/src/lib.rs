@@ -97,7 +97,17 @@ impl Pki {
         Ok(TlsConfig::builder().ca_pem(self.ca_pem.clone()).build()?)
     }
 
+    /// The CA certificate (PEM), for clients configured another way (tonic's own TLS).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
     fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, BoxError> {
+        self.server_tls(&[b"h2"])
+    }
+
+    /// A server's TLS settings with this certificate, offering `alpn` (e.g. `[b"http/1.1"]`).
+    pub fn server_tls(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, BoxError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
@@ -108,7 +118,7 @@ impl Pki {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

@@ -101,7 +101,7 @@ struct Base {
 /// How an endpoint holds its connections.
 enum Conns<B> {
     /// hyper-util's pooled client (HTTP/1.1, or HTTP/2 chosen by ALPN).
-    Legacy(Client<Connector, B>),
+    Legacy(Arc<Client<Connector, B>>),
     /// The endpoint's own HTTP/2 connections.
     H2(H2Pool<B>),
 }
@@ -346,13 +346,13 @@ impl HttpEndpointBuilder {
                 },
             ))
         } else {
-            Conns::Legacy(
+            Conns::Legacy(Arc::new(
                 self.transport
                     .client_builder()
                     .pool_idle_timeout(self.pool_idle_timeout)
                     .pool_max_idle_per_host(self.pool_max_idle_per_host)
                     .build(connector),
-            )
+            ))
         };
         Ok(HttpEndpoint {
             conns,

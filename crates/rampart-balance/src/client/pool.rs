@@ -391,6 +391,11 @@ struct Dial {
     assumed: usize,
 }
 
+/// The connector's error, boxed (its type depends on the `tls` feature).
+fn boxed<E: Into<BoxError>>(e: E) -> BoxError {
+    e.into()
+}
+
 /// Dials, handshakes and spawns the connection's driver.
 async fn connect<B>(
     dial: Dial,
@@ -414,11 +419,8 @@ where
     let handshake = async {
         futures_util::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
-            .map_err(Into::<BoxError>::into)?;
-        let io = connector
-            .call(target)
-            .await
-            .map_err(Into::<BoxError>::into)?;
+            .map_err(boxed)?;
+        let io = connector.call(target).await.map_err(boxed)?;
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -471,7 +473,7 @@ where
         drop(lock(&conn).take());
         match result {
             Ok(()) => {
-                tracing::debug!(endpoint = %name, connection = id, "http/2 connection closed")
+                tracing::debug!(endpoint = %name, connection = id, "http/2 connection closed");
             }
             Err(e) => {
                 tracing::debug!(endpoint = %name, connection = id, error = %e, "http/2 connection failed");
