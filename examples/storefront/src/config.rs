@@ -158,6 +158,17 @@ pub struct ShopConfig {
     /// First ejection time of a replica that failed 3 times in a row.
     #[serde(deserialize_with = "duration")]
     pub ejection_time: Duration,
+    /// Reads from the catalog and recommendations still unanswered after this percentile
+    /// of the latencies their region's balancer observed are sent once more to another
+    /// replica, and the first answer wins (hedging, within the retry budget); `0` turns it
+    /// off.
+    pub hedge_quantile: f64,
+    /// The shortest hedge delay.
+    #[serde(deserialize_with = "duration")]
+    pub hedge_floor: Duration,
+    /// The longest hedge delay (also the delay until latencies have been observed).
+    #[serde(deserialize_with = "duration")]
+    pub hedge_cap: Duration,
     /// How the shop dials the catalog: taken from the fleet's settings when the shop starts
     /// (`[fleet] catalog_protocol`), not a key of `[shop]`.
     #[serde(skip)]
@@ -179,6 +190,9 @@ impl Default for ShopConfig {
             breaker_open_for: Duration::from_secs(5),
             failback_hold: Duration::from_secs(10),
             ejection_time: Duration::from_secs(5),
+            hedge_quantile: 0.9,
+            hedge_floor: Duration::from_millis(5),
+            hedge_cap: Duration::from_millis(50),
             catalog_dial: crate::fleet::UpstreamDial::default(),
         }
     }
@@ -221,7 +235,7 @@ impl Default for LimitConfig {
         Self {
             enabled: true,
             algorithm: "gradient2".into(),
-            min_limit: 8,
+            min_limit: 32,
             max_limit: 512,
             initial_limit: 64,
             shares: LimitShares::default(),
@@ -488,6 +502,27 @@ impl Config {
                 "must be at least shop.outbox_retry_base",
             ));
         }
+        if !(0.0..1.0).contains(&s.hedge_quantile) {
+            return Err(ConfigError::new(
+                "shop.hedge_quantile",
+                s.hedge_quantile,
+                "must be at least 0.0 (off) and below 1.0",
+            ));
+        }
+        if s.hedge_floor.is_zero() || s.hedge_floor > s.hedge_cap {
+            return Err(ConfigError::new(
+                "shop.hedge_floor",
+                s.hedge_floor,
+                "must be greater than zero and at most shop.hedge_cap",
+            ));
+        }
+        if s.hedge_cap > s.upstream_timeout {
+            return Err(ConfigError::new(
+                "shop.hedge_cap",
+                s.hedge_cap,
+                "must not exceed shop.upstream_timeout",
+            ));
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -558,6 +593,9 @@ mod tests {
             ),
             ("[shop]\npage_deadline = \"1s\"\n", "shop.page_deadline"),
             ("[shop]\nhealth_timeout = \"2s\"\n", "shop.health_timeout"),
+            ("[shop]\nhedge_quantile = 1.0\n", "shop.hedge_quantile"),
+            ("[shop]\nhedge_floor = \"1s\"\n", "shop.hedge_floor"),
+            ("[shop]\nhedge_cap = \"3s\"\n", "shop.hedge_cap"),
             ("[shop]\nhealth_interval = \"soon\"\n", "health_interval"),
             ("admin_token = \"short\"\n", "admin_token"),
             (

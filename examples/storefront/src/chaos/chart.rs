@@ -1,6 +1,7 @@
 //! The SVG chart of a run (`--chart FILE`), drawn with plotters' SVG backend (no system font
 //! libraries needed): responses per second by class on top, p50 and p99 latency per second
-//! (log scale) below, phase boundaries and the kill/restart marked on both.
+//! (log scale) below, phase boundaries and the kill/restart marked on both; when the run
+//! compared the surge without the shops' limit, a third row puts both surges side by side.
 
 use std::path::Path;
 
@@ -31,7 +32,28 @@ pub(crate) struct ChartData {
     pub(crate) end: f64,
     /// Arrival rate, for the caption.
     pub(crate) rate: f64,
+    /// The surge with and without the shops' limit, drawn as a third row.
+    pub(crate) surge: Option<SurgeOverlay>,
 }
+
+/// The surge twice: with the shops' concurrency limit (the timeline's last phase) and
+/// without it (the comparison run), second by second from the start of the surge.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SurgeOverlay {
+    /// The surge's arrival rate.
+    pub(crate) rate: f64,
+    pub(crate) limited: Vec<SecondPoint>,
+    pub(crate) unlimited: Vec<SecondPoint>,
+}
+
+/// A line of the surge row: label, points, colour, the value it plots, and its width.
+type SurgeLine<'a> = (
+    &'static str,
+    &'a [SecondPoint],
+    RGBColor,
+    fn(&SecondPoint) -> f64,
+    u32,
+);
 
 /// A line of the chart: label, colour, and the value it plots.
 type Line<T> = (&'static str, RGBColor, fn(&SecondPoint) -> T);
@@ -46,9 +68,11 @@ fn err<E: std::fmt::Display>(e: E) -> String {
 
 /// Draws `data` into an SVG file at `path`.
 pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
-    let root = SVGBackend::new(path, (1200, 760)).into_drawing_area();
+    let height = if data.surge.is_some() { 1160 } else { 760 };
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (upper, lower) = root.split_vertically(420);
+    let (main, extra) = root.split_vertically(760);
+    let (upper, lower) = main.split_vertically(420);
     let t_max = data.end.max(1.0);
     let y_max = data
         .seconds
@@ -152,7 +176,125 @@ pub(crate) fn draw(path: &Path, data: &ChartData) -> Result<(), String> {
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
+    if let Some(surge) = &data.surge {
+        draw_surge(&extra, surge)?;
+    }
     root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The third row: answers in time per second (ok or degraded) and p99 per second, with the
+/// limit and without, over the surge's seconds.
+fn draw_surge<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    s: &SurgeOverlay,
+) -> Result<(), String> {
+    let (left, right) = area.split_horizontally(600);
+    let all = || s.limited.iter().chain(&s.unlimited);
+    let t_max = all().map(|p| p.t + 0.5).fold(1.0f64, f64::max);
+    let served = |p: &SecondPoint| (p.ok + p.degraded) as f64;
+    let y_max = all()
+        .map(|p| served(p).max((p.apology + p.errors) as f64))
+        .fold(1.0f64, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            format!(
+                "surge at {:.0} req/s: served (ok or degraded) and refused per second",
+                s.rate
+            ),
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the surge")
+        .y_desc("responses / s")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let refused = |p: &SecondPoint| (p.apology + p.errors) as f64;
+    let lines: [SurgeLine<'_>; 4] = [
+        ("served, limit on", &s.limited, OK_GREEN, served, 3),
+        ("served, limit off", &s.unlimited, RED, served, 3),
+        ("refused, limit on", &s.limited, BLUE, refused, 1),
+        ("refused, limit off", &s.unlimited, ORANGE, refused, 1),
+    ];
+    for (label, points, color, value, width) in lines {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.t, value(p))),
+                color.stroke_width(width),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    let lat_max = all().map(|p| p.p99_ms).fold(1.0f64, f64::max) * 2.0;
+    let lat_min = all()
+        .map(|p| p.p50_ms)
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min)
+        .min(lat_max / 4.0)
+        .max(0.02)
+        / 2.0;
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            "surge: p99 latency per second (ms, log scale)",
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(28)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..t_max, (lat_min..lat_max).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the surge")
+        .y_desc("ms")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let lat: [(&str, &[SecondPoint], RGBColor); 2] = [
+        ("p99, limit on", &s.limited, OK_GREEN),
+        ("p99, limit off", &s.unlimited, RED),
+    ];
+    for (label, points, color) in lat {
+        chart
+            .draw_series(LineSeries::new(
+                points
+                    .iter()
+                    .filter(|p| p.ok + p.degraded + p.apology + p.errors > 0)
+                    .map(|p| (p.t, p.p99_ms.max(lat_min))),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
     Ok(())
 }
 

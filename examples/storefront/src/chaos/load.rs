@@ -170,7 +170,7 @@ const QUERIES: [&str; 8] = [
     "lamp", "oak", "chair", "wool", "steel", "mug", "desk", "linen",
 ];
 
-fn pick_kind(rng: &mut fastrand::Rng) -> Kind {
+pub(crate) fn pick_kind(rng: &mut fastrand::Rng) -> Kind {
     match rng.u32(0..100) {
         0..15 => Kind::Home,
         15..25 => Kind::Products,
@@ -247,11 +247,11 @@ impl InFlight {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn insert(&self, key: &str) {
+    pub(crate) fn insert(&self, key: &str) {
         self.set().insert(key.to_owned());
     }
 
-    fn remove(&self, key: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         self.set().remove(key);
     }
 

@@ -13,13 +13,15 @@
 //! |---|---|
 //! | `baseline` | none |
 //! | `catalog-replica-down` | catalog, us-east, replica 0: `down` |
+//! | `slow-replica` | catalog, us-east, replica 1: `slow` (200 ms); the shops hedge their catalog reads. Target: p99 at most 2 × the baseline's (reported, see [`Target`]) |
+//! | `rate-limited` | catalog, us-east, replica 2: `rate-limited` (`429` with `Retry-After: 2`; health checks pass); the shops' balancers leave it out for 2 s and retry the read on a sibling. Target: no error, no apology |
 //! | `primary-region-down` | every service in us-east: `down` |
 //! | `checkout-down` | checkout everywhere: `down` |
 //! | `everything-down` | every service everywhere: `down` |
-//! | `shop-killed` | checkout `slow` (300 ms: below the shops' 500 ms health-check timeout, so checkouts still flow, and are in flight); shop instance A is SIGKILLed mid-checkout (from 30 % of the phase on: frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`) and restarted 20 % of a phase later (within the phase); with `--database postgres` it is **not** restarted: shop B takes over its claimed orders when their lease runs out |
+//! | `shop-killed` | from 30 % of the phase on, checkout `hold` (its health checks pass; every order it is sent waits) and a checkout the runner sends straight to shop A; shop instance A is SIGKILLed mid-checkout (frozen with SIGSTOP at a moment it holds a recorded, unanswered order whose customer is waiting, see `kill_mid_checkout`), then the hold is lifted; shop A is restarted 20 % of a phase later (within the phase); with `--database postgres` it is **not** restarted: shop B takes over its claimed orders when their lease runs out |
 //! | `edge-region-down` | none; the primary region's edge (`127.0.0.2`) is SIGKILLed at 20 % of the phase and restarted on the same address at 90 %: the DNS responder stops naming it, the load's resolver picks the new answer up when its TTL runs out, and until then a refused connection goes to the next address (see [the load](self#the-load)). The facts side file's `edge_region` says when the answers and the load moved, against the target of TTL + one check interval |
 //! | `recovery` | none |
-//! | `surge` | none; the load runs at `--surge-rate` (default 5 × `--rate`): the shops' concurrency limits shed the excess as apologies (`503` + `Retry-After`), recommendations and pages before checkout. Its report entry adds `checkouts: {attempted, acknowledged}` and `shed: {<partition>: count}` (summed over the shops; `{}` with `--no-limit`). The target, at least 99 % of its checkouts acknowledged, is reported, not enforced: on a small shared machine, under a surge well past what it sustains, the edge finds no routable shop for most of the phase and apologises for everything, checkout included (see the README's figures) |
+//! | `surge` | none; the load runs at 5 × the sustainable rate (measured at start-up by a short closed-loop run of the usual mix, see `calibrate`; or 5 × `--sustainable-rate`, or `--surge-rate`): the shops' concurrency limits shed the excess as apologies (`503` + `Retry-After`), recommendations and pages before checkout. Its report entry adds `checkouts: {attempted, acknowledged}` and `shed: {<partition>: count}` (summed over the shops; `{}` with `--no-limit`). Target: at least 99 % of its checkouts acknowledged (enforced). Afterwards the same surge runs once more with the shops restarted without their limit, for the facts and the chart (see `compare`) |
 //!
 //! Every response is classified as ok, degraded, apology or error ([`classify`], by status
 //! and headers: the shop marks its partial pages with `x-rampart-degraded`). At the end the
@@ -47,10 +49,14 @@
 //! hot products), 20 % search, 10 % checkouts (a cart cookie, the form, and the idempotency key
 //! also as an `Idempotency-Key` header).
 
+mod calibrate;
 mod chart;
+mod compare;
+mod held;
 mod load;
 mod region;
 mod report;
+mod tail;
 mod topology;
 
 use std::io::{IsTerminal as _, Write as _};
@@ -65,9 +71,12 @@ use tokio::time::Instant;
 
 use crate::orders::{LocalPostgres, instance_name_for};
 
+pub use calibrate::Calibration;
+pub use compare::SurgeFacts;
 pub use load::{Class, Kind, ResponseFacts, classify};
 pub use region::EdgeRegionFacts;
 pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
+pub use tail::{RATE_LIMITED, SLOW_REPLICA, SURGE_ACKNOWLEDGED_PERCENT, Target, targets};
 
 use chart::{ChartData, SecondPoint};
 use report::Collector;
@@ -98,9 +107,14 @@ pub struct ChaosArgs {
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Arrival rate of the `surge` phase, requests per second (default: 5 × --rate).
+    /// Arrival rate of the `surge` phase, requests per second (default: 5 × the sustainable
+    /// rate).
     #[arg(long)]
     pub surge_rate: Option<f64>,
+    /// The rate the machine sustains, requests per second, for sizing the surge (default:
+    /// measured at start-up by a short closed-loop run of the usual mix).
+    #[arg(long)]
+    pub sustainable_rate: Option<f64>,
     /// Run the shops without their concurrency limit (filled from the global `--no-limit`),
     /// to see the surge without it.
     #[arg(skip)]
@@ -214,6 +228,23 @@ const PHASES: &[PhaseSpec] = &[
         faults: &[("catalog", "us-east", Replica::One(0), "down")],
         kill: false,
     },
+    // One catalog replica of the active region answers 200 ms late, then one answers 429
+    // with `Retry-After: 2` (see `tail`).
+    PhaseSpec {
+        name: tail::SLOW_REPLICA,
+        faults: &[("catalog", "us-east", Replica::One(1), tail::SLOW_FAULT)],
+        kill: false,
+    },
+    PhaseSpec {
+        name: tail::RATE_LIMITED,
+        faults: &[(
+            "catalog",
+            "us-east",
+            Replica::One(2),
+            tail::RATE_LIMITED_FAULT,
+        )],
+        kill: false,
+    },
     PhaseSpec {
         name: "primary-region-down",
         faults: &[
@@ -239,7 +270,7 @@ const PHASES: &[PhaseSpec] = &[
     },
     PhaseSpec {
         name: "shop-killed",
-        faults: &[("checkout", "*", Replica::All, "slow")],
+        faults: &[],
         kill: true,
     },
     // The primary region's edge is SIGKILLed at 20 % of the phase and restarted at 90 %; the
@@ -282,9 +313,13 @@ fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
         Replica::All => json!("*"),
         Replica::One(i) => json!(i),
     };
-    let mut body = json!({ "service": f.0, "region": f.1, "replica": replica, "fault": f.3 });
-    if f.3 == "slow" {
-        body["latency"] = json!("300ms");
+    // `fault` or `fault:parameter` (`slow:200ms`, `rate-limited:2s`).
+    let (fault, param) = f.3.split_once(':').unwrap_or((f.3, ""));
+    let mut body = json!({ "service": f.0, "region": f.1, "replica": replica, "fault": fault });
+    match fault {
+        "slow" => body["latency"] = json!(if param.is_empty() { "300ms" } else { param }),
+        "rate-limited" if !param.is_empty() => body["retry_after"] = json!(param),
+        _ => {}
     }
     body
 }
@@ -431,13 +466,18 @@ fn checkout_budget_ms() -> i64 {
 ///
 /// What is guaranteed when [`KillFacts::caught_orders`] is non-zero: at the SIGKILL, shop A
 /// had written each of those orders durably to its outbox, had not answered its customer and
-/// could not any more. The runner checks this on a frozen process: when its load has
-/// checkouts in flight and shop A's outbox (read without disturbing it) shows a candidate, it
-/// stops shop A with SIGSTOP, waits until every thread is stopped, reads the outbox again
-/// (pending, no finished forwarding attempt, recorded within the checkout budget) and
-/// intersects it with the checkouts its customers are still waiting for; if that is not
-/// empty, the frozen shop is SIGKILLed, otherwise resumed with SIGCONT and the search goes
-/// on. At 85 % of the phase it kills anyway and reports `caught_orders: 0`.
+/// could not any more. The runner checks this on a frozen process: when shop A's outbox (read
+/// without disturbing it) shows a candidate whose customer is waiting, it stops shop A with
+/// SIGSTOP, waits until every thread is stopped, reads the outbox again (pending, no finished
+/// forwarding attempt, recorded within the checkout budget) and intersects it with the
+/// checkouts its customers are still waiting for; if that is not empty, the frozen shop is
+/// SIGKILLed, otherwise resumed with SIGCONT and the search goes on.
+///
+/// Such a moment is made, not waited for (see [`held`]): checkout holds every order it is sent
+/// while the runner looks, and the runner places its own checkout straight at shop A, which
+/// then sits recorded and unanswered in shop A for the shop's whole checkout budget. Once shop
+/// A is killed the hold is lifted (checkout is back to the phase's `slow`). Should 85 % of the
+/// phase pass without a catch, it kills anyway and reports `caught_orders: 0`.
 async fn kill_mid_checkout(
     topo: &mut Topology,
     inflight: &load::InFlight,
@@ -448,8 +488,25 @@ async fn kill_mid_checkout(
 ) -> Result<(), String> {
     tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
     let latest = phase_start + phase_len.mul_f64(0.85);
+    // The phase follows `everything-down`: wait until shop A forwards checkouts again (its
+    // checkout breaker closed, a healthy replica), or the held order would be answered `202`
+    // at once, never reaching checkout.
+    while Instant::now() < latest && !topo.shop_checkout_ready(0).await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    topo.fault(fault_body(&("checkout", "*", Replica::All, "hold")))
+        .await?;
+    let shop_a = topo.shop_url(0)?;
+    let mut rng = fastrand::Rng::with_seed(phase_start.elapsed().as_nanos() as u64);
+    let mut held: Vec<held::Held> = Vec::new();
+    let mut caught_any = false;
     while Instant::now() < latest {
-        if inflight.len() > 0 && !caught_checkouts(topo, inflight, shared).await.is_empty() {
+        if held.last().is_none_or(|h| h.0.is_finished()) && topo.shop_checkout_ready(0).await {
+            // The previous one was answered (its budget ran out before the runner looked).
+            kill.held_checkouts += 1;
+            held.push(held::send(&shop_a, inflight, &mut rng));
+        }
+        if !caught_checkouts(topo, inflight, shared).await.is_empty() {
             kill.freezes += 1;
             if topo.freeze_shop(0).await? {
                 let caught = caught_checkouts(topo, inflight, shared).await;
@@ -457,16 +514,30 @@ async fn kill_mid_checkout(
                     kill.checkouts_in_flight = inflight.len() as u64;
                     kill.caught_orders = caught.len() as u64;
                     kill.caught_keys = caught;
-                    topo.kill_shop(0);
-                    return Ok(());
+                    caught_any = true;
+                    break;
                 }
                 topo.thaw_shop(0)?;
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    kill.checkouts_in_flight = inflight.len() as u64;
+    if !caught_any {
+        kill.checkouts_in_flight = inflight.len() as u64;
+    }
     topo.kill_shop(0);
+    // Lift the hold: the orders held in shop B are released (a 503, so they stay pending and
+    // are replayed) and checkout is healthy again.
+    topo.fault(fault_body(&("checkout", "*", Replica::All, "none")))
+        .await?;
+    // The held checkouts end with shop A's connections; wait for them briefly.
+    for mut h in held {
+        let outcome = tokio::time::timeout(Duration::from_secs(2), &mut h.0).await;
+        kill.held_outcomes.push(match outcome {
+            Ok(Ok(o)) => o,
+            _ => "no answer".to_owned(),
+        });
+    }
     Ok(())
 }
 
@@ -507,11 +578,15 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     if !(rate > 0.0 && rate <= 20_000.0) {
         return Err(format!("--rate {rate}: must be between 0 and 20000"));
     }
-    let surge_rate = args.surge_rate.unwrap_or(rate * 5.0);
-    if !(surge_rate > 0.0 && surge_rate <= 20_000.0) {
-        return Err(format!(
-            "--surge-rate {surge_rate}: must be between 0 and 20000"
-        ));
+    for (flag, value) in [
+        ("--surge-rate", args.surge_rate),
+        ("--sustainable-rate", args.sustainable_rate),
+    ] {
+        if let Some(v) = value
+            && !(v > 0.0 && v <= 20_000.0)
+        {
+            return Err(format!("{flag} {v}: must be between 0 and 20000"));
+        }
     }
     if phase_len < Duration::from_secs(2) {
         return Err(format!("--phase {phase_len:?}: must be at least 2s"));
@@ -584,6 +659,39 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         report::secs(phase_len)
     ));
 
+    let mut surge = compare::SurgeFacts::default();
+    let surge_rate = match (args.surge_rate, args.sustainable_rate) {
+        (Some(r), _) => {
+            surge.rate_from = "--surge-rate".into();
+            r
+        }
+        (None, Some(s)) => {
+            surge.rate_from = "--sustainable-rate".into();
+            surge.sustainable_rate = Some(s);
+            s * 5.0
+        }
+        (None, None) => {
+            let (warmup, measure) = if args.quick { (0.5, 2.0) } else { (1.0, 4.0) };
+            let c = calibrate::sustainable_rate(
+                &format!("http://{}", topo.edge_addr(0)?),
+                args.seed,
+                Duration::from_secs_f64(warmup),
+                Duration::from_secs_f64(measure),
+            )
+            .await;
+            say(&format!(
+                "chaos: sustainable rate {:.0} requests/s ({} answers in {measure} s, closed loop of {}); the surge runs at 5 ×",
+                c.rate, c.answered, c.workers
+            ));
+            surge.rate_from = "measured".into();
+            surge.sustainable_rate = Some(c.rate);
+            surge.calibration = Some(c);
+            c.rate * 5.0
+        }
+    }
+    .clamp(rate, 20_000.0);
+    surge.rate = surge_rate;
+
     let names: Vec<&str> = PHASES.iter().map(|p| p.name).collect();
     let collector = Arc::new(Mutex::new(Collector::new(&names)));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -610,7 +718,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
             .position(|p| p.name == SURGE)
             .map(|k| (k, surge_rate)),
     };
-    let load_task = tokio::spawn(load::run(plan, tx, inflight.clone()));
+    let load_task = tokio::spawn(load::run(plan.clone(), tx, inflight.clone()));
     let phase_now = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let progress = tokio::spawn(
@@ -716,6 +824,29 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
     // Every surge request has been answered: the shops' shed counters are final.
     let shed_after = topo.limiter_sheds().await;
     let _ = topo.reset().await;
+    // The same surge with the shops' limit off, for the facts and the chart.
+    let unlimited = if args.no_limit {
+        None
+    } else {
+        say("chaos: the surge once more, with the shops' concurrency limit off");
+        let compared = tokio::select! {
+            u = compare::surge_without_limit(&mut topo, &plan, surge_rate) => u,
+            _ = tokio::signal::ctrl_c() => return Err("interrupted".to_owned()),
+        };
+        match compared {
+            Ok(u) => {
+                let mut c = lock(&collector);
+                for (key, ack) in &u.collector.orders {
+                    *c.orders.entry(key.clone()).or_insert(false) |= *ack;
+                }
+                Some(u)
+            }
+            Err(e) => {
+                say(&format!("chaos: the comparison surge did not run: {e}"));
+                None
+            }
+        }
+    };
 
     // Orders: wait for the pending ones to be confirmed, then count.
     let settle_started = Instant::now();
@@ -817,11 +948,26 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         phases: phase_reports,
         orders: o,
     };
+    let surge_k = PHASES.iter().position(|p| p.name == SURGE);
+    surge.without_limit = unlimited.as_ref().map(|u| u.report.clone());
+    let surge_overlay = match (surge_k, &unlimited) {
+        (Some(k), Some(u)) => {
+            let from = phase_len.as_secs_f64() * k as f64;
+            Some(chart::SurgeOverlay {
+                rate: surge_rate,
+                limited: compare::points(&c.seconds, from, phase_len.as_secs_f64()),
+                unlimited: compare::points(&u.collector.seconds, 0.0, phase_len.as_secs_f64()),
+            })
+        }
+        _ => None,
+    };
     let facts = Facts {
         phases: c.phases.iter().map(|(_, f)| f.clone()).collect(),
         kill,
         edge_region,
         orders: of,
+        surge,
+        targets: tail::targets(&report),
         rate,
         phase_s: phase_len.as_secs_f64(),
         dir: dir.display().to_string(),
@@ -850,12 +996,14 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         events,
         end: total.as_secs_f64(),
         rate,
+        surge: surge_overlay,
     };
     drop(c);
 
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", report.table());
+        let _ = write!(out, "{}", tail::lines(&facts.targets));
         let _ = out.flush();
     }
     if let Some(p) = &args.report {
@@ -874,9 +1022,15 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         ));
     }
     say(&format!("chaos: data and logs in {}", dir.display()));
-    match report.verdict() {
-        None => Ok(()),
-        Some(why) => Err(format!("chaos run failed: {why}")),
+    let why: Vec<String> = report
+        .verdict()
+        .into_iter()
+        .chain(tail::missed(&facts.targets))
+        .collect();
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("chaos run failed: {}", why.join(", ")))
     }
 }
 
@@ -896,11 +1050,29 @@ mod tests {
         let b = fault_body(&("checkout", "*", Replica::All, "slow"));
         assert_eq!(b["replica"], "*");
         assert_eq!(b["latency"], "300ms");
+        let b = fault_body(&("catalog", "us-east", Replica::One(1), tail::SLOW_FAULT));
+        assert_eq!(
+            (&b["fault"], &b["latency"]),
+            (&json!("slow"), &json!("200ms"))
+        );
+        let b = fault_body(&(
+            "catalog",
+            "us-east",
+            Replica::One(2),
+            tail::RATE_LIMITED_FAULT,
+        ));
+        assert_eq!(b["fault"], "rate-limited");
+        assert_eq!(b["retry_after"], "2s");
+        let mut parsed = 0;
         for p in PHASES {
             for f in p.faults {
                 assert!(ALL_SERVICES.contains(&f.0), "{f:?}");
+                // Every phase's fault is one the fleet's admin API takes.
+                crate::fleet::FaultRequest::parse(fault_body(f).to_string().as_bytes(), 3).unwrap();
+                parsed += 1;
             }
         }
+        assert!(parsed >= 10);
     }
 
     #[test]

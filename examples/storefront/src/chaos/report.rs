@@ -232,6 +232,14 @@ pub struct KillFacts {
     pub caught_keys: Vec<String>,
     /// How many times shop A was frozen (SIGSTOP) to look for such a moment.
     pub freezes: u32,
+    /// Checkouts the runner sent straight to shop A while checkout held every order (see
+    /// the module docs): at least one of them is among the caught orders.
+    #[serde(default)]
+    pub held_checkouts: u32,
+    /// What became of each of them (`202 after 2.6 s`: answered before the runner caught it;
+    /// `connection closed after 0.1 s`: shop A was killed holding it).
+    #[serde(default)]
+    pub held_outcomes: Vec<String>,
     /// Of the caught orders, how many the other shop also recorded (the edge retried them
     /// there); `None` when the outboxes could not be read.
     pub caught_retried_on_other_shop: Option<u64>,
@@ -272,6 +280,13 @@ pub struct Facts {
     pub edge_region: Option<super::region::EdgeRegionFacts>,
     /// Orders.
     pub orders: OrderFacts,
+    /// How the surge was sized (the start-up calibration) and the same surge without the
+    /// shops' limit.
+    #[serde(default)]
+    pub surge: super::compare::SurgeFacts,
+    /// The phases' targets and whether they were met.
+    #[serde(default)]
+    pub targets: Vec<super::tail::Target>,
     /// Arrival rate, requests per second.
     pub rate: f64,
     /// Length of each phase, seconds.

@@ -1,5 +1,5 @@
 //! The production-like topology as child processes of this very binary
-//! (`std::env::current_exe()`): the fleet, two shop instances (each with its own data
+//! (`/proc/self/exe` on Linux, else `std::env::current_exe()`): the fleet, two shop instances (each with its own data
 //! directory, so its own order outbox, unless both share a PostgreSQL order store) and two
 //! edge gateways in front of them, one per region.
 //!
@@ -50,7 +50,7 @@ impl Proc {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        let exe = own_binary()?;
         self.starts += 1;
         let log = if self.starts == 1 {
             self.log.clone()
@@ -114,6 +114,16 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// This very binary: on Linux `/proc/self/exe`, which runs the same build even when the file
+/// was replaced on disk (a rebuild) during the run; elsewhere `std::env::current_exe()`.
+fn own_binary() -> Result<PathBuf, String> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -423,6 +433,64 @@ impl Topology {
         p.start()?;
         wait_healthy(&client, &format!("http://{addr}"), p).await?;
         Ok(started.elapsed())
+    }
+
+    /// Whether shop instance `i` sends its checkouts to the checkout service now: its
+    /// `/status.json` shows the checkout breaker closed and a routable site with a healthy
+    /// replica.
+    pub(crate) async fn shop_checkout_ready(&self, i: usize) -> bool {
+        let Some((_, addr)) = self.shops.get(i) else {
+            return false;
+        };
+        let Ok(req) =
+            Request::get(format!("http://{addr}/status.json")).body(Full::new(Bytes::new()))
+        else {
+            return false;
+        };
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await
+        else {
+            return false;
+        };
+        let Ok(body) = resp.into_body().collect().await else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+            return false;
+        };
+        v["services"].as_array().into_iter().flatten().any(|s| {
+            s["service"] == "checkout"
+                && s["breaker"] == "closed"
+                && s["sites"].as_array().into_iter().flatten().any(|site| {
+                    site["routable"] == true
+                        && site["replicas"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|r| r["health"] == "healthy" && r["ejected"] == false)
+                })
+        })
+    }
+
+    /// `http://<addr>` of shop instance `i`.
+    pub(crate) fn shop_url(&self, i: usize) -> Result<String, String> {
+        self.shops
+            .get(i)
+            .map(|(_, a)| format!("http://{a}"))
+            .ok_or_else(|| format!("no shop {i}"))
+    }
+
+    /// Restarts every shop instance (running or killed) on its address and data directory
+    /// with `extra` arguments added (`--no-limit`); returns once each answers `/healthz`.
+    pub(crate) async fn restart_shops_with(&mut self, extra: &[&str]) -> Result<(), String> {
+        let client = self.client.clone();
+        for (p, addr) in &mut self.shops {
+            p.kill();
+            p.args.extend(args(extra));
+            p.start()?;
+            wait_healthy(&client, &format!("http://{addr}"), p).await?;
+        }
+        Ok(())
     }
 
     /// Fails when a process of the topology died unexpectedly (a shop killed on purpose and

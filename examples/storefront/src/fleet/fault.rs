@@ -155,17 +155,26 @@ pub enum Fault {
     Error,
     /// Answers a share of requests with a 500.
     Flaky,
+    /// Answers every request but its health checks with `429 Too Many Requests` and
+    /// `Retry-After` (a replica asking its callers to back off).
+    #[serde(rename = "rate-limited")]
+    RateLimited,
+    /// Answers its health checks and holds every other request until the fault is lifted
+    /// (then answers `503`): a request stuck inside the replica while it still looks healthy.
+    Hold,
 }
 
 impl Fault {
     /// Every fault, in the admin API's order.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 8] = [
         Fault::None,
         Fault::Down,
         Fault::Hang,
         Fault::Slow,
         Fault::Error,
         Fault::Flaky,
+        Fault::RateLimited,
+        Fault::Hold,
     ];
 
     /// The lowercase name.
@@ -177,6 +186,8 @@ impl Fault {
             Fault::Slow => "slow",
             Fault::Error => "error",
             Fault::Flaky => "flaky",
+            Fault::RateLimited => "rate-limited",
+            Fault::Hold => "hold",
         }
     }
 }
@@ -201,6 +212,8 @@ pub struct FaultDefaults {
     pub slow_latency: Duration,
     /// Share of 500s answered by `flaky`, in `0.0..=1.0`.
     pub flaky_error_rate: f64,
+    /// `Retry-After` of `rate-limited`'s 429s.
+    pub retry_after: Duration,
 }
 
 impl Default for FaultDefaults {
@@ -208,6 +221,7 @@ impl Default for FaultDefaults {
         Self {
             slow_latency: Duration::from_millis(1500),
             flaky_error_rate: 0.5,
+            retry_after: Duration::from_secs(2),
         }
     }
 }
@@ -222,6 +236,9 @@ pub struct FaultSpec {
     pub latency: Duration,
     /// Share of 500s when `flaky`.
     pub error_rate: f64,
+    /// `Retry-After` when `rate-limited` (whole seconds).
+    #[serde(with = "humantime_serde_ms")]
+    pub retry_after: Duration,
 }
 
 mod humantime_serde_ms {
@@ -238,6 +255,7 @@ impl FaultSpec {
             fault: Fault::None,
             latency: defaults.slow_latency,
             error_rate: defaults.flaky_error_rate,
+            retry_after: defaults.retry_after,
         }
     }
 }
@@ -273,14 +291,17 @@ pub struct FaultCommand {
     pub latency: Option<Duration>,
     /// Override of the `flaky` error rate.
     pub error_rate: Option<f64>,
+    /// Override of the `rate-limited` `Retry-After`.
+    pub retry_after: Option<Duration>,
 }
 
 /// The admin API's JSON body, before validation.
 ///
 /// `{"service": "catalog", "region": "us-east" | "eu-west" | "*", "replica": 0 | 1 | 2 | "*",
-/// "fault": "none" | "down" | "hang" | "slow" | "error" | "flaky"}`, with optional
-/// `"latency": "800ms"` (for `slow`, at most one hour) and `"error_rate": 0.3` (for
-/// `flaky`). A key left out takes its default (`"*"` for `region` and `replica`); an unknown
+/// "fault": "none" | "down" | "hang" | "slow" | "error" | "flaky" | "rate-limited" | "hold"}`,
+/// with optional `"latency": "800ms"` (for `slow`, at most one hour), `"error_rate": 0.3`
+/// (for `flaky`) and `"retry_after": "2s"` (for `rate-limited`, whole seconds from 1 s to
+/// one hour). A key left out takes its default (`"*"` for `region` and `replica`); an unknown
 /// key or an explicit `null` is refused, naming the key, so that a typo never widens the
 /// target (`"regoin": "us-east"` would otherwise hit every region).
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +323,9 @@ pub struct FaultRequest {
     /// Error share for `flaky`, a number in `0.0..=1.0`.
     #[serde(default, deserialize_with = "present")]
     pub error_rate: Option<serde_json::Value>,
+    /// `Retry-After` for `rate-limited`, humantime in whole seconds (`"2s"`).
+    #[serde(default, deserialize_with = "present")]
+    pub retry_after: Option<serde_json::Value>,
 }
 
 /// The longest latency a `slow` fault may add.
@@ -472,6 +496,31 @@ impl FaultRequest {
                 )));
             }
         };
+        let retry_after = match self
+            .retry_after
+            .as_ref()
+            .map(|v| not_null("retry_after", v))
+            .transpose()?
+        {
+            None => None,
+            Some(serde_json::Value::String(s)) => {
+                let d = humantime::parse_duration(s).map_err(|e| {
+                    FaultRequestError(format!("invalid `retry_after` \"{s}\": {e} (e.g. \"2s\")"))
+                })?;
+                if d < Duration::from_secs(1) || d > MAX_LATENCY || d.subsec_nanos() != 0 {
+                    return Err(FaultRequestError(format!(
+                        "invalid `retry_after` \"{s}\": whole seconds from 1s to {}",
+                        humantime::format_duration(MAX_LATENCY)
+                    )));
+                }
+                Some(d)
+            }
+            Some(other) => {
+                return Err(FaultRequestError(format!(
+                    "`retry_after` must be a string such as \"2s\", got {other}"
+                )));
+            }
+        };
         Ok(FaultCommand {
             target: FaultTarget {
                 service,
@@ -481,6 +530,7 @@ impl FaultRequest {
             fault,
             latency,
             error_rate,
+            retry_after,
         })
     }
 }
@@ -555,6 +605,7 @@ impl FaultRegistry {
             error_rate: cmd
                 .error_rate
                 .unwrap_or(self.inner.defaults.flaky_error_rate),
+            retry_after: cmd.retry_after.unwrap_or(self.inner.defaults.retry_after),
         };
         let mut changed = Vec::new();
         for (id, tx) in self.slots().iter() {

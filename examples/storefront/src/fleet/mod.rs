@@ -80,6 +80,7 @@ impl Fleet {
             FaultDefaults {
                 slow_latency: config.slow_latency,
                 flaky_error_rate: config.flaky_error_rate,
+                ..FaultDefaults::default()
             },
         );
         let products = Arc::new(crate::catalog::generate(config.products));

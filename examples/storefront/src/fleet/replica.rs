@@ -235,6 +235,27 @@ async fn obey_fault(State(state): State<FaultState>, req: Request, next: Next) -
                 next.run(req).await
             }
         }
+        // Health checks pass: the replica is up, it only asks its callers to slow down.
+        Fault::RateLimited | Fault::Hold if req.uri().path() == "/healthz" => next.run(req).await,
+        Fault::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(
+                http::header::RETRY_AFTER,
+                spec.retry_after.as_secs().max(1).to_string(),
+            )],
+            "injected rate limit\n",
+        )
+            .into_response(),
+        Fault::Hold => {
+            // Held while the fault holds (health checks pass meanwhile); then released.
+            let mut faults = state.faults.clone();
+            while faults.borrow_and_update().fault == Fault::Hold {
+                if faults.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, "released from hold\n").into_response()
+        }
     };
     response
         .headers_mut()

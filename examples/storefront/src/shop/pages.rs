@@ -494,7 +494,22 @@ pub(crate) async fn checkout_submit(
     // Forward now (this instance holds the claim), but never let a slow checkout hold the
     // customer past the page deadline: past the budget the order stays pending, the claim is
     // given up, and the worker confirms it later.
-    let order = if new && stored.state == OrderState::Pending {
+    // Under pressure (three quarters of the pages' concurrency limit in use), the customer is
+    // not kept waiting for checkout either: the order is stored, so it is acknowledged as
+    // pending at once, and its slot goes back to the limit sooner; the worker forwards it
+    // when this instance's claim runs out (`outbox_lease`). A surge then costs checkout its
+    // immediate confirmation, never the order.
+    let pressed = st
+        .limiter
+        .as_ref()
+        .is_some_and(|l| l.in_flight() * 4 >= l.limit() * 3);
+    let order = if new && stored.state == OrderState::Pending && pressed {
+        tracing::info!(
+            order = stored.seq,
+            "shop under pressure; order acknowledged as pending"
+        );
+        stored
+    } else if new && stored.state == OrderState::Pending {
         let forward = st.outbox.forward(&st.checkout, &stored, &st.backoff);
         let forward = super::upstream::within_budget(st.checkout_budget, forward);
         match tokio::time::timeout(st.checkout_budget, forward).await {

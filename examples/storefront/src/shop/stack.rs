@@ -4,7 +4,8 @@
 //! CircuitBreaker (rampart-breaker) ........ fail fast while the service as a whole is sick
 //!   └── Gslb (rampart-gslb) ............... us-east (priority 0), then eu-west (priority 1)
 //!         └── Balance (rampart-balance) ... the region's replicas: active checks (GET /healthz),
-//!               │                           passive ejection, P2C, retry on another replica
+//!               │                           passive ejection, P2C, retry on another replica,
+//!               │                           hedged reads, `Retry-After` backpressure
 //!               └── HttpEndpoint .......... pooled hyper-util client, per-attempt timeout
 //! ```
 //!
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use rampart::balance::{Balance, BalanceHandle, HttpEndpoint, HttpPolicy};
+use rampart::balance::{Balance, BalanceHandle, Hedge, HttpEndpoint, HttpPolicy};
 use rampart::breaker::{
     BreakerHandle, BreakerSnapshot, BreakerState, CircuitBreakerLayer, Policy, SlidingWindow,
 };
@@ -75,6 +76,13 @@ pub(crate) fn build(
             .http_health_checks("/healthz")
             .outlier_detection(outliers.clone())
             .max_retries(2);
+        // Reads are hedged against a slow replica (checkout's orders are not: one attempt at
+        // a time is enough for a write). A replica answering 429 or 503 with `Retry-After` is
+        // left out of picking for that long (the balancer's default backpressure) and the
+        // read is retried on a sibling.
+        if let Some(hedge) = hedge_for(service, cfg) {
+            balance = balance.hedge(hedge);
+        }
         for addr in list {
             // The catalog may speak h2c or HTTPS (`[fleet] catalog_protocol`); its health
             // checks then dial the way its endpoints do.
@@ -145,6 +153,18 @@ async fn read_body(resp: Response<Incoming>) -> Result<Response<Bytes>, BoxError
     let (head, body) = resp.into_parts();
     let bytes = Limited::new(body, MAX_BODY).collect().await?.to_bytes();
     Ok(Response::from_parts(head, bytes))
+}
+
+/// The hedge of `service`'s reads: after the `hedge_quantile` of the latencies each region's
+/// balancer observed over the last 30 s, between `hedge_floor` and `hedge_cap`; none for
+/// checkout, or when `hedge_quantile` is 0.
+fn hedge_for(service: ServiceName, cfg: &ShopConfig) -> Option<Hedge> {
+    (service != ServiceName::Checkout && cfg.hedge_quantile > 0.0).then(|| {
+        Hedge::percentile(cfg.hedge_quantile)
+            .floor(cfg.hedge_floor)
+            .cap(cfg.hedge_cap)
+            .window(Duration::from_secs(30))
+    })
 }
 
 /// The breaker of one service: over the last 20 calls (at least 5), a failure rate of 50 %
