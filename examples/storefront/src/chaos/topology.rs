@@ -1,7 +1,7 @@
-//! The production-like topology as child processes of this very binary
-//! (`/proc/self/exe` on Linux, else `std::env::current_exe()`): the fleet, two shop instances (each with its own data
-//! directory, so its own order outbox, unless both share a PostgreSQL order store) and two
-//! edge gateways in front of them, one per region.
+//! The production-like topology as child processes of this very binary (`/proc/self/exe` on
+//! Linux, else `std::env::current_exe()`): the fleet, two shop instances (each with its own
+//! data directory, so its own order outbox, unless both share a PostgreSQL order store) and
+//! two edge gateways in front of them, one per region.
 //!
 //! Each child's stdout and stderr go to `<dir>/logs/<name>.log`. A child is killed with
 //! SIGKILL (`std::process::Child::kill`) when its [`Proc`] is dropped, so no process outlives
