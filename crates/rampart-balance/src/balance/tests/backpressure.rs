@@ -1,4 +1,5 @@
-//! Backpressure (`Retry-After`, gRPC pushback) and the failure penalty, on in-memory HTTP endpoints and paused time.
+//! Backpressure (`Retry-After`, gRPC pushback) and the failure penalty, on in-memory HTTP endpoints
+//! and paused time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
-//! Deadlines: an expired request is never sent, and every attempt carries what is left of the budget.
+//! Deadlines: an expired request is never sent, and every attempt carries what is left of the
+//! budget.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

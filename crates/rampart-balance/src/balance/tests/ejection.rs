@@ -1,4 +1,5 @@
-//! Passive outlier ejection: an ejected endpoint returns after its ejection time, and the policy's classifier decides what counts as a failure.
+//! Passive outlier ejection: an ejected endpoint returns after its ejection time, and the policy's
+//! classifier decides what counts as a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
-//! Endpoints coming and going: drain, slow start, discovery, active checks, background tasks, configuration errors.
+//! Endpoints coming and going: drain, slow start, discovery, active checks, background tasks,
+//! configuration errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
-//! Events and metrics: every change emits a tracing event and updates its series, each labelled with the balancer's name.
+//! Events and metrics: every change emits a tracing event and updates its series, each labelled
+//! with the balancer's name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(feature = "metrics")]

@@ -1,4 +1,5 @@
-//! Routability and panic mode: unhealthy endpoints get no traffic, panic mode spreads over all, threshold zero and empty pools fail fast.
+//! Routability and panic mode: unhealthy endpoints get no traffic, panic mode spreads over all,
+//! threshold zero and empty pools fail fast.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
-//! Picking: each picker's choice on tower-test mocks and in-memory endpoints, and that picks are always routable when anything is.
+//! Picking: each picker's choice on tower-test mocks and in-memory endpoints, and that picks are
+//! always routable when anything is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;

@@ -1,4 +1,5 @@
-//! Retry elsewhere: which errors and responses are retried, on which endpoint, how often, within the budget.
+//! Retry elsewhere: which errors and responses are retried, on which endpoint, how often, within
+//! the budget.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
