@@ -42,7 +42,11 @@ async fn every_change_emits_a_tracing_event() {
             .len(),
         1
     );
-    assert!(!events.with_message("endpoint routability changed").is_empty());
+    assert!(
+        !events
+            .with_message("endpoint routability changed")
+            .is_empty()
+    );
     failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
