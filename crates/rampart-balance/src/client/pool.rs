@@ -181,6 +181,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `true` when hyper dropped the request with its connection's dispatch task: the stream was
+/// still waiting in hyper for a free slot when the connection shut down (after a `GOAWAY`),
+/// so it never went out. hyper has no accessor for this kind: its message is matched.
+fn is_dispatch_gone(err: &hyper::Error) -> bool {
+    err.is_user() && err.to_string() == "dispatch task is gone"
+}
+
 /// `true` when `err`'s chain holds a `GOAWAY` the server sent.
 fn is_remote_go_away(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
@@ -344,11 +351,12 @@ where
                     None => e.into_error(),
                 },
             };
-            if is_refused_stream(&err) || err.is_canceled() {
+            let unsent = err.is_canceled() || is_dispatch_gone(&err);
+            if is_refused_stream(&err) || unsent {
                 // Never processed by the server: REFUSED_STREAM, above a GOAWAY's
                 // last-stream-id, or dropped by hyper before it went out (its connection
-                // closed while the stream waited for a slot: hyper calls that canceled).
-                if err.is_canceled() {
+                // closed while the stream waited in hyper for a free stream slot).
+                if unsent {
                     conn.retire(&self.shared.name, "closed");
                 }
                 if is_remote_go_away(&err) {
