@@ -604,7 +604,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         .unwrap_or_else(crate::shop::generate_token);
     let load_before = load_average();
     say(&format!(
-        "chaos: starting fleet, two shops and the edge in {}",
+        "chaos: starting fleet, two shops and two edges in {}",
         dir.display()
     ));
     let postgres = match args.database {
