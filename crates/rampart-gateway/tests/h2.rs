@@ -206,15 +206,28 @@ async fn h2_streams_beyond_max_concurrent_streams_wait_for_a_free_one() {
             async move { fetch(&mut sender, "/slow").await },
         ));
     }
-    let mut done = 0;
-    while done < 10 {
+    // Two streams start; the others wait for one of them to end.
+    for _ in 0..2 {
         tokio::time::timeout(BOUND, f.started.recv())
             .await
             .expect("a stream started")
             .unwrap();
-        f.release.add_permits(1);
-        done += 1;
     }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), f.started.recv())
+            .await
+            .is_err(),
+        "a third stream started while two were open"
+    );
+    // Each one that ends lets the next one start.
+    for _ in 2..10 {
+        f.release.add_permits(1);
+        tokio::time::timeout(BOUND, f.started.recv())
+            .await
+            .expect("a stream started")
+            .unwrap();
+    }
+    f.release.add_permits(2);
     for call in calls {
         assert_eq!(call.await.unwrap(), (200, "done".to_owned()));
     }
