@@ -3,7 +3,6 @@
 //! whose deadline is shorter than its backend's latency makes exactly one attempt.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rampart_balance::{Balance, HttpEndpoint, HttpPolicy, RequestTimeout, ServedBy};
 use rampart_health::{Deadline, find_in_chain};
-use tokio::net::TcpListener;
+use rampart_test_support::loopback;
 use tower::{Service, ServiceExt};
 
 #[derive(Clone, Default)]
@@ -48,33 +47,37 @@ async fn handler(State(b): State<Backend>, headers: HeaderMap) -> axum::response
     }
 }
 
-async fn start(b: &Backend) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().fallback(handler).with_state(b.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+async fn start(b: &Backend) -> loopback::Server {
+    loopback::serve(Router::new().fallback(handler).with_state(b.clone())).await
 }
 
 type Pool = Balance<HttpEndpoint<Full<Bytes>>, HttpPolicy>;
 
-async fn pool(backends: &[&Backend]) -> Pool {
+/// A pool over `backends`, and their servers (stopped when dropped).
+async fn pool(backends: &[&Backend]) -> (Pool, Vec<loopback::Server>) {
     pool_with(backends, rampart_balance::Picker::PeakEwma).await
 }
 
-async fn pool_with(backends: &[&Backend], picker: rampart_balance::Picker) -> Pool {
-    let mut uris = Vec::new();
+async fn pool_with(
+    backends: &[&Backend],
+    picker: rampart_balance::Picker,
+) -> (Pool, Vec<loopback::Server>) {
+    let mut servers = Vec::new();
     for b in backends {
-        uris.push(format!("http://{}", start(b).await).parse().unwrap());
+        servers.push(start(b).await);
     }
     let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
         .request_timeout(Duration::from_secs(1));
-    Balance::builder()
+    let pool = Balance::builder()
         .picker(picker)
-        .http_endpoints(uris, &template)
+        .http_endpoints(
+            servers.iter().map(|s| s.base_url().parse().unwrap()),
+            &template,
+        )
         .unwrap()
         .build()
-        .unwrap()
+        .unwrap();
+    (pool, servers)
 }
 
 fn get() -> http::Request<Full<Bytes>> {
@@ -88,7 +91,8 @@ async fn a_replica_answering_429_with_retry_after_is_not_picked_and_no_request_f
     let (b, c) = (Backend::default(), Backend::default());
     // Round robin, so the limited replica is surely tried (P2C over peak-EWMA may never try an
     // endpoint whose default estimate is higher than its siblings' measured latency).
-    let mut pool = pool_with(&[&limited, &b, &c], rampart_balance::Picker::RoundRobin).await;
+    let (mut pool, _servers) =
+        pool_with(&[&limited, &b, &c], rampart_balance::Picker::RoundRobin).await;
     let mut served = std::collections::HashMap::<String, usize>::new();
     // Until the limited replica has been tried once.
     for _ in 0..200 {
@@ -133,7 +137,7 @@ async fn a_deadline_shorter_than_the_backend_makes_one_attempt_and_no_retry() {
     *slow.delay.lock().unwrap() = Duration::from_secs(1);
     let other = Backend::default();
     *other.delay.lock().unwrap() = Duration::from_secs(1);
-    let mut pool = pool(&[&slow, &other]).await;
+    let (mut pool, _servers) = pool(&[&slow, &other]).await;
     let mut req = get();
     req.extensions_mut()
         .insert(Deadline::after(Duration::from_millis(300)));

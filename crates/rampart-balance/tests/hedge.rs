@@ -3,7 +3,6 @@
 //! budget, and connections whose attempts lost are not poisoned.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rampart_balance::{Balance, Hedge, HttpEndpoint, HttpPolicy, RetryBudget, ServedBy};
-use tokio::net::TcpListener;
+use rampart_test_support::loopback;
 use tower::{Service, ServiceExt};
 
 #[derive(Clone)]
@@ -47,21 +46,23 @@ async fn handler(State(b): State<Backend>) -> (StatusCode, &'static str) {
     )
 }
 
-async fn start(b: &Backend) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = Router::new().fallback(handler).with_state(b.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+async fn start(b: &Backend) -> loopback::Server {
+    loopback::serve(Router::new().fallback(handler).with_state(b.clone())).await
 }
 
 type Pool = Balance<HttpEndpoint<Full<Bytes>>, HttpPolicy>;
 
-async fn pool(backends: &[&Backend], hedge: Hedge, budget: RetryBudget) -> (Pool, Vec<String>) {
-    let mut names = Vec::new();
+/// A pool over `backends`, the endpoints' names, and the servers (stopped when dropped).
+async fn pool(
+    backends: &[&Backend],
+    hedge: Hedge,
+    budget: RetryBudget,
+) -> (Pool, Vec<String>, Vec<loopback::Server>) {
+    let mut servers = Vec::new();
     for b in backends {
-        names.push(start(b).await);
+        servers.push(start(b).await);
     }
+    let names: Vec<String> = servers.iter().map(loopback::Server::base_url).collect();
     let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
         .request_timeout(Duration::from_secs(5));
     let pool = Balance::builder()
@@ -71,7 +72,7 @@ async fn pool(backends: &[&Backend], hedge: Hedge, budget: RetryBudget) -> (Pool
         .retry_budget(budget)
         .build()
         .unwrap();
-    (pool, names)
+    (pool, names, servers)
 }
 
 async fn get(pool: &mut Pool) -> (u16, String) {
@@ -108,7 +109,8 @@ async fn the_same_with_a_percentile_delay() {
 async fn slow_replica(hedge: Hedge) {
     let slow = Backend::new(500);
     let fast = [Backend::new(10), Backend::new(10)];
-    let (mut pool, names) = pool(&[&slow, &fast[0], &fast[1]], hedge, RetryBudget::default()).await;
+    let (mut pool, names, _servers) =
+        pool(&[&slow, &fast[0], &fast[1]], hedge, RetryBudget::default()).await;
     let mut by_slow = 0;
     for _ in 0..60 {
         let (status, by) = get(&mut pool).await;
@@ -146,7 +148,7 @@ async fn under_a_full_outage_hedges_and_retries_stay_within_the_budget() {
         .window(Duration::from_secs(10))
         .build()
         .unwrap();
-    let (pool, _) = pool(
+    let (pool, _, _servers) = pool(
         &[&backends[0], &backends[1], &backends[2]],
         Hedge::fixed(Duration::from_millis(20)),
         budget,
