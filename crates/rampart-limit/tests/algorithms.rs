@@ -312,3 +312,40 @@ fn dropped_calls_count_as_drops_and_cancelled_calls_are_not_measured() {
     assert_eq!(snap.partitions[0].admitted, 4);
     assert_eq!(snap.partitions[0].in_flight, 1);
 }
+
+#[test]
+fn a_busy_window_times_a_sample_of_its_calls_and_still_counts_every_call_and_drop() {
+    let (clock, mock) = quanta::Clock::mock();
+    let limiter = Limiter::builder()
+        .algorithm(
+            Aimd::builder()
+                .initial_limit(100)
+                .min_limit(1)
+                .backoff(0.5)
+                .build()
+                .unwrap(),
+        )
+        .window_samples(10)
+        .min_window(ms(10))
+        .max_window(ms(100))
+        .clock(clock)
+        .build()
+        .unwrap();
+    // Sequential calls of 250 µs: past the first 10 timed calls of the window, one call in
+    // four reads the clock. Calls 12 to 14 are among the untimed ones, and they fail.
+    for call in 1..=60 {
+        let p = limiter.try_acquire(Class::Partition(0)).unwrap();
+        mock.increment(Duration::from_micros(250));
+        p.record(if (12..=14).contains(&call) {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        });
+    }
+    // The window closed (10 ms, more than 10 calls) with the untimed drops in it: backed off
+    // once, and every call was counted.
+    assert_eq!(limiter.limit(), 50);
+    let snap = limiter.snapshot();
+    assert_eq!(snap.partitions[0].admitted, 60);
+    assert_eq!(snap.in_flight, 0);
+}

@@ -8,7 +8,7 @@ use rampart_health::Outcome;
 use tokio::sync::oneshot;
 
 use super::permit::Permit;
-use super::{Admission, NEVER, Shared, Waiter, lock};
+use super::{Admission, NEVER, Shared, UNTIMED, Waiter, lock};
 use crate::{Overloaded, ShedReason};
 
 impl Shared {
@@ -133,14 +133,21 @@ impl Shared {
 
     #[inline]
     pub(super) fn admit_or_queue(self: &Arc<Self>, i: usize) -> Admission {
-        let raw = self.clock.raw();
         let Some(queue) = &self.queue else {
+            // One partition needs the clock only to time the call, and a busy window times a
+            // sample of its calls (see `Shard::wants_timing`); partitions need it for their
+            // idle detection.
+            let raw = if !self.single || self.window.shard().wants_timing(self.window_samples) {
+                self.clock.raw()
+            } else {
+                UNTIMED
+            };
             return match self.try_admit(i, raw) {
                 Some(p) => Admission::Admitted(p),
-                None => Admission::Shed(self.shed(i, ShedReason::Limit, self.ns(raw))),
+                None => Admission::Shed(self.shed(i, ShedReason::Limit, self.now_ns())),
             };
         };
-        self.admit_or_enqueue(queue, i, raw)
+        self.admit_or_enqueue(queue, i, self.clock.raw())
     }
 
     /// [`admit_or_queue`](Self::admit_or_queue) with a queue.
@@ -305,10 +312,14 @@ impl Shared {
         {
             // In clock ticks (as quanta's `delta_as_nanos`, a reading behind the start counts
             // as 0); the window scales them when it closes.
-            let end = self.clock.raw();
-            let rtt = end.saturating_sub(permit.start);
-            let now = end.saturating_sub(self.epoch);
-            limit_rose = self.record(rtt, permit.in_flight, outcome.is_failure(), now);
+            if permit.start == UNTIMED {
+                self.record_untimed(permit.in_flight, outcome.is_failure());
+            } else {
+                let end = self.clock.raw();
+                let rtt = end.saturating_sub(permit.start);
+                let now = end.saturating_sub(self.epoch);
+                limit_rose = self.record(rtt, permit.in_flight, outcome.is_failure(), now);
+            }
         } else if self.single {
             self.window
                 .shard()

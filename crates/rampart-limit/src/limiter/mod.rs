@@ -68,6 +68,8 @@ pub use self::snapshot::{LimiterSnapshot, PartitionSnapshot};
 use self::window::Window;
 
 const NEVER: u64 = u64::MAX;
+/// A permit's start when its call is not timed (see `Shard::wants_timing`).
+const UNTIMED: u64 = u64::MAX;
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

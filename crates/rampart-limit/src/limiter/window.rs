@@ -2,7 +2,7 @@
 //! sharded atomics, and closed (fed to the limit algorithm) once it holds enough samples or
 //! lasted long enough.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::{Shared, guarantee};
@@ -21,8 +21,11 @@ pub(super) struct Window {
     pub(super) shards: [Shard; SHARDS],
 }
 
-/// A measured call in [`Shard::sum`].
+/// A timed call in [`Shard::sum`].
 pub(super) const CALL: u64 = 1 << 44;
+/// Past the first `window_samples` timed calls of a window, a shard times one call in this
+/// many (see [`Shard::wants_timing`]).
+pub(super) const SAMPLE_EVERY: u32 = 4;
 /// The round-trip-time part of [`Shard::sum`].
 const RTT_MASK: u64 = CALL - 1;
 /// One call's round-trip time is capped at this many ticks in the sum (minutes), so that it
@@ -32,12 +35,18 @@ const RTT_CAP: u64 = 1 << 40;
 /// One thread group's share of the window.
 #[repr(align(128))]
 pub(super) struct Shard {
-    /// Calls in the high 20 bits, the sum of their round-trip times in clock ticks in the low
-    /// 44 bits (scaled to ns once, when the window closes): one `fetch_add` per call. The
-    /// window closes before either part can overflow (see [`Shard::full`]).
+    /// Timed calls in the high 20 bits, the sum of their round-trip times in clock ticks in
+    /// the low 44 bits (scaled to ns once, when the window closes): one `fetch_add` per call.
+    /// The window closes before either part can overflow (see [`Shard::full`]).
     pub(super) sum: AtomicU64,
-    /// Dropped calls (also counted as calls in `sum`).
+    /// Calls measured without a round-trip time: dropped calls, and those past the sampling
+    /// stride.
+    pub(super) untimed: AtomicU64,
+    /// Dropped calls (also counted in `untimed`).
     pub(super) drops: AtomicU64,
+    /// The sampling stride's position (plain loads and stores: a lost update only shifts
+    /// which call is timed).
+    pub(super) stride: AtomicU32,
     pub(super) min_rtt: AtomicU64,
     pub(super) max_in_flight: AtomicUsize,
     /// Calls that finished without a measurement (cancelled or ignored), cumulative.
@@ -51,7 +60,9 @@ impl Window {
             measured: AtomicU64::new(0),
             shards: std::array::from_fn(|_| Shard {
                 sum: AtomicU64::new(0),
+                untimed: AtomicU64::new(0),
                 drops: AtomicU64::new(0),
+                stride: AtomicU32::new(0),
                 min_rtt: AtomicU64::new(u64::MAX),
                 max_in_flight: AtomicUsize::new(0),
                 unmeasured: AtomicU64::new(0),
@@ -84,7 +95,22 @@ impl Window {
 impl Shard {
     /// Calls measured in the open window.
     pub(super) fn calls(&self) -> u64 {
-        self.sum.load(Ordering::Relaxed) >> 44
+        (self.sum.load(Ordering::Relaxed) >> 44) + self.untimed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the call being admitted should be timed: every call until the shard holds
+    /// `window_samples` timed calls in the open window, then one in [`SAMPLE_EVERY`]. A busy
+    /// window's average and minimum round-trip times come from a sample of its calls (still
+    /// thousands per second), and a quiet one's from every call; the window still counts
+    /// every call, its drops and its peak concurrency. An untimed call reads no clock.
+    #[inline]
+    pub(super) fn wants_timing(&self, window_samples: u32) -> bool {
+        if self.sum.load(Ordering::Relaxed) >> 44 < u64::from(window_samples) {
+            return true;
+        }
+        let n = self.stride.load(Ordering::Relaxed);
+        self.stride.store(n.wrapping_add(1), Ordering::Relaxed);
+        n.is_multiple_of(SAMPLE_EVERY)
     }
 
     /// `true` when the packed sum `v` is half full: the window must close now (a window this
@@ -105,20 +131,21 @@ impl Shared {
         let shard = w.shard();
         // Minimum and maximum by load-compare-store: the shard is (nearly) this thread's
         // alone, and a lost update only blurs a statistic.
-        let inc = if dropped {
+        if in_flight > shard.max_in_flight.load(Ordering::Relaxed) {
+            shard.max_in_flight.store(in_flight, Ordering::Relaxed);
+        }
+        let v = if dropped {
             shard.drops.fetch_add(1, Ordering::Relaxed);
-            CALL
+            shard.untimed.fetch_add(1, Ordering::AcqRel);
+            shard.sum.load(Ordering::Acquire)
         } else {
             if rtt < shard.min_rtt.load(Ordering::Relaxed) {
                 shard.min_rtt.store(rtt, Ordering::Relaxed);
             }
-            CALL | rtt.min(RTT_CAP)
+            let inc = CALL | rtt.min(RTT_CAP);
+            shard.sum.fetch_add(inc, Ordering::AcqRel).wrapping_add(inc)
         };
-        if in_flight > shard.max_in_flight.load(Ordering::Relaxed) {
-            shard.max_in_flight.store(in_flight, Ordering::Relaxed);
-        }
-        let v = shard.sum.fetch_add(inc, Ordering::AcqRel).wrapping_add(inc);
-        let n = v >> 44;
+        let n = (v >> 44) + shard.untimed.load(Ordering::Relaxed);
         let elapsed = now.saturating_sub(w.started.load(Ordering::Relaxed));
         // Per shard: with several threads a window holds more than `window_samples` calls.
         if (n >= u64::from(self.window_samples) && elapsed >= self.min_window_ticks)
@@ -128,6 +155,20 @@ impl Shared {
             return self.close_window(now, Shard::full(v));
         }
         false
+    }
+
+    /// Adds one call measured without a clock reading (see [`Shard::wants_timing`]): counted,
+    /// with its drop and concurrency; the next timed call closes the window when it is due.
+    #[inline]
+    pub(super) fn record_untimed(&self, in_flight: usize, dropped: bool) {
+        let shard = self.window.shard();
+        if in_flight > shard.max_in_flight.load(Ordering::Relaxed) {
+            shard.max_in_flight.store(in_flight, Ordering::Relaxed);
+        }
+        if dropped {
+            shard.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        shard.untimed.fetch_add(1, Ordering::AcqRel);
     }
 
     /// `now` in clock ticks since the epoch; `full`: a shard's sum is half full, close even
@@ -147,18 +188,20 @@ impl Shared {
             return false;
         }
         w.started.store(now, Ordering::Relaxed);
-        let (mut count, mut drops, mut sum, mut min, mut max_in_flight) = (0, 0, 0, u64::MAX, 0);
+        let (mut count, mut timed, mut drops, mut sum, mut min, mut max_in_flight) =
+            (0, 0, 0, 0, u64::MAX, 0);
         for s in &w.shards {
             let c = s.sum.swap(0, Ordering::AcqRel);
-            count += c >> 44;
+            timed += c >> 44;
+            count += (c >> 44) + s.untimed.swap(0, Ordering::AcqRel);
             sum += c & RTT_MASK;
             drops += s.drops.swap(0, Ordering::AcqRel);
             min = min.min(s.min_rtt.swap(u64::MAX, Ordering::Relaxed));
             max_in_flight = max_in_flight.max(s.max_in_flight.swap(0, Ordering::Relaxed));
         }
         w.measured.fetch_add(count, Ordering::Relaxed);
-        let ok = count.saturating_sub(drops);
-        let rtt = Duration::from_nanos(self.ticks_as_ns(sum.checked_div(ok).unwrap_or(0)));
+        // The average over the timed calls (dropped ones carry no round-trip time).
+        let rtt = Duration::from_nanos(self.ticks_as_ns(sum.checked_div(timed).unwrap_or(0)));
         let min_rtt = if min == u64::MAX {
             Duration::ZERO
         } else {
