@@ -31,16 +31,8 @@ use std::time::Duration;
 use criterion::Criterion;
 use rampart_breaker::{CircuitBreakerLayer, Policy, SlidingWindow};
 use rampart_test_support::bench::{self, Threads};
+use rampart_test_support::boom::Boom;
 use tower::{Layer, Service, service_fn};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
 
 /// The inner service: answers at once; every 10th request fails when `fail_every_10th`.
 fn inner(

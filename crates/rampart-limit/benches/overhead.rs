@@ -28,16 +28,8 @@ use criterion::Criterion;
 use rampart_limit::algorithm::{Fixed, Gradient2};
 use rampart_limit::{AdaptiveThrottle, AdaptiveThrottleLayer, Class, LimitLayer, Limiter};
 use rampart_test_support::bench::{self, Threads};
+use rampart_test_support::boom::Boom;
 use tower::{Layer, Service, service_fn};
-
-#[derive(Debug)]
-struct Boom;
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("boom")
-    }
-}
-impl std::error::Error for Boom {}
 
 /// The inner service: answers at once.
 fn inner()

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -52,6 +52,21 @@ pub struct Captured {
     counters: Mutex<BTreeMap<String, Arc<Cell>>>,
     gauges: Mutex<BTreeMap<String, Arc<Cell>>>,
     histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
+}
+
+/// The process-wide [`Captured`], installed as the global recorder on the first call.
+///
+/// For code that records from tasks on other threads (a server's connection tasks on a
+/// multi-threaded runtime), out of reach of `metrics::with_local_recorder`. Every test in the
+/// binary shares it, so tests give their instances distinct names. Panics if another global
+/// recorder was installed first.
+pub fn global() -> &'static Captured {
+    static GLOBAL: OnceLock<&'static Captured> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let captured: &'static Captured = Box::leak(Box::default());
+        metrics::set_global_recorder(captured).expect("no other global recorder");
+        captured
+    })
 }
 
 /// Renders a key as `name{label=value,…}`.
