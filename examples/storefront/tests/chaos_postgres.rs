@@ -27,13 +27,12 @@ async fn quick_chaos_run_on_postgres_confirms_the_killed_shops_orders_without_re
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_storefront"))
-        // Phases of 8 s instead of 5: a wider window for the kill to catch shop A
-        // mid-checkout on a busy machine.
+        // The surge at 5 × 60 = 300 requests/s, as in `tests/chaos.rs`.
         .args([
             "chaos",
             "--quick",
-            "--phase",
-            "8s",
+            "--sustainable-rate",
+            "60",
             "--database",
             "postgres",
         ])
