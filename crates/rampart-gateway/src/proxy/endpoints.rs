@@ -170,7 +170,7 @@ fn boxed(e: UpstreamError) -> BoxError {
     Box::new(e)
 }
 
-/// The HTTP/1 endpoint service: [`super::endpoint`] with its error boxed.
+/// The HTTP/1 endpoint service: [`endpoint`] with its error boxed.
 fn http1(
     addr: SocketAddr,
     connect_timeout: Duration,
@@ -185,8 +185,36 @@ fn http1(
 + Send
 + Sync
 + 'static {
-    super::endpoint(Upstream::new(addr, connect_timeout), attempt_timeout, host)
+    endpoint(Upstream::new(addr, connect_timeout), attempt_timeout, host)
         .map_err(boxed as fn(UpstreamError) -> BoxError)
+}
+
+/// An endpoint service: per-attempt timeout and `Host` rewrite around [`Upstream::send`].
+/// A `service_fn`, so its future is concrete (no boxing).
+pub fn endpoint(
+    upstream: Upstream,
+    attempt_timeout: Duration,
+    host: Option<HeaderValue>,
+) -> impl Service<
+    Request<UpBody>,
+    Response = Response<Incoming>,
+    Error = UpstreamError,
+    Future = impl Future<Output = Result<Response<Incoming>, UpstreamError>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |mut req: Request<UpBody>| {
+        if let Some(h) = &host {
+            req.headers_mut().insert(HOST, h.clone());
+        }
+        async move {
+            match tokio::time::timeout(attempt_timeout, upstream.send(req)).await {
+                Ok(result) => result,
+                Err(elapsed) => Err(UpstreamError::timed_out(upstream.addr(), elapsed)),
+            }
+        }
+    })
 }
 
 /// Builds a cluster's endpoint services and probes from its settings (cloned into a DNS

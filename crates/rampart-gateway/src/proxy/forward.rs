@@ -1,5 +1,7 @@
-//! Forwarding headers (RFC 9110 §7.6): hop-by-hop removal, `Via`, `X-Forwarded-*`.
+//! Forwarding headers (RFC 9110 §7.6): hop-by-hop removal, `Via`, `X-Forwarded-*`; and an
+//! HTTP/2 request made forwardable on any upstream connection (RFC 9113 §8.3.1).
 
+use http::Version;
 use http::header::{
     CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
     VIA,
@@ -111,6 +113,25 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
             }
         }
     }
+}
+
+/// Makes an HTTP/2 request forwardable on any upstream connection (RFC 9113 §8.3.1): its
+/// `:authority` becomes `Host` when it has none, its target the origin form, its version
+/// HTTP/1.1 (the upstream connection decides the version on the wire).
+pub(super) fn from_http2(parts: &mut http::request::Parts) {
+    if let Some(authority) = parts.uri.authority()
+        && !parts.headers.contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(HOST, v);
+    }
+    if parts.uri.authority().is_some()
+        && let Some(pq) = parts.uri.path_and_query()
+        && let Ok(uri) = http::Uri::try_from(pq.as_str())
+    {
+        parts.uri = uri;
+    }
+    parts.version = Version::HTTP_11;
 }
 
 #[cfg(test)]
