@@ -49,28 +49,33 @@
 //! hot products), 20 % search, 10 % checkouts (a cart cookie, the form, and the idempotency key
 //! also as an `Idempotency-Key` header).
 
+mod args;
 mod calibrate;
 mod chart;
 mod compare;
 mod held;
+mod kill;
 mod load;
+mod phases;
+mod progress;
 mod region;
 mod report;
+mod store;
 mod tail;
 mod topology;
 
 use std::io::{IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::orders::{LocalPostgres, instance_name_for};
 
+pub use args::{ChaosArgs, ChaosDatabase};
 pub use calibrate::Calibration;
 pub use compare::SurgeFacts;
 pub use load::{Class, Kind, ResponseFacts, classify};
@@ -78,251 +83,14 @@ pub use region::EdgeRegionFacts;
 pub use report::{Facts, KillFacts, OrderFacts, OrdersReport, PhaseFacts, PhaseReport, Report};
 pub use tail::{RATE_LIMITED, SLOW_REPLICA, SURGE_ACKNOWLEDGED_PERCENT, Target, targets};
 
+use args::facts_path;
 use chart::{ChartData, SecondPoint};
+use kill::kill_mid_checkout;
+use phases::{PHASES, SHOP_SETTINGS, SURGE, fault_body};
+use progress::Progress;
 use report::Collector;
+use store::{SharedDb, in_both, read_confirmed};
 use topology::Topology;
-
-/// Flags of `storefront chaos` (`--data-dir` and `--admin-token` are the global flags: where
-/// the run's processes keep their data and logs, and the token they share).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct ChaosArgs {
-    /// The short version (5 s phases at 60 requests/s; under a minute in all).
-    #[arg(long)]
-    pub quick: bool,
-    /// Write the JSON report to this file.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Write the facts side file here (default: next to the report, `*.facts.json`).
-    #[arg(long)]
-    pub facts: Option<PathBuf>,
-    /// Draw the SVG chart into this file.
-    #[arg(long)]
-    pub chart: Option<PathBuf>,
-    /// Arrival rate, requests per second (default 60 with --quick, else 150).
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Length of each phase (default 5s with --quick, else 20s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub phase: Option<Duration>,
-    /// Seed of the request mix.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Arrival rate of the `surge` phase, requests per second (default: 5 × the sustainable
-    /// rate).
-    #[arg(long)]
-    pub surge_rate: Option<f64>,
-    /// The rate the machine sustains, requests per second, for sizing the surge (default:
-    /// measured at start-up by a short closed-loop run of the usual mix).
-    #[arg(long)]
-    pub sustainable_rate: Option<f64>,
-    /// Run the shops without their concurrency limit (filled from the global `--no-limit`),
-    /// to see the surge without it.
-    #[arg(skip)]
-    pub no_limit: bool,
-    /// The shops' order store: `sqlite` (one file per shop; the killed shop is restarted) or
-    /// `postgres` (a PostgreSQL server started for the run and shared by both shops; the
-    /// killed shop is not restarted and the other confirms its orders).
-    #[arg(long, value_enum, default_value_t = ChaosDatabase::Sqlite)]
-    pub database: ChaosDatabase,
-    /// Where the run's processes keep data and logs (filled from the global `--data-dir`;
-    /// default: a fresh directory under the system's temporary directory).
-    #[arg(skip)]
-    pub data_dir: Option<PathBuf>,
-    /// The admin token shared with the children (filled from the global `--admin-token`).
-    #[arg(skip)]
-    pub admin_token: Option<String>,
-    /// How the fleet's catalog is spoken, and the shops dial it (filled from the global
-    /// `--catalog-protocol`: `http1`, `h2c` or `https`).
-    #[arg(skip)]
-    pub catalog_protocol: crate::fleet::CatalogProtocol,
-}
-
-/// The shops' order store in a chaos run.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ChaosDatabase {
-    /// One SQLite outbox per shop.
-    #[default]
-    Sqlite,
-    /// One PostgreSQL database shared by both shops.
-    Postgres,
-}
-
-/// The shared PostgreSQL order store, read by the runner.
-struct SharedDb {
-    client: tokio_postgres::Client,
-    _conn: crate::AbortOnDrop,
-    /// Shop A's name in `claimed_by`.
-    shop_a: String,
-}
-
-impl SharedDb {
-    async fn connect(url: &str, shop_a: String) -> Result<Self, String> {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to the order store: {e}"))?;
-        let conn = crate::AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        Ok(Self {
-            client,
-            _conn: conn,
-            shop_a,
-        })
-    }
-
-    /// Shop A's orders recorded after `recorded_after_ms` and not answered yet (see
-    /// [`unanswered_orders`]: the same rule, on the claim shop A holds).
-    async fn unanswered(&self, recorded_after_ms: i64) -> Result<Vec<String>, String> {
-        let rows = self
-            .client
-            .query(
-                "SELECT idempotency_key FROM orders
-                 WHERE state = 'pending' AND attempts = 0 AND claimed_by = $1
-                   AND created_ms > $2",
-                &[&self.shop_a, &recorded_after_ms],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Of `keys`, how many the other shop confirmed (confirmed, last claimed by another).
-    async fn confirmed_by_others(&self, keys: &[String]) -> Result<u64, String> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT COUNT(*) FROM orders WHERE idempotency_key = ANY($1)
-                   AND state = 'confirmed' AND claimed_by <> $2",
-                &[&keys, &self.shop_a],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(row.get::<_, i64>(0).max(0) as u64)
-    }
-}
-
-/// One phase of the timeline.
-#[derive(Debug, Clone, Copy)]
-struct PhaseSpec {
-    name: &'static str,
-    /// `(service, region, replica, fault)`; region and replica may be `"*"`.
-    faults: &'static [(&'static str, &'static str, Replica, &'static str)],
-    /// Kill shop instance A mid-phase and restart it.
-    kill: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Replica {
-    All,
-    One(u32),
-}
-
-const PHASES: &[PhaseSpec] = &[
-    PhaseSpec {
-        name: "baseline",
-        faults: &[],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "catalog-replica-down",
-        faults: &[("catalog", "us-east", Replica::One(0), "down")],
-        kill: false,
-    },
-    // One catalog replica of the active region answers 200 ms late, then one answers 429
-    // with `Retry-After: 2` (see `tail`).
-    PhaseSpec {
-        name: tail::SLOW_REPLICA,
-        faults: &[("catalog", "us-east", Replica::One(1), tail::SLOW_FAULT)],
-        kill: false,
-    },
-    PhaseSpec {
-        name: tail::RATE_LIMITED,
-        faults: &[(
-            "catalog",
-            "us-east",
-            Replica::One(2),
-            tail::RATE_LIMITED_FAULT,
-        )],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "primary-region-down",
-        faults: &[
-            ("catalog", "us-east", Replica::All, "down"),
-            ("checkout", "us-east", Replica::All, "down"),
-            ("recommendations", "us-east", Replica::All, "down"),
-        ],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "checkout-down",
-        faults: &[("checkout", "*", Replica::All, "down")],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "everything-down",
-        faults: &[
-            ("catalog", "*", Replica::All, "down"),
-            ("checkout", "*", Replica::All, "down"),
-            ("recommendations", "*", Replica::All, "down"),
-        ],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "shop-killed",
-        faults: &[],
-        kill: true,
-    },
-    // The primary region's edge is SIGKILLed at 20 % of the phase and restarted at 90 %; the
-    // load resolves the shop's name through the DNS responder (see `region`).
-    PhaseSpec {
-        name: region::PHASE,
-        faults: &[],
-        kill: false,
-    },
-    PhaseSpec {
-        name: "recovery",
-        faults: &[],
-        kill: false,
-    },
-    // Open-loop load at --surge-rate (5 × --rate by default), the usual mix, a healthy fleet.
-    PhaseSpec {
-        name: SURGE,
-        faults: &[],
-        kill: false,
-    },
-];
-
-/// The phase at `--surge-rate`.
-const SURGE: &str = "surge";
-
-/// The shops' `[shop]` settings for a chaos run: pending orders are replayed within about a
-/// second, open breakers probe again after 0.5 s (backing off to 3 s), and active checks run
-/// every 0.5 s (a replica is back after two passed checks), so that even the short run sees
-/// the recovery within a phase.
-const SHOP_SETTINGS: &str = concat!(
-    "outbox_retry_base = \"100ms\"\n",
-    "outbox_retry_max = \"1s\"\n",
-    "outbox_lease = \"2s\"\n",
-    "breaker_open_for = \"500ms\"\n",
-    "health_interval = \"500ms\"\n",
-);
-
-fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
-    let replica = match f.2 {
-        Replica::All => json!("*"),
-        Replica::One(i) => json!(i),
-    };
-    // `fault` or `fault:parameter` (`slow:200ms`, `rate-limited:2s`).
-    let (fault, param) = f.3.split_once(':').unwrap_or((f.3, ""));
-    let mut body = json!({ "service": f.0, "region": f.1, "replica": replica, "fault": fault });
-    match fault {
-        "slow" => body["latency"] = json!(if param.is_empty() { "300ms" } else { param }),
-        "rate-limited" if !param.is_empty() => body["retry_after"] = json!(param),
-        _ => {}
-    }
-    body
-}
 
 fn lock(c: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
     c.lock().unwrap_or_else(PoisonError::into_inner)
@@ -331,214 +99,6 @@ fn lock(c: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
 fn say(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
-}
-
-/// The live progress line (on a terminal only).
-struct Progress {
-    collector: Arc<Mutex<Collector>>,
-    phase: Arc<AtomicUsize>,
-    done: Arc<AtomicBool>,
-    start: Instant,
-    total: Duration,
-}
-
-impl Progress {
-    async fn run(self) {
-        let tty = std::io::stderr().is_terminal();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        while !self.done.load(Ordering::Relaxed) {
-            tick.tick().await;
-            if !tty {
-                continue;
-            }
-            let (sent, ok, deg, apo, err) = lock(&self.collector).totals();
-            let elapsed = self.start.elapsed().min(self.total);
-            let frac = elapsed.as_secs_f64() / self.total.as_secs_f64().max(0.001);
-            let filled = (frac * 24.0).round() as usize;
-            let k = self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1);
-            let mut e = std::io::stderr().lock();
-            let _ = write!(
-                e,
-                "\r[{}{}] {:>5}/{} {}/{} {:<21} sent {sent} ok {ok} degraded {deg} apology {apo} errors {err}   ",
-                "█".repeat(filled.min(24)),
-                "░".repeat(24 - filled.min(24)),
-                report::secs(elapsed),
-                report::secs(self.total),
-                k + 1,
-                PHASES.len(),
-                PHASES[k].name,
-            );
-            let _ = e.flush();
-        }
-        if tty {
-            let _ = writeln!(std::io::stderr().lock());
-        }
-    }
-}
-
-/// Confirmed orders in the checkout database: idempotency key → rows, and extra rows per
-/// chaos customer (a duplicate under another key would show there).
-fn read_confirmed(
-    db: &Path,
-) -> Result<(std::collections::HashMap<String, u64>, u64), rusqlite::Error> {
-    let conn = rusqlite::Connection::open(db)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut keys = std::collections::HashMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT idempotency_key, COUNT(*) FROM confirmed_orders GROUP BY idempotency_key",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (k, n) = row?;
-        keys.insert(k, n.max(0) as u64);
-    }
-    let extra: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM confirmed_orders
-         WHERE customer LIKE 'chaos-%' GROUP BY customer)",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok((keys, extra.max(0) as u64))
-}
-
-/// How many idempotency keys appear in both shops' outboxes, and how many of `caught` do.
-fn in_both(outboxes: &[PathBuf; 2], caught: &[String]) -> Result<(u64, u64), rusqlite::Error> {
-    let keys = |p: &Path| -> Result<std::collections::HashSet<String>, rusqlite::Error> {
-        let conn =
-            rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut stmt = conn.prepare("SELECT idempotency_key FROM orders")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect()
-    };
-    let a = keys(&outboxes[0])?;
-    let b = keys(&outboxes[1])?;
-    let caught_in_b = caught.iter().filter(|k| b.contains(*k)).count() as u64;
-    Ok((a.intersection(&b).count() as u64, caught_in_b))
-}
-
-/// The orders in a shop's outbox that the shop has recorded and certainly not answered yet,
-/// read at `now_ms`: still `pending`, no forwarding attempt finished (`attempts = 0`; the
-/// shop writes the outcome of an attempt, confirmed or failed, before it answers), and
-/// recorded after `recorded_after_ms` (so the handler's checkout budget, the only other way
-/// it answers, has not run out).
-fn unanswered_orders(db: &Path, recorded_after_ms: i64) -> Result<Vec<String>, rusqlite::Error> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(Duration::from_millis(200))?;
-    let mut stmt = conn.prepare(
-        "SELECT idempotency_key FROM orders
-         WHERE state = 'pending' AND attempts = 0 AND created_ms > ?1",
-    )?;
-    let rows = stmt.query_map([recorded_after_ms], |r| r.get::<_, String>(0))?;
-    rows.collect()
-}
-
-/// Shop A's checkouts that it recorded and has not answered, and whose customer is still
-/// waiting (the load's in-flight keys).
-async fn caught_checkouts(
-    topo: &Topology,
-    inflight: &load::InFlight,
-    shared: Option<&SharedDb>,
-) -> Vec<String> {
-    let recorded_after = crate::unix_now_ms() - checkout_budget_ms() + 250;
-    let found = if let Some(db) = shared {
-        db.unanswered(recorded_after).await.unwrap_or_default()
-    } else {
-        let Some(db) = topo.shop_outbox(0) else {
-            return Vec::new();
-        };
-        tokio::task::spawn_blocking(move || unanswered_orders(&db, recorded_after))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    };
-    found.into_iter().filter(|k| inflight.contains(k)).collect()
-}
-
-/// How long a shop's `POST /checkout` waits for checkout before answering "pending" (half
-/// the page deadline; the chaos shops keep the default).
-fn checkout_budget_ms() -> i64 {
-    (crate::config::ShopConfig::default().page_deadline / 2).as_millis() as i64
-}
-
-/// Kills shop A with SIGKILL in the middle of a checkout, from 30 % of the phase on.
-///
-/// What is guaranteed when [`KillFacts::caught_orders`] is non-zero: at the SIGKILL, shop A
-/// had written each of those orders durably to its outbox, had not answered its customer and
-/// could not any more. The runner checks this on a frozen process: when shop A's outbox (read
-/// without disturbing it) shows a candidate whose customer is waiting, it stops shop A with
-/// SIGSTOP, waits until every thread is stopped, reads the outbox again (pending, no finished
-/// forwarding attempt, recorded within the checkout budget) and intersects it with the
-/// checkouts its customers are still waiting for; if that is not empty, the frozen shop is
-/// SIGKILLed, otherwise resumed with SIGCONT and the search goes on.
-///
-/// Such a moment is made, not waited for (see [`held`]): checkout holds every order it is sent
-/// while the runner looks, and the runner places its own checkout straight at shop A, which
-/// then sits recorded and unanswered in shop A for the shop's whole checkout budget. Once shop
-/// A is killed the hold is lifted (checkout is back to the phase's `slow`). Should 85 % of the
-/// phase pass without a catch, it kills anyway and reports `caught_orders: 0`.
-async fn kill_mid_checkout(
-    topo: &mut Topology,
-    inflight: &load::InFlight,
-    phase_start: Instant,
-    phase_len: Duration,
-    kill: &mut KillFacts,
-    shared: Option<&SharedDb>,
-) -> Result<(), String> {
-    tokio::time::sleep_until(phase_start + phase_len.mul_f64(0.3)).await;
-    let latest = phase_start + phase_len.mul_f64(0.85);
-    // The phase follows `everything-down`: wait until shop A forwards checkouts again (its
-    // checkout breaker closed, a healthy replica), or the held order would be answered `202`
-    // at once, never reaching checkout.
-    while Instant::now() < latest && !topo.shop_checkout_ready(0).await {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    topo.fault(fault_body(&("checkout", "*", Replica::All, "hold")))
-        .await?;
-    let shop_a = topo.shop_url(0)?;
-    let mut rng = fastrand::Rng::with_seed(phase_start.elapsed().as_nanos() as u64);
-    let mut held: Vec<held::Held> = Vec::new();
-    let mut caught_any = false;
-    while Instant::now() < latest {
-        if held.last().is_none_or(|h| h.0.is_finished()) && topo.shop_checkout_ready(0).await {
-            // The previous one was answered (its budget ran out before the runner looked).
-            kill.held_checkouts += 1;
-            held.push(held::send(&shop_a, inflight, &mut rng));
-        }
-        if !caught_checkouts(topo, inflight, shared).await.is_empty() {
-            kill.freezes += 1;
-            if topo.freeze_shop(0).await? {
-                let caught = caught_checkouts(topo, inflight, shared).await;
-                if !caught.is_empty() {
-                    kill.checkouts_in_flight = inflight.len() as u64;
-                    kill.caught_orders = caught.len() as u64;
-                    kill.caught_keys = caught;
-                    caught_any = true;
-                    break;
-                }
-                topo.thaw_shop(0)?;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if !caught_any {
-        kill.checkouts_in_flight = inflight.len() as u64;
-    }
-    topo.kill_shop(0);
-    // Lift the hold: the orders held in shop B are released (a 503, so they stay pending and
-    // are replayed) and checkout is healthy again.
-    topo.fault(fault_body(&("checkout", "*", Replica::All, "none")))
-        .await?;
-    // The held checkouts end with shop A's connections; wait for them briefly.
-    for mut h in held {
-        let outcome = tokio::time::timeout(Duration::from_secs(2), &mut h.0).await;
-        kill.held_outcomes.push(match outcome {
-            Ok(Ok(o)) => o,
-            _ => "no answer".to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// The 1, 5 and 15 minute load averages, on Linux.
@@ -550,17 +110,6 @@ fn load_average() -> Option<String> {
             .collect::<Vec<_>>()
             .join(" "),
     )
-}
-
-fn facts_path(args: &ChaosArgs) -> Option<PathBuf> {
-    args.facts.clone().or_else(|| {
-        args.report.as_ref().map(|r| {
-            let stem = r
-                .file_stem()
-                .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
-            r.with_file_name(format!("{stem}.facts.json"))
-        })
-    })
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
@@ -1031,59 +580,5 @@ pub async fn run(args: ChaosArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("chaos run failed: {}", why.join(", ")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ALL_SERVICES: [&str; 3] = ["catalog", "checkout", "recommendations"];
-
-    #[test]
-    fn fault_bodies_match_the_admin_api() {
-        let b = fault_body(&("catalog", "us-east", Replica::One(0), "down"));
-        assert_eq!(
-            b,
-            json!({"service": "catalog", "region": "us-east", "replica": 0, "fault": "down"})
-        );
-        let b = fault_body(&("checkout", "*", Replica::All, "slow"));
-        assert_eq!(b["replica"], "*");
-        assert_eq!(b["latency"], "300ms");
-        let b = fault_body(&("catalog", "us-east", Replica::One(1), tail::SLOW_FAULT));
-        assert_eq!(
-            (&b["fault"], &b["latency"]),
-            (&json!("slow"), &json!("200ms"))
-        );
-        let b = fault_body(&(
-            "catalog",
-            "us-east",
-            Replica::One(2),
-            tail::RATE_LIMITED_FAULT,
-        ));
-        assert_eq!(b["fault"], "rate-limited");
-        assert_eq!(b["retry_after"], "2s");
-        let mut parsed = 0;
-        for p in PHASES {
-            for f in p.faults {
-                assert!(ALL_SERVICES.contains(&f.0), "{f:?}");
-                // Every phase's fault is one the fleet's admin API takes.
-                crate::fleet::FaultRequest::parse(fault_body(f).to_string().as_bytes(), 3).unwrap();
-                parsed += 1;
-            }
-        }
-        assert!(parsed >= 10);
-    }
-
-    #[test]
-    fn facts_sit_next_to_the_report() {
-        let args = ChaosArgs {
-            report: Some(PathBuf::from("/tmp/x/run.json")),
-            ..ChaosArgs::default()
-        };
-        assert_eq!(
-            facts_path(&args),
-            Some(PathBuf::from("/tmp/x/run.facts.json"))
-        );
     }
 }
