@@ -22,6 +22,9 @@
 //!   ([`RequestTimeout`], or `NeverReached` wrapping a failed connect).
 //! - HTTP: [`HttpPolicy`] (default), [`ReplayBodyLayer`] in front of the balancer,
 //!   [`ServedBy`] in response extensions; other request types: [`ServicePolicy`].
+//! - gRPC: [`HttpPolicy::grpc`] judges answers by `grpc-status`, and, for a status that comes
+//!   in the trailers, hands the response a [`LateOutcome`] that [`record_trailers`] records
+//!   when the body reaches them ([`late`]).
 //! - DNS (feature `dns`): `discover::DnsDiscover`.
 //!
 //! ```
@@ -52,6 +55,7 @@ pub mod discover;
 pub mod endpoint;
 pub mod handle;
 pub mod hedge;
+pub mod late;
 mod load;
 pub mod pick;
 pub mod policy;
@@ -66,6 +70,7 @@ pub use client::{HttpEndpoint, HttpEndpointBuilder, RequestTimeout};
 pub use endpoint::{Endpoint, ServedBy};
 pub use handle::{BalanceHandle, EndpointSnapshot, Snapshot};
 pub use hedge::Hedge;
+pub use late::{GrpcOutcomeBody, LateOutcome, record_trailers};
 pub use pick::{LatencyEstimate, Picker};
 pub use policy::{
     BalancePolicy, HashKey, HttpPolicy, KeyFn, NoKey, ReplayableBody, ServicePolicy,

@@ -35,12 +35,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, Method, StatusCode};
 use http_body_util::{Empty, Full};
-use rampart_health::grpc::RetryPushback;
+use rampart_health::grpc::{GRPC_STATUS, RetryPushback, is_grpc};
 use rampart_health::{
-    BoxError, Classify, Deadline, FnClassify, HttpClassifier, Outcome, is_never_reached,
+    BoxError, Classify, Deadline, FnClassify, GrpcClassifier, HttpClassifier, Outcome,
+    is_never_reached,
 };
 
 use crate::endpoint::ServedBy;
+use crate::late::LateOutcome;
 
 /// The request-specific decisions of a [`Balance`](crate::Balance).
 pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
@@ -68,7 +70,37 @@ pub trait BalancePolicy<Req, Res>: Send + Sync + 'static {
     }
 
     /// What the result means for the endpoint's health (fed to passive outlier detection).
+    /// Not asked for a response whose outcome is [deferred](Self::defers).
     fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome;
+
+    /// Whether the outcome of `response` is still to come (a gRPC answer whose `grpc-status`
+    /// will arrive in the trailers). The balancer then records only the attempt's latency at
+    /// the head and hands the response a [`LateOutcome`] through [`defer`](Self::defer); the
+    /// outcome counts when it is recorded there (see [`late`](crate::late)). Default: never
+    /// (every outcome is judged at the head by [`classify`](Self::classify)).
+    ///
+    /// ```
+    /// use rampart_balance::{BalancePolicy, HttpPolicy};
+    /// let streaming = http::Response::builder()
+    ///     .header("content-type", "application/grpc")
+    ///     .body(())
+    ///     .unwrap();
+    /// type Req = http::Request<String>;
+    /// assert!(!BalancePolicy::<Req, _>::defers(&HttpPolicy::new(), &streaming));
+    /// assert!(BalancePolicy::<Req, _>::defers(&HttpPolicy::grpc(), &streaming));
+    /// ```
+    #[inline]
+    fn defers(&self, response: &Res) -> bool {
+        let _ = response;
+        false
+    }
+
+    /// Hands `late` to a response whose outcome is [deferred](Self::defers), for whoever
+    /// reads the rest of it to record the outcome. Default: drops it (nothing is recorded).
+    /// [`HttpPolicy`] puts it in the response's extensions.
+    fn defer(&self, response: &mut Res, late: LateOutcome) {
+        let _ = (response, late);
+    }
 
     /// Called on the response that is returned, e.g. to record the endpoint that served it.
     fn on_response(&self, response: &mut Res, served_by: &ServedBy) {
@@ -145,6 +177,29 @@ pub fn http_backoff<B>(response: &http::Response<B>) -> Option<Duration> {
     )
 }
 
+/// Whether `response` is a gRPC answer whose status is still to come in the trailers: HTTP
+/// 200, `content-type: application/grpc`, and no `grpc-status` in its headers (not a
+/// Trailers-Only answer).
+///
+/// ```
+/// use rampart_balance::policy::grpc_status_in_trailers;
+/// let head = |status: Option<&str>| {
+///     let mut b = http::Response::builder().header("content-type", "application/grpc");
+///     if let Some(s) = status {
+///         b = b.header("grpc-status", s);
+///     }
+///     b.body(()).unwrap()
+/// };
+/// assert!(grpc_status_in_trailers(&head(None)));
+/// assert!(!grpc_status_in_trailers(&head(Some("14"))));
+/// assert!(!grpc_status_in_trailers(&http::Response::new(())));
+/// ```
+pub fn grpc_status_in_trailers<B>(response: &http::Response<B>) -> bool {
+    response.status() == StatusCode::OK
+        && !response.headers().contains_key(GRPC_STATUS)
+        && is_grpc(response.headers())
+}
+
 /// An HTTP body that may be cloned for a replay.
 pub trait ReplayableBody: Sized {
     /// A copy of the body, or `None` when it cannot be replayed.
@@ -194,6 +249,8 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 pub struct HttpPolicy<C = HttpClassifier> {
     classify: C,
     hash_header: Option<HeaderName>,
+    /// gRPC answers whose status comes in the trailers are judged there.
+    grpc_trailers: bool,
 }
 
 impl<C: fmt::Debug> fmt::Debug for HttpPolicy<C> {
@@ -201,6 +258,7 @@ impl<C: fmt::Debug> fmt::Debug for HttpPolicy<C> {
         f.debug_struct("HttpPolicy")
             .field("classify", &self.classify)
             .field("hash_header", &self.hash_header)
+            .field("grpc_trailers", &self.grpc_trailers)
             .finish()
     }
 }
@@ -210,6 +268,35 @@ impl HttpPolicy {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The policy for gRPC backends: answers judged by `grpc-status` ([`GrpcClassifier`]),
+    /// the status taken from the trailers when it comes there
+    /// ([`grpc_trailers`](HttpPolicy::grpc_trailers)). Wrap response bodies with
+    /// [`record_trailers`](crate::late::record_trailers) so that those outcomes are recorded.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use rampart_balance::{Balance, HttpEndpoint, HttpPolicy};
+    /// use rampart_health::transport::HttpVersion;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let template = HttpEndpoint::builder("http://127.0.0.1".parse().unwrap())
+    ///     .http_version(HttpVersion::Http2);
+    /// let balance = Balance::builder::<HttpEndpoint<Full<Bytes>>>()
+    ///     .policy(HttpPolicy::grpc())
+    ///     .http_endpoints(["http://127.0.0.1:50051".parse().unwrap()], &template)
+    ///     .unwrap()
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(balance.snapshot().total, 1);
+    /// # }
+    /// ```
+    pub fn grpc() -> HttpPolicy<GrpcClassifier> {
+        HttpPolicy::new()
+            .with_classifier(GrpcClassifier::new())
+            .grpc_trailers(true)
+    }
 }
 
 impl<C> HttpPolicy<C> {
@@ -218,7 +305,28 @@ impl<C> HttpPolicy<C> {
         HttpPolicy {
             classify,
             hash_header: self.hash_header,
+            grpc_trailers: self.grpc_trailers,
         }
+    }
+
+    /// Whether a gRPC answer whose status comes in the trailers (HTTP 200,
+    /// `content-type: application/grpc`, no `grpc-status` in its headers) is judged by its
+    /// trailers (default `false`: by its head, where the classifier sees no status yet). On,
+    /// the balancer puts a [`LateOutcome`] in such a response's extensions instead of judging
+    /// it; [`record_trailers`](crate::late::record_trailers) records the trailers' verdict
+    /// through it. A response whose body is never read that way counts for nothing.
+    ///
+    /// ```
+    /// use rampart_balance::HttpPolicy;
+    /// use rampart_health::GrpcClassifier;
+    /// let policy = HttpPolicy::new()
+    ///     .with_classifier(GrpcClassifier::new().resource_exhausted_is_failure(true))
+    ///     .grpc_trailers(true);
+    /// # let _ = policy;
+    /// ```
+    pub fn grpc_trailers(mut self, on: bool) -> Self {
+        self.grpc_trailers = on;
+        self
     }
 
     /// Hashes the value of `header` for consistent hashing (absent header: random pick).
@@ -283,6 +391,15 @@ where
 
     fn classify(&self, result: Result<&http::Response<RB>, &BoxError>) -> Outcome {
         self.classify.classify(result)
+    }
+
+    #[inline]
+    fn defers(&self, response: &http::Response<RB>) -> bool {
+        self.grpc_trailers && grpc_status_in_trailers(response)
+    }
+
+    fn defer(&self, response: &mut http::Response<RB>, late: LateOutcome) {
+        response.extensions_mut().insert(late);
     }
 
     fn on_response(&self, response: &mut http::Response<RB>, served_by: &ServedBy) {

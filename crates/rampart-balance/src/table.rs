@@ -280,6 +280,12 @@ impl<S> InFlight<S> {
 
     #[inline]
     pub(crate) fn endpoint(&self) -> &Member<S> {
+        self.member()
+    }
+
+    /// The endpoint, shared (for a record that outlives the attempt).
+    #[inline]
+    pub(crate) fn member(&self) -> &Arc<Member<S>> {
         &self.table.set_of(self.panic_set)[self.index as usize]
     }
 

@@ -16,7 +16,8 @@ use pin_project_lite::pin_project;
 use rampart_health::{BoxError, Deadline, DeadlineExceeded, NeverReached, Outcome};
 use tower_service::Service;
 
-use super::shared::Shared;
+use super::shared::{Late, Shared};
+use crate::late::LateOutcome;
 use crate::pick::{Tried, pick};
 use crate::policy::BalancePolicy;
 use crate::table::{InFlight, Member, Table};
@@ -140,7 +141,7 @@ where
 
 impl<S, P, Req> Attempt<S, P, Req, S::Response>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     P: BalancePolicy<Req, S::Response>,
 {
@@ -259,12 +260,17 @@ where
         let inflight = h.inflight.as_ref()?;
         match result {
             Ok(mut response) => {
-                shared.record(
-                    inflight.endpoint(),
-                    inflight.load(),
-                    policy.classify(Ok(&response)),
-                    h.start,
-                );
+                if policy.defers(&response) {
+                    let late = defer(shared, inflight, h.start);
+                    policy.defer(&mut response, late);
+                } else {
+                    shared.record(
+                        inflight.endpoint(),
+                        inflight.load(),
+                        policy.classify(Ok(&response)),
+                        h.start,
+                    );
+                }
                 if let Some(wait) = policy.backoff(&response) {
                     shared.back_off(inflight.endpoint(), wait);
                 }
@@ -379,6 +385,31 @@ where
                 .record(inflight.endpoint(), inflight.load(), outcome, self.start);
         }
     }
+
+    /// The outcome of `response` comes later: records the head's latency and hands the
+    /// response its [`LateOutcome`].
+    #[cold]
+    fn defer(&self, response: &mut S::Response) {
+        if let Some(inflight) = &self.inflight {
+            let late = defer(&self.shared, inflight, self.start);
+            self.shared.policy.defer(response, late);
+        }
+    }
+}
+
+/// Records the head of an attempt whose outcome comes later and makes its [`LateOutcome`].
+#[cold]
+fn defer<S, P>(shared: &Arc<Shared<S, P>>, inflight: &InFlight<S>, start: u64) -> LateOutcome
+where
+    S: Send + Sync + 'static,
+    P: Send + Sync + 'static,
+{
+    let rtt = shared.record_head(inflight.load(), start);
+    LateOutcome::new(Late {
+        shared: shared.clone(),
+        ep: inflight.member().clone(),
+        rtt,
+    })
 }
 
 fn closed() -> BoxError {
@@ -387,7 +418,7 @@ fn closed() -> BoxError {
 
 impl<S, P, Req> Future for ResponseFuture<S, P, Req>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     P: BalancePolicy<Req, S::Response>,
 {
@@ -485,7 +516,11 @@ where
                     match result {
                         Ok(mut response) => {
                             let policy = &attempt.shared.policy;
-                            attempt.record(policy.classify(Ok(&response)));
+                            if policy.defers(&response) {
+                                attempt.defer(&mut response);
+                            } else {
+                                attempt.record(policy.classify(Ok(&response)));
+                            }
                             if let Some(wait) = policy.backoff(&response)
                                 && let Some(inflight) = &attempt.inflight
                             {

@@ -14,6 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::budget::Budget;
 use crate::endpoint::HealthSource;
 use crate::handle::{EndpointSnapshot, Snapshot};
+use crate::late::LateSink;
 use crate::load::{LoadCell, Slab};
 use crate::pick::Picker;
 use crate::ring::Ring;
@@ -353,7 +354,7 @@ impl<S, P> Shared<S, P> {
         let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
         let sample = if outcome.is_failure() {
             ep.failures.fetch_add(1, Ordering::Relaxed);
-            (rtt.max(load.ewma_ns()) * 2.0).max(self.config.failure_penalty.as_nanos() as f64)
+            self.failure_sample(load, rtt)
         } else {
             rtt
         };
@@ -363,6 +364,20 @@ impl<S, P> Shared<S, P> {
         {
             hedge.observe(rtt);
         }
+        self.judge(ep, load, outcome);
+    }
+
+    /// What a failure counts as in the peak EWMA: twice the slower of its latency and the
+    /// estimate, at least the failure penalty.
+    #[inline]
+    fn failure_sample(&self, load: &LoadCell, rtt: f64) -> f64 {
+        (rtt.max(load.ewma_ns()) * 2.0).max(self.config.failure_penalty.as_nanos() as f64)
+    }
+
+    /// Feeds an outcome to passive outlier detection, ejecting the endpoint when its tracker
+    /// says so.
+    #[inline]
+    fn judge(&self, ep: &Member<S>, load: &LoadCell, outcome: Outcome) {
         if outcome.is_success() && !self.record_successes && !load.failing() {
             // Nothing for the outlier tracker to reset: skip the endpoint's (cold) memory.
             return;
@@ -383,6 +398,42 @@ impl<S, P> Shared<S, P> {
                 self.rebuild(&mut reg);
             }
         }
+    }
+
+    /// Records the head of an attempt whose outcome comes later: its latency (a success's
+    /// sample) into the peak EWMA and the hedge delay, no outcome. Returns the latency, for
+    /// the late record.
+    pub(crate) fn record_head(&self, load: &LoadCell, start_raw: u64) -> f64 {
+        let end = self.clock.raw();
+        let rtt = self.clock.delta_as_nanos(start_raw, end) as f64;
+        let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
+        load.observe_latency(rtt, end, elapsed, self.config.decay.as_nanos() as f64);
+        if let Some(hedge) = &self.hedge
+            && hedge.observes()
+        {
+            hedge.observe(rtt);
+        }
+        rtt
+    }
+
+    /// Records the late outcome of an attempt whose head took `rtt` nanoseconds (see
+    /// [`record_head`](Self::record_head)): a failure is counted, and weighs in the peak EWMA
+    /// as a failure at the head would have; the outcome goes to passive outlier detection. The
+    /// attempt's in-flight count and the hedge delay are not touched (the attempt released the
+    /// one and fed the other at its head).
+    pub(crate) fn record_late(&self, ep: &Member<S>, outcome: Outcome, rtt: f64) {
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        let load = ep.load();
+        if outcome.is_failure() {
+            ep.failures.fetch_add(1, Ordering::Relaxed);
+            let end = self.clock.raw();
+            let elapsed = self.clock.delta_as_nanos(load.last_update_raw(), end) as f64;
+            let sample = self.failure_sample(load, rtt);
+            load.observe_latency(sample, end, elapsed, self.config.decay.as_nanos() as f64);
+        }
+        self.judge(ep, load, outcome);
     }
 
     /// Feeds the time an attempt has taken so far into its endpoint's peak EWMA, without an
@@ -575,5 +626,26 @@ impl<S, P> Shared<S, P> {
             routable: reg.routable,
             total: reg.entries.len(),
         }
+    }
+}
+
+/// The late outcome of one attempt: its balancer, its endpoint and the latency of its head.
+pub(crate) struct Late<S, P> {
+    pub(crate) shared: Arc<Shared<S, P>>,
+    pub(crate) ep: Arc<Member<S>>,
+    pub(crate) rtt: f64,
+}
+
+impl<S, P> LateSink for Late<S, P>
+where
+    S: Send + Sync + 'static,
+    P: Send + Sync + 'static,
+{
+    fn record(&self, outcome: Outcome) {
+        self.shared.record_late(&self.ep, outcome, self.rtt);
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.ep.name
     }
 }

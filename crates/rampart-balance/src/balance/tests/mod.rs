@@ -26,6 +26,7 @@ mod backpressure;
 mod deadline;
 mod ejection;
 mod hedge;
+mod late;
 mod lifecycle;
 mod observability;
 mod panic;
