@@ -6,6 +6,8 @@
 //!   stream is still open), trailers come through;
 //! - `grpc-status` decides the breaker's verdict, in a Trailers-Only head or in the trailers
 //!   after the messages: UNAVAILABLE answers (HTTP 200) open it;
+//! - and the balancer's passive ejection: an upstream answering UNAVAILABLE in its trailers
+//!   is ejected, and the calls go to its healthy sibling;
 //! - `grpc-timeout` bounds the call, and a call already past it is not sent;
 //! - with every upstream down, a tonic client gets `UNAVAILABLE` with
 //!   `grpc-retry-pushback-ms`, fast;
@@ -19,7 +21,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,12 +54,15 @@ const SERVICE: &str = "catalog.v1.Catalog";
 
 /// A gRPC server over h2c: tonic-health's health service, and raw methods
 /// `/test.Raw/Ok` (Trailers-Only `grpc-status: 0`), `/test.Raw/Fail` (Trailers-Only
-/// `grpc-status: 14`, HTTP 200) and `/test.Raw/Slow` (answers after 5 s). Counts the raw
-/// calls and remembers the last request's `te` and `grpc-timeout` headers.
+/// `grpc-status: 14`, HTTP 200), `/test.Raw/Slow` (answers after 5 s) and `/test.Raw/Stream`
+/// (a message, then the status `stream_code` in the trailers, after `stream_delay_ms`). Counts
+/// the raw calls and remembers the last request's `te` and `grpc-timeout` headers.
 struct GrpcServer {
     addr: SocketAddr,
     reporter: HealthReporter,
     raw_calls: Arc<AtomicUsize>,
+    stream_code: Arc<AtomicU8>,
+    stream_delay_ms: Arc<AtomicU64>,
     seen: Arc<Mutex<Seen>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -123,6 +128,9 @@ impl GrpcServer {
         let raw_calls = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (calls, seen2) = (raw_calls.clone(), seen.clone());
+        let stream_code = Arc::new(AtomicU8::new(0));
+        let stream_delay_ms = Arc::new(AtomicU64::new(0));
+        let stream = (stream_code.clone(), stream_delay_ms.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -130,8 +138,11 @@ impl GrpcServer {
                     continue;
                 };
                 let (health, calls, seen) = (health.clone(), calls.clone(), seen2.clone());
+                let stream = stream.clone();
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let (health, calls, seen) = (health.clone(), calls.clone(), seen.clone());
+                    let code = stream.0.load(Ordering::SeqCst);
+                    let delay = Duration::from_millis(stream.1.load(Ordering::SeqCst));
                     async move {
                         {
                             let header = |n: &str| {
@@ -158,6 +169,10 @@ impl GrpcServer {
                             "/test.Raw/Fail" => trailers_only(14),
                             "/test.Raw/StreamOk" => message_then_status(0),
                             "/test.Raw/StreamFail" => message_then_status(14),
+                            "/test.Raw/Stream" => {
+                                tokio::time::sleep(delay).await;
+                                message_then_status(code)
+                            }
                             "/test.Raw/Slow" => {
                                 tokio::time::sleep(Duration::from_secs(5)).await;
                                 trailers_only(0)
@@ -178,6 +193,8 @@ impl GrpcServer {
             addr,
             reporter,
             raw_calls,
+            stream_code,
+            stream_delay_ms,
             seen,
             _task: task,
         }
@@ -442,6 +459,94 @@ async fn a_status_in_the_trailers_decides_the_breakers_verdict() {
     }
     assert!(ours > 0, "the breaker never opened: {}", breaker(&proxy));
     assert_eq!(breaker(&proxy)["state"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_in_the_trailers_ejects_the_upstream_passively() {
+    let good = GrpcServer::start().await;
+    let bad = GrpcServer::start().await;
+    // The bad upstream answers HTTP 200, a message, then UNAVAILABLE in the trailers, fast;
+    // the good one answers OK after 50 ms. Calls go in concurrent rounds, so that the good
+    // one's requests in flight make the latency-aware pick send some to the bad one whatever
+    // its latency estimate, until passive ejection takes it out.
+    bad.stream_code.store(14, Ordering::SeqCst);
+    good.stream_delay_ms.store(50, Ordering::SeqCst);
+    // A breaker that never opens here: the ejection alone decides.
+    let extra = "[clusters.catalog.ejection]\nconsecutive_failures = 3\nmax_ejection_percent = 50.0\n\
+                 [clusters.catalog.breaker]\nwindow = 1000\nminimum_calls = 1000\n";
+    let (serving, proxy) = serve(&grpc_cluster(&[good.addr, bad.addr], extra)).await;
+    let gateway = serving.local_addr();
+    let endpoint = |p: &Proxy<_>, addr: SocketAddr| {
+        let status = p.status();
+        status["clusters"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == addr.to_string())
+            .cloned()
+            .unwrap()
+    };
+
+    let mut unavailable = 0;
+    for _ in 0..30 {
+        let mut round = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            round.spawn(raw_call(gateway, "/test.Raw/Stream", &[]));
+        }
+        while let Some(done) = round.join_next().await {
+            let (parts, trailers) = done.unwrap();
+            assert_eq!(parts.status, 200);
+            assert!(
+                parts.headers.get("grpc-status").is_none(),
+                "not Trailers-Only"
+            );
+            if grpc_status(&parts, trailers.as_ref()) == "14" {
+                unavailable += 1;
+            }
+        }
+        if endpoint(&proxy, bad.addr)["ejected"] == true {
+            break;
+        }
+    }
+    let b = endpoint(&proxy, bad.addr);
+    assert_eq!(b["ejected"], true, "{}", proxy.status());
+    assert_eq!(b["routable"], false, "{b}");
+    // Every UNAVAILABLE the client saw was counted against the bad upstream (at least the
+    // three in a row that ejected it; calls already sent when it was ejected also count).
+    assert!(unavailable >= 3, "{unavailable}");
+    assert_eq!(b["failures"], unavailable, "{b}");
+    let g = endpoint(&proxy, good.addr);
+    assert_eq!(g["ejected"], false, "{g}");
+    assert_eq!(g["failures"], 0, "{g}");
+    assert_eq!(proxy.status()["clusters"][0]["breaker"]["state"], "closed");
+
+    // Every later call goes to the good upstream.
+    let (bad_before, good_before) = (bad.calls(), good.calls());
+    for _ in 0..10 {
+        let (parts, trailers) = raw_call(gateway, "/test.Raw/Stream", &[]).await;
+        assert_eq!(grpc_status(&parts, trailers.as_ref()), "0");
+    }
+    assert_eq!(bad.calls(), bad_before);
+    assert_eq!(good.calls(), good_before + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_in_the_trailers_never_ejects_an_upstream() {
+    let a = GrpcServer::start().await;
+    let b = GrpcServer::start().await;
+    let extra =
+        "[clusters.catalog.ejection]\nconsecutive_failures = 1\nmax_ejection_percent = 50.0\n";
+    let (serving, proxy) = serve(&grpc_cluster(&[a.addr, b.addr], extra)).await;
+    for _ in 0..20 {
+        let (parts, trailers) = raw_call(serving.local_addr(), "/test.Raw/Stream", &[]).await;
+        assert_eq!(grpc_status(&parts, trailers.as_ref()), "0");
+    }
+    let status = proxy.status();
+    for e in status["clusters"][0]["endpoints"].as_array().unwrap() {
+        assert_eq!(e["ejected"], false, "{status}");
+        assert_eq!(e["failures"], 0, "{status}");
+    }
+    assert_eq!(a.calls() + b.calls(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,8 @@ pub struct ClusterSection {
     pub protocol: UpstreamProtocol,
     /// `grpc`, default `false`: the cluster serves gRPC. Its answers are judged by their
     /// `grpc-status` (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN and DATA_LOSS are
-    /// failures) by the breaker and the balancer, a request's `grpc-timeout` bounds its
+    /// failures) by the breaker and the balancer's passive ejection, in the head of a
+    /// Trailers-Only answer or else in the trailers, a request's `grpc-timeout` bounds its
     /// attempts, and the active checks use the gRPC health checking protocol. Needs
     /// `protocol = "h2c"` or `"https"`.
     pub grpc: bool,

@@ -1,5 +1,6 @@
 //! The proxy's response body: the upstream's body streamed through (or an apology), and, for
-//! a gRPC call whose status comes in the trailers, the breaker's verdict taken there.
+//! a gRPC call whose status comes in the trailers, the verdict taken there for the breaker and
+//! for the balancer's passive ejection.
 
 use std::fmt;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use rampart_balance::LateOutcome;
 use rampart_breaker::BreakerHandle;
 use rampart_fallback::FallbackBody;
 use rampart_health::{GrpcClassifier, Outcome};
@@ -31,12 +33,14 @@ impl fmt::Debug for ProxyBody {
     }
 }
 
-/// A gRPC call's verdict still to come: recorded with the cluster's breaker when the
-/// trailers arrive (their `grpc-status`), when the body ends without them (UNKNOWN) or fails
-/// (a failure). A body dropped before its end records nothing: the caller went away.
+/// A gRPC call's verdict still to come: recorded with the cluster's breaker, and with the
+/// balancer's passive ejection for the endpoint that answered, when the trailers arrive (their
+/// `grpc-status`), when the body ends without them (UNKNOWN) or fails (a failure). A body
+/// dropped before its end records nothing: the caller went away.
 pub(crate) struct TrailerVerdict {
     classifier: GrpcClassifier,
     breaker: BreakerHandle,
+    late: Option<LateOutcome>,
 }
 
 impl TrailerVerdict {
@@ -44,12 +48,22 @@ impl TrailerVerdict {
         Self {
             classifier,
             breaker,
+            late: None,
         }
+    }
+
+    /// Also records the verdict with the balancer (the answer's [`LateOutcome`], if it has one).
+    pub(crate) fn with_late(mut self, late: Option<LateOutcome>) -> Self {
+        self.late = late;
+        self
     }
 
     fn record(self, outcome: Outcome) {
         if outcome == Outcome::Ignored {
             return;
+        }
+        if let Some(late) = &self.late {
+            late.record(outcome);
         }
         // The call was admitted when it started; its verdict is counted now. An open breaker
         // has no use for it (it is already failing fast).

@@ -6,10 +6,15 @@
 //!   HTTP/2 connection per endpoint (h2c with prior knowledge, or ALPN `h2` over rustls), or
 //!   HTTP/1.1 over TLS when an `https` server does not offer `h2`. Request and response bodies
 //!   stream through as frames, trailers included.
-//! - A `grpc` cluster is judged by [`GrpcClassifier`] (the `grpc-status` of a Trailers-Only
-//!   answer, HTTP statuses mapped as gRPC maps them) and checked with the gRPC health checking
-//!   protocol ([`GrpcHealthProbe`]); other clusters by [`HttpClassifier`] (5xx and transport
-//!   errors fail) and `GET checks.path`.
+//! - A `grpc` cluster is judged by [`GrpcClassifier`] and checked with the gRPC health
+//!   checking protocol ([`GrpcHealthProbe`]); other clusters by [`HttpClassifier`] (5xx and
+//!   transport errors fail) and `GET checks.path`. A gRPC answer is judged at its head when the
+//!   head decides (the `grpc-status` of a Trailers-Only answer, a non-200 HTTP status mapped as
+//!   gRPC maps it); otherwise its status comes in the trailers, and the breaker and the
+//!   balancer's passive ejection both take their verdict there: the balancer records only the
+//!   head's latency and leaves a [`LateOutcome`](rampart_balance::LateOutcome) in the
+//!   response, which the proxy's body records when the trailers arrive (UNKNOWN, a failure, if
+//!   the body ends without them; nothing if the client goes away first).
 
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
@@ -37,7 +42,10 @@ use crate::config::{ClusterSection, ConfigError, HostMode, UpstreamProtocol};
 /// A gRPC answer whose status is still to come (HTTP 200 without `grpc-status` in its
 /// headers: the status arrives in the trailers) is a provisional success, or, with
 /// [`deferring_trailers`](Self::deferring_trailers) (the breaker's setting in the proxy),
-/// [`Outcome::Ignored`] at the head: the proxy records the verdict of the trailers then.
+/// [`Outcome::Ignored`] at the head: the proxy records the verdict of the trailers then. The
+/// balancer never asks about such an answer: its policy defers it
+/// ([`GatewayPolicy`](super::GatewayPolicy)), and the proxy records the trailers' verdict
+/// with the balancer too.
 ///
 /// ```
 /// use rampart_gateway::proxy::ClusterClassifier;

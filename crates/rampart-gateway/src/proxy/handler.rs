@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderValue, TE};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use rampart_balance::LateOutcome;
 use rampart_fallback::{ApologyBody, FallbackBody};
 use rampart_health::Deadline;
 use rampart_health::grpc::GRPC_STATUS;
@@ -103,18 +104,20 @@ impl<B: ProxyBalance> Handler for Proxy<B> {
             let Some((call, verdict, entry)) = routed else {
                 return no_route();
             };
-            let resp = match call.await {
+            let mut resp = match call.await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
             // A gRPC answer whose status is still to come (no `grpc-status` in its head: not
-            // Trailers-Only, not our apology) is judged by its trailers.
+            // Trailers-Only, not our apology) is judged by its trailers, for the breaker and
+            // for the balancer's passive ejection (which left its outcome to come).
             let mut resp = match verdict {
                 Some(v)
                     if resp.status() == StatusCode::OK
                         && !resp.headers().contains_key(GRPC_STATUS) =>
                 {
-                    resp.map(|b| ProxyBody::with_verdict(b, v))
+                    let late = resp.extensions_mut().remove::<LateOutcome>();
+                    resp.map(|b| ProxyBody::with_verdict(b, v.with_late(late)))
                 }
                 _ => resp.map(ProxyBody::new),
             };

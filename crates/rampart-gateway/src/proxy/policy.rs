@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use rampart_balance::BalancePolicy;
+use rampart_balance::{BalancePolicy, LateOutcome};
 use rampart_health::deadline::{GRPC_TIMEOUT_HEADER, format_grpc_timeout};
 use rampart_health::{BoxError, Classify, Deadline, Outcome, is_never_reached};
 
@@ -19,7 +19,9 @@ use super::{ClusterClassifier, UpBody, clone_request};
 ///   carries an `Idempotency-Key` (nginx's `proxy_next_upstream error timeout http_502
 ///   http_503`).
 /// - Health: 5xx and transport errors are failures ([`HttpClassifier`](rampart_health::HttpClassifier)), or, for a `grpc`
-///   cluster, the `grpc-status` decides ([`ClusterClassifier::grpc`]).
+///   cluster, the `grpc-status` decides ([`ClusterClassifier::grpc`]): at the head for a
+///   Trailers-Only answer, else in the trailers ([`BalancePolicy::defers`]: the response
+///   carries a [`LateOutcome`] that the proxy's body records).
 /// - Deadline: a request's [`Deadline`] extension (the handler sets it from `grpc-timeout`
 ///   for a `grpc` cluster): no attempt starts past it, and each attempt's `grpc-timeout` says
 ///   what is left.
@@ -60,6 +62,19 @@ impl BalancePolicy<Request<UpBody>, Response<Incoming>> for GatewayPolicy {
 
     fn classify(&self, result: Result<&Response<Incoming>, &BoxError>) -> Outcome {
         self.classify.classify(result)
+    }
+
+    /// A gRPC answer whose status comes in the trailers is judged there: the handler hands
+    /// the [`LateOutcome`] to the response body, which records the trailers' verdict.
+    #[inline]
+    fn defers(&self, response: &Response<Incoming>) -> bool {
+        self.classify
+            .grpc_classifier()
+            .is_some_and(|g| g.classify_head(response).is_none())
+    }
+
+    fn defer(&self, response: &mut Response<Incoming>, late: LateOutcome) {
+        response.extensions_mut().insert(late);
     }
 
     fn deadline(&self, req: &Request<UpBody>) -> Option<Deadline> {
