@@ -20,6 +20,10 @@
 //!   last-stream-id of a `GOAWAY`. Its body is replayed from a [`Tape`] (bodies up to 64 KiB;
 //!   a larger one is not sent again). When it cannot be sent again, the error is
 //!   [`NeverReached`] and the balancer may try another endpoint.
+//! - A stream that hyper still held for a free slot when the connection shut down after a
+//!   `GOAWAY` fails with an ordinary error, not [`NeverReached`]: h2 may have opened it just
+//!   before, so it may have been processed. The balancer's policy then retries it elsewhere
+//!   only when it is idempotent (or carries an `Idempotency-Key`).
 //! - A failed connection attempt (refused, unreachable, connect timeout, TLS handshake) is
 //!   [`NeverReached`] at once, for the balancer to try elsewhere.
 
@@ -181,11 +185,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// `true` when hyper dropped the request with its connection's dispatch task: the stream was
-/// still waiting in hyper for a free slot when the connection shut down (after a `GOAWAY`),
-/// so it never went out. hyper has no accessor for this kind: its message is matched.
+/// `true` when hyper dropped the request's callback with its connection's dispatch task. That
+/// happens to a stream that waited in hyper for a free stream slot when the connection shut
+/// down after a `GOAWAY`; but by then h2 may already have opened it, and the server may have
+/// processed it, so the request may or may not have reached the server. hyper has no
+/// accessor for this kind: its message is matched.
 fn is_dispatch_gone(err: &hyper::Error) -> bool {
-    err.is_user() && err.to_string() == "dispatch task is gone"
+    err.is_user() && err.to_string().starts_with("dispatch task is gone")
 }
 
 /// `true` when `err`'s chain holds a `GOAWAY` the server sent.
@@ -351,11 +357,17 @@ where
                     None => e.into_error(),
                 },
             };
-            let unsent = err.is_canceled() || is_dispatch_gone(&err);
+            if is_dispatch_gone(&err) {
+                // Perhaps processed (see `is_dispatch_gone`): not sent again here. The
+                // balancer's policy decides, and retries it elsewhere only when it is
+                // idempotent.
+                conn.retire(&self.shared.name, "closed");
+                return Err(Box::new(err));
+            }
+            let unsent = err.is_canceled();
             if is_refused_stream(&err) || unsent {
                 // Never processed by the server: REFUSED_STREAM, above a GOAWAY's
-                // last-stream-id, or dropped by hyper before it went out (its connection
-                // closed while the stream waited in hyper for a free stream slot).
+                // last-stream-id, or canceled by hyper before it went out.
                 if unsent {
                     conn.retire(&self.shared.name, "closed");
                 }
