@@ -1,8 +1,13 @@
-//! What the shop's layers cost per request in the healthy state, against the bare handler:
-//! the page layers (FallbackLayer → StaleIfError → CatchPanic → Timeout) one at a time, the
-//! router-wide ones (`shop::observe`: TraceLayer, request metrics), each alone, and the whole
-//! stack (the target: the whole storefront stack in the healthy state adds ≤ 1 µs per request
-//! over the bare handler).
+//! What the shop's page stack costs per request in the healthy state, against the bare
+//! handler: the whole stack as the shop builds it (`PageLayers::apply`: request metrics and
+//! trace, apology, stale copies, page guard, in one layer of the router), its parts alone, and
+//! the tower-http layers the shop used before (`TraceLayer`, `CatchPanicLayer`,
+//! `TimeoutLayer`) for comparison. The target: the whole stack adds ≤ 1 µs per request over the
+//! bare handler.
+//!
+//! Every router is finalized with `with_state` before it is measured, as `axum::serve` does
+//! (and as the shop's page router is, with its state, before its layers): an unfinalized
+//! `Router<()>` would build its handlers' services, and apply every layer, per request.
 //!
 //! `cargo bench -p storefront --bench page_layers -- --warm-up-time 1 --measurement-time 3`
 
@@ -15,7 +20,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, header};
 use http_body_util::BodyExt;
 use storefront::config::ShopConfig;
-use storefront::shop::PageLayers;
+use storefront::shop::{PageGuardLayer, PageLayers};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -24,7 +29,7 @@ use tower_http::trace::TraceLayer;
 const PAGE: &str = "<!doctype html><title>Sturdy Oak Lantern</title><h1>Sturdy Oak Lantern</h1>";
 
 fn routes() -> Router {
-    Router::new().route(
+    let routes = Router::new().route(
         "/products/{id}",
         get(|| async {
             (
@@ -35,7 +40,8 @@ fn routes() -> Router {
                 axum::response::Html(PAGE),
             )
         }),
-    )
+    );
+    routes.with_state(())
 }
 
 fn request() -> Request<Body> {
@@ -52,25 +58,6 @@ async fn serve(app: Router) -> usize {
     resp.into_body().collect().await.unwrap().to_bytes().len()
 }
 
-/// The shop's request metrics as they were recorded before `RequestMetricsLayer`.
-async fn record_metrics_before(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("storefront_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("storefront_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
-}
-
 fn bench(c: &mut Criterion) {
     // As in the shop: a Prometheus recorder is installed, so the metrics the layers record
     // (the shop's and the middleware's own) cost what they cost in production.
@@ -82,6 +69,15 @@ fn bench(c: &mut Criterion) {
     let layers = PageLayers::new(&ShopConfig::default()).unwrap();
     let variants: Vec<(&str, Router)> = vec![
         ("bare_handler", routes()),
+        // The shop's page stack, as `Shop::start` builds it (no limiter: the default).
+        ("whole_stack", layers.apply(routes())),
+        // Its parts alone.
+        (
+            "observe_only",
+            routes().layer(storefront::shop::ObserveLayer::new(
+                &storefront::shop::ROUTES,
+            )),
+        ),
         ("fallback", routes().layer(layers.fallback.clone())),
         (
             "fallback_stale",
@@ -92,29 +88,10 @@ fn bench(c: &mut Criterion) {
             ),
         ),
         (
-            "fallback_stale_catch_panic",
-            routes().layer(
-                ServiceBuilder::new()
-                    .layer(layers.fallback.clone())
-                    .layer(layers.stale.clone())
-                    .layer(CatchPanicLayer::new()),
-            ),
+            "page_guard_only",
+            routes().layer(PageGuardLayer::new(layers.deadline)),
         ),
-        (
-            "all_page_layers",
-            routes().layer(
-                ServiceBuilder::new()
-                    .layer(layers.fallback.clone())
-                    .layer(layers.stale.clone())
-                    .layer(CatchPanicLayer::new())
-                    .layer(TimeoutLayer::with_status_code(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        layers.deadline,
-                    )),
-            ),
-        ),
-        ("page_layers_apply", layers.apply(routes())),
-        // The router-wide layers alone, then everything the shop puts around a page.
+        // The tower-http layers the page guard and `ObserveLayer` replace, alone.
         ("trace_only", routes().layer(TraceLayer::new_for_http())),
         (
             "timeout_only",
@@ -124,29 +101,11 @@ fn bench(c: &mut Criterion) {
             )),
         ),
         ("catch_panic_only", routes().layer(CatchPanicLayer::new())),
-        ("observe_only", storefront::shop::observe(routes())),
-        // What `observe` was before: the same metrics from an axum `from_fn` middleware
-        // (boxed future, label strings and a registry lookup per request).
-        (
-            "observe_from_fn_before",
-            routes()
-                .layer(axum::middleware::from_fn(record_metrics_before))
-                .layer(TraceLayer::new_for_http()),
-        ),
-        (
-            "metrics_layer_only",
-            routes().layer(storefront::shop::RequestMetricsLayer::new(
-                &storefront::shop::ROUTES,
-            )),
-        ),
-        (
-            "whole_stack",
-            storefront::shop::observe(layers.apply(routes())),
-        ),
     ];
     let mut group = c.benchmark_group("product_page");
     for (name, app) in variants {
         group.bench_function(name, |b| {
+            let app = app.clone().with_state(());
             b.iter(|| rt.block_on(serve(app.clone())));
         });
     }

@@ -6,6 +6,7 @@
 mod admin;
 mod apology;
 mod cart;
+mod guard;
 mod observe;
 mod outbox;
 mod pages;
@@ -22,8 +23,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
-use http::{HeaderValue, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rampart::fallback::{Degrade, FallbackLayer, FallbackStats, StaleIfErrorLayer};
 use rampart::health::{ConfigError, Outcome};
@@ -36,12 +37,12 @@ pub use admin::{
     AdminState, FaultControl, constant_time_eq, generate_token, router as admin_router,
 };
 pub use cart::{COOKIE_NAME as CART_COOKIE, Cart, new_key};
-pub use observe::{RequestMetrics, RequestMetricsLayer, ResponseFuture as RequestMetricsFuture};
+pub use guard::{PageGuard, PageGuardFuture, PageGuardLayer};
+pub use observe::{Observe, ObserveLayer, ResponseFuture as ObserveFuture};
 pub use outbox::{Backoff, Checkout, DEFAULT_LEASE, Forwarded, OrderState, Outbox, OutboxOrder};
 pub use upstream::{
-    BreakerStatus, PageDeadline, PageDeadlineLayer, ReplicaStatus, ServiceStatus, SiteStatus,
-    StackStatus, StatusProbe, Upstream, UpstreamBody, UpstreamError, UpstreamService, within,
-    within_budget,
+    BreakerStatus, ReplicaStatus, ServiceStatus, SiteStatus, StackStatus, StatusProbe, Upstream,
+    UpstreamBody, UpstreamError, UpstreamService, within, within_budget,
 };
 
 use crate::AbortOnDrop;
@@ -413,12 +414,13 @@ impl Shop {
     }
 }
 
-/// The layers around the pages. Outermost first: the apology (`FallbackLayer`), the
-/// concurrency limit (rampart-limit's `LimitLayer`, when there is one), stale copies
-/// (`StaleIfError`), panics to 500s (`CatchPanicLayer`), the page deadline (`TimeoutLayer`),
-/// then the handlers. A shed request becomes the apology with `503` and `Retry-After` at once;
-/// a stale copy is preferred to the apology, and a panic or a late page becomes a failure the
-/// outer layers handle.
+/// The layers around the pages. Outermost first: the request's metrics and trace
+/// ([`ObserveLayer`]), the apology (`FallbackLayer`), the concurrency limit (rampart-limit's
+/// `LimitLayer`, when there is one), stale copies (`StaleIfError`), then the page guard
+/// ([`PageGuardLayer`]: the page's deadline for its upstream calls, panics to 500s, and a
+/// `503` when the page's budget is spent), then the handlers. A shed request becomes the apology with
+/// `503` and `Retry-After` at once; a stale copy is preferred to the apology, and a panic or
+/// a late page becomes a failure the outer layers handle.
 #[derive(Debug, Clone)]
 pub struct PageLayers {
     /// The apology (line 4).
@@ -429,6 +431,8 @@ pub struct PageLayers {
     pub deadline: Duration,
     /// The concurrency limit, partitioned by [`classify_page`].
     pub limiter: Option<Limiter>,
+    /// The request metrics and trace (its metric handles shared across clones).
+    pub observe: ObserveLayer,
 }
 
 impl PageLayers {
@@ -448,6 +452,7 @@ impl PageLayers {
                 .key(rampart::fallback::stale::path_with_params(["page", "q"])),
             deadline: config.page_deadline,
             limiter: None,
+            observe: ObserveLayer::new(&ROUTES),
         })
     }
 
@@ -457,30 +462,31 @@ impl PageLayers {
         self
     }
 
-    /// `routes` wrapped in the layers.
+    /// `routes` wrapped in the layers, all in one layer of the router (each layer of an axum
+    /// router boxes and clones the routes' services once more per request). Innermost, the
+    /// framework's plain-text client errors (a query, form or method the routes refuse) are
+    /// given the shop's look.
     pub fn apply(&self, routes: Router) -> Router {
-        let inner = ServiceBuilder::new()
-            .layer(self.stale.clone())
-            .layer(tower_http::catch_panic::CatchPanicLayer::new())
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                self.deadline,
-            ))
-            // Every upstream call the page makes carries what is left of its deadline.
-            .layer(upstream::PageDeadlineLayer::new(self.deadline));
+        let guard = PageGuardLayer::new(self.deadline);
         match &self.limiter {
             Some(limiter) => routes.layer(
                 ServiceBuilder::new()
+                    .layer(self.observe.clone())
                     .layer(self.fallback.clone())
                     .layer(LimitLayer::http(limiter.clone()).partition_by(
                         |req: &http::Request<axum::body::Body>| classify_page(req.uri().path()),
                     ))
-                    .layer(inner),
+                    .layer(self.stale.clone())
+                    .layer(guard)
+                    .map_response(pages::brand_errors),
             ),
             None => routes.layer(
                 ServiceBuilder::new()
+                    .layer(self.observe.clone())
                     .layer(self.fallback.clone())
-                    .layer(inner),
+                    .layer(self.stale.clone())
+                    .layer(guard)
+                    .map_response(pages::brand_errors),
             ),
         }
     }
@@ -502,19 +508,19 @@ fn router(state: AppState, admin: AdminState, layers: &PageLayers) -> Router {
         )
         .route("/orders/{id}", get(pages::order))
         .fallback(pages::not_found)
-        .with_state(state.clone())
-        // The extractors' plain-text refusals (400, 413, 415, 422) in the shop's look.
-        .layer(axum::middleware::map_response(pages::brand_errors));
-    let pages = layers.apply(pages);
+        .with_state(state.clone());
     let routes = Router::new()
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(metrics_route))
         .route("/status", get(status_page))
         .route("/status.json", get(status_json))
         .with_state(state)
-        .merge(admin::router(admin))
-        .merge(pages);
-    observe(routes)
+        .merge(admin::router(admin));
+    // The pages are observed by their own layers; the page router's fallback (the 404 page)
+    // answers every path no route matches.
+    routes
+        .layer(layers.observe.clone())
+        .merge(layers.apply(pages))
 }
 
 /// Every route of the shop, as `MatchedPath` reports it (the request metrics keep cached
@@ -537,17 +543,16 @@ pub const ROUTES: [&str; 15] = [
     "/admin/faults/reset",
 ];
 
-/// The layers around the whole router (pages, operations and admin routes). Outermost first:
-/// tower-http's `TraceLayer` (a span per request, events at `debug`), then the request
-/// metrics ([`RequestMetricsLayer`]: `storefront_http_requests_total` by route and status,
-/// `storefront_http_request_duration_seconds` by route).
+/// The request metrics and trace ([`ObserveLayer`]: `storefront_http_requests_total` by route
+/// and status, `storefront_http_request_duration_seconds` by route, and the trace of
+/// tower-http's `TraceLayer`) around every route of `routes`. The shop puts it around its
+/// operations and admin routes; [`PageLayers::apply`] puts it around the pages, with the
+/// page layers in the same layer of the router.
 ///
 /// Install the metrics recorder first: the metric handles are taken from the recorder in
 /// place when they are first used.
 pub fn observe(routes: Router) -> Router {
-    routes
-        .layer(RequestMetricsLayer::new(&ROUTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    routes.layer(ObserveLayer::new(&ROUTES))
 }
 
 async fn metrics_route(State(st): State<AppState>) -> Response {

@@ -1,23 +1,34 @@
-//! Request metrics as a plain tower layer: `storefront_http_requests_total` (by route and
-//! status) and `storefront_http_request_duration_seconds` (by route).
+//! Request observation as one plain tower layer: the request metrics
+//! (`storefront_http_requests_total` by route and status,
+//! `storefront_http_request_duration_seconds` by route) and the request's trace.
 //!
 //! The metric handles of the known routes and of the statuses the shop answers with are
 //! looked up in the recorder once (on first use) and kept, so a request costs two clock
 //! reads, a short table scan and two atomic updates: no label strings are built, no
 //! registry is searched and nothing is boxed. Other routes and statuses take the general
 //! path (labels built per request), with the same metric names and labels.
+//!
+//! The trace is what tower-http's `TraceLayer::new_for_http()` records, with its targets, so
+//! the same `RUST_LOG` directives select it: a `request` span at `DEBUG` (`method`, `uri`,
+//! `version`), `started processing request` and `finished processing request` (`latency`,
+//! `status`) at `DEBUG`, and `response failed` (`classification`, `latency`) at `ERROR` for a
+//! `5xx`. The span is made only when a subscriber wants it, and the response body is not
+//! wrapped (so, unlike tower-http's layer, it does not report a body that fails while
+//! streaming): with the shop's default filter (`warn`) a healthy request costs a few level
+//! checks.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
 use http::{Request, Response, StatusCode};
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+use tracing::Span;
 
 const REQUESTS: &str = "storefront_http_requests_total";
 const DURATION: &str = "storefront_http_request_duration_seconds";
@@ -68,15 +79,17 @@ impl RouteMetrics {
     }
 }
 
-/// Records the request metrics of every request through the wrapped service.
+/// Records the request metrics (cached handles per route and status) and the trace (what
+/// tower-http's `TraceLayer::new_for_http()` records, the span made only when a subscriber
+/// wants it) of every request through the wrapped service.
 #[derive(Clone)]
-pub struct RequestMetricsLayer {
+pub struct ObserveLayer {
     routes: Arc<[RouteMetrics]>,
 }
 
-impl std::fmt::Debug for RequestMetricsLayer {
+impl std::fmt::Debug for ObserveLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestMetricsLayer")
+        f.debug_struct("ObserveLayer")
             .field(
                 "routes",
                 &self.routes.iter().map(|r| r.route).collect::<Vec<_>>(),
@@ -85,7 +98,7 @@ impl std::fmt::Debug for RequestMetricsLayer {
     }
 }
 
-impl RequestMetricsLayer {
+impl ObserveLayer {
     /// Metrics for requests to `routes` (axum route patterns, as `MatchedPath` reports them)
     /// kept in cached handles; requests without a matched route count as `unmatched`.
     pub fn new(routes: &[&'static str]) -> Self {
@@ -100,27 +113,27 @@ impl RequestMetricsLayer {
     }
 }
 
-impl<S> Layer<S> for RequestMetricsLayer {
-    type Service = RequestMetrics<S>;
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestMetrics {
+        Observe {
             inner,
             routes: self.routes.clone(),
         }
     }
 }
 
-/// The service of [`RequestMetricsLayer`].
+/// The service of [`ObserveLayer`].
 #[derive(Clone)]
-pub struct RequestMetrics<S> {
+pub struct Observe<S> {
     inner: S,
     routes: Arc<[RouteMetrics]>,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for RequestMetrics<S> {
+impl<S: std::fmt::Debug> std::fmt::Debug for Observe<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestMetrics")
+        f.debug_struct("Observe")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
@@ -132,9 +145,10 @@ enum Route {
     Other(String),
 }
 
-impl<S, B, RB> Service<Request<B>> for RequestMetrics<S>
+impl<S, B, RB> Service<Request<B>> for Observe<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: std::fmt::Display,
 {
     type Response = Response<RB>;
     type Error = S::Error;
@@ -146,6 +160,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            target: "tower_http::trace::make_span",
+            "request",
+            method = %req.method(),
+            uri = %req.uri(),
+            version = ?req.version(),
+        );
         let path = req
             .extensions()
             .get::<MatchedPath>()
@@ -154,44 +176,95 @@ where
             Some(i) => Route::Known(self.routes.clone(), i),
             None => Route::Other(path.to_owned()),
         };
+        let inner = {
+            let _entered = span.enter();
+            tracing::debug!(
+                target: "tower_http::trace::on_request",
+                "started processing request"
+            );
+            self.inner.call(req)
+        };
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner,
             route: Some(route),
-            started: Instant::now(),
+            started,
+            span,
         }
     }
 }
 
 pin_project! {
-    /// The future of [`RequestMetrics`].
+    /// The future of [`Observe`].
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         route: Option<Route>,
         started: Instant,
+        span: Span,
     }
 }
 
 impl<F, RB, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<RB>, E>>,
+    E: std::fmt::Display,
 {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let out = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(route)) = (&out, this.route.take()) {
-            let secs = this.started.elapsed().as_secs_f64();
-            match route {
-                Route::Known(routes, i) => routes[i].record(resp.status(), secs),
-                Route::Other(path) => {
-                    metrics::counter!(REQUESTS, "route" => path.clone(), "status" => resp.status().as_str().to_owned())
-                        .increment(1);
-                    metrics::histogram!(DURATION, "route" => path).record(secs);
-                }
+        let Some(route) = this.route.take() else {
+            // Polled again after its answer: nothing more to record.
+            return Poll::Ready(out);
+        };
+        let latency = this.started.elapsed();
+        let resp = match &out {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(
+                    target: "tower_http::trace::on_failure",
+                    classification = %format_args!("Error: {e}"),
+                    latency = %Millis(latency),
+                    "response failed"
+                );
+                return Poll::Ready(out);
+            }
+        };
+        let status = resp.status();
+        tracing::debug!(
+            target: "tower_http::trace::on_response",
+            latency = %Millis(latency),
+            status = i32::from(status.as_u16()),
+            "finished processing request"
+        );
+        if status.is_server_error() {
+            tracing::error!(
+                target: "tower_http::trace::on_failure",
+                classification = %format_args!("Status code: {status}"),
+                latency = %Millis(latency),
+                "response failed"
+            );
+        }
+        let secs = latency.as_secs_f64();
+        match route {
+            Route::Known(routes, i) => routes[i].record(status, secs),
+            Route::Other(path) => {
+                metrics::counter!(REQUESTS, "route" => path.clone(), "status" => status.as_str().to_owned())
+                    .increment(1);
+                metrics::histogram!(DURATION, "route" => path).record(secs);
             }
         }
         Poll::Ready(out)
+    }
+}
+
+/// A latency as tower-http's trace shows it: whole milliseconds.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
     }
 }

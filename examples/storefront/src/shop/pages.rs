@@ -559,7 +559,7 @@ pub(crate) async fn not_found() -> Response {
 /// Gives the framework's own client-error answers (a query, path or form the extractors
 /// refuse: 400, 413, 415, 422, …, plain text) the shop's look, so a customer never sees a bare
 /// text page. The extractor's wording stays out of the page: it names internals.
-pub(crate) async fn brand_errors(resp: Response) -> Response {
+pub(crate) fn brand_errors(resp: Response) -> Response {
     let status = resp.status();
     let plain = resp
         .headers()

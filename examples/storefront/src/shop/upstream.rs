@@ -6,7 +6,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,57 +42,16 @@ pub async fn within_budget<F: Future>(budget: Duration, fut: F) -> F::Output {
     within(Deadline::after(budget), fut).await
 }
 
-/// The page layer that starts a page's deadline: `budget` from now, or earlier when the
-/// request already carries one (`x-rampart-deadline-ms` or `grpc-timeout` from the edge).
-/// The handler then runs [`within`] it, and the request gets it as an extension.
-#[derive(Debug, Clone, Copy)]
-pub struct PageDeadlineLayer {
-    budget: Duration,
+/// Runs `f` (one poll of a page's handler) with its upstream calls bounded by `deadline`: the
+/// page guard sets it for every poll of the page.
+pub(crate) fn with_page_deadline<R>(deadline: Deadline, f: impl FnOnce() -> R) -> R {
+    PAGE_DEADLINE.sync_scope(deadline, f)
 }
 
-impl PageDeadlineLayer {
-    /// Pages get `budget`.
-    pub fn new(budget: Duration) -> Self {
-        Self { budget }
-    }
-}
-
-impl<S> tower::Layer<S> for PageDeadlineLayer {
-    type Service = PageDeadline<S>;
-
-    fn layer(&self, inner: S) -> PageDeadline<S> {
-        PageDeadline {
-            inner,
-            budget: self.budget,
-        }
-    }
-}
-
-/// The service of [`PageDeadlineLayer`].
-#[derive(Debug, Clone)]
-pub struct PageDeadline<S> {
-    inner: S,
-    budget: Duration,
-}
-
-impl<S, B> tower::Service<Request<B>> for PageDeadline<S>
-where
-    S: tower::Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = tokio::task::futures::TaskLocalFuture<Deadline, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let own = Deadline::after(self.budget);
-        let deadline = Deadline::from_headers(req.headers()).map_or(own, |d| d.min(own));
-        req.extensions_mut().insert(deadline);
-        PAGE_DEADLINE.scope(deadline, self.inner.call(req))
-    }
+/// The deadline of the page being served, if any.
+#[cfg(test)]
+pub(crate) fn current_page_deadline() -> Option<Deadline> {
+    PAGE_DEADLINE.try_with(|d| *d).ok()
 }
 
 /// The request body every upstream takes.
