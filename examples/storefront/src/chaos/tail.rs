@@ -65,8 +65,8 @@ pub struct Target {
     pub enforced: bool,
 }
 
-/// The targets of `slow-replica` and `rate-limited` (and of `surge`, see
-/// [`surge_target`]), for the phases the report has.
+/// The targets of `slow-replica` and `rate-limited` (the `surge` phase has its own, checked
+/// once its checkouts are counted), for the phases the report has.
 pub fn targets(report: &Report) -> Vec<Target> {
     let phase = |name: &str| report.phases.iter().find(|p| p.name == name);
     let mut out = Vec::new();
