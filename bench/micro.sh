@@ -3,7 +3,7 @@
 # harnesses (each prints its own table against its anchor), optionally against an earlier
 # commit, interleaved bench by bench so that both see the same machine.
 #
-# usage: bench/micro.sh [--out DIR] [--before REV] [--only "pkg:bench ..."] [--quick]
+# usage: bench/micro.sh [--out DIR] [--before REV] [--only "pkg:bench ..."] [--quick] [--summary-only]
 #
 #   --out DIR      where the raw outputs go (default: a new temporary directory, printed)
 #   --before REV   also build REV in a temporary worktree (its own target directory) and run
@@ -11,6 +11,7 @@
 #                  puts criterion's middle estimates side by side with their ratio
 #   --only LIST    the benches to run, as pkg:bench (default: all of them, below)
 #   --quick        shorter criterion measurements (1 s warm-up, 2 s measurement; default 1 and 3)
+#   --summary-only write DIR/summary.md again from the outputs already in --out DIR
 #
 # Criterion benches take `--warm-up-time`/`--measurement-time`; the harness benches
 # (p2c_harness, hedge, hedge_p99, vs_channel) ignore them and run their own rounds.
@@ -22,6 +23,7 @@ OUT=""
 BEFORE=""
 WARM=1
 MEASURE=3
+SUMMARY_ONLY=0
 ONLY="rampart-breaker:overhead rampart-limit:overhead rampart-balance:pick rampart-balance:p2c_harness
 rampart-balance:hedge rampart-balance:hedge_p99 rampart-gslb:select rampart-fallback:apology
 rampart-fallback:overhead rampart-health:outlier storefront:page_layers grpc-example:vs_channel"
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
     --before) BEFORE=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --quick) MEASURE=2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --summary-only) SUMMARY_ONLY=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +69,7 @@ run_bench() {
     log "$pkg --bench $bench failed: see $file"
 }
 
+if [ "$SUMMARY_ONLY" = 0 ]; then
 BEFORE_TREE=""
 cleanup() {
   if [ -n "$BEFORE_TREE" ]; then git -C "$ROOT" worktree remove --force "$BEFORE_TREE" || true; fi
@@ -93,13 +97,16 @@ for spec in $ONLY; do
   fi
 done
 uptime | sed 's/^/load at end: /' >>"$OUT/machine.txt"
+fi
 
 # Criterion's middle estimates, per benchmark id, before and after.
 estimates() {
-  awk '/time:/ { id = prev; if ($1 != "time:") id = $1;
-                 for (i = 1; i <= NF; i++) if ($i == "time:") { v = $(i + 3); u = $(i + 4); break }
-                 gsub(/\[/, "", v); print id, v, u }
-       { if ($0 !~ /^ /) prev = $1 }' "$1"
+  awk '{ line = $0; sub(/[ \t]+$/, "", line) }
+       index(line, "time:") { id = substr(line, 1, index(line, "time:") - 1); sub(/[ \t]+$/, "", id)
+                              if (id == "") id = prev
+                              rest = substr(line, index(line, "time:") + 5); gsub(/[\[\]]/, "", rest)
+                              split(rest, f, " "); gsub(/ /, "_", id); print id, f[3], f[4]; next }
+       line !~ /^[ \t]/ && line != "" { prev = line }' "$1"
 }
 # A criterion figure ($1 in unit $2) in ns.
 to_ns() {

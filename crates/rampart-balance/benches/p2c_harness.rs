@@ -6,8 +6,10 @@
 //! `cargo bench -p rampart-balance --bench p2c_harness` (`P2C_SIZES=3,1000` limits the sizes,
 //! `P2C_ROUNDS` sets the rounds, default 9).
 //!
-//! Each round builds both balancers afresh and times 100 000 requests through each in each
-//! harness, interleaved, on the measuring thread's on-CPU time (`rampart_test_support::bench`);
+//! Each round builds both balancers afresh and times 2 000 000 requests through each in each
+//! harness, interleaved, on the measuring thread's on-CPU time (`rampart_test_support::bench`;
+//! the kernel accounts it in scheduler ticks, 4 ms on a 250 Hz kernel, so a stretch must be
+//! long: at 2 000 000 requests of 80 ns, 40 ticks, a tick is 2.5 %);
 //! the table shows the median over the rounds, and for the polled harness also the best round
 //! (what `pick.rs` reports), with the ratios rampart / tower. A bare endpoint (no balancer) in
 //! each harness gives that harness's own floor.
@@ -31,7 +33,7 @@ use tower::Service;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 
 const SIZES: [usize; 3] = [3, 100, 1_000];
-const REQUESTS: u64 = 100_000;
+const REQUESTS: u64 = 2_000_000;
 
 /// An endpoint that is always ready and answers at once.
 #[derive(Clone, Copy)]

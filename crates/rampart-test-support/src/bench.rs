@@ -130,6 +130,10 @@ pub fn on_tokio<S: Service<u64>>(mut svc: S) -> impl FnMut(Range<u64>) {
 }
 
 /// On-CPU time of the calling thread, if the kernel reports it.
+///
+/// Read from `/proc/thread-self/schedstat`, which the kernel brings up to date at its
+/// scheduler ticks (every 4 ms on a 250 Hz kernel) and context switches: a timed stretch
+/// should last hundreds of milliseconds for the tick to stay within a few percent.
 pub fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
