@@ -337,16 +337,16 @@ impl<C> HttpPolicy<C> {
 
     /// `true` for idempotent methods (RFC 9110 §9.2.2) or a request with an `Idempotency-Key`.
     pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
-        matches!(
-            *req.method(),
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        ) || req.headers().contains_key(IDEMPOTENCY_KEY)
+        is_idempotent(req.method(), req.headers())
     }
+}
+
+/// `true` for an idempotent method (RFC 9110 §9.2.2) or a request with an `Idempotency-Key`.
+pub(crate) fn is_idempotent(method: &Method, headers: &http::HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) || headers.contains_key(IDEMPOTENCY_KEY)
 }
 
 impl<B, RB, C> BalancePolicy<http::Request<B>, http::Response<RB>> for HttpPolicy<C>

@@ -21,9 +21,9 @@
 //!   a larger one is not sent again). When it cannot be sent again, the error is
 //!   [`NeverReached`] and the balancer may try another endpoint.
 //! - A stream that hyper still held for a free slot when the connection shut down after a
-//!   `GOAWAY` fails with an ordinary error, not [`NeverReached`]: h2 may have opened it just
-//!   before, so it may have been processed. The balancer's policy then retries it elsewhere
-//!   only when it is idempotent (or carries an `Idempotency-Key`).
+//!   `GOAWAY` may have been processed (h2 may have opened it just before): it is sent again
+//!   on another connection only when it is idempotent (or carries an `Idempotency-Key`), and
+//!   otherwise fails with an ordinary error, not [`NeverReached`].
 //! - A failed connection attempt (refused, unreachable, connect timeout, TLS handshake) is
 //!   [`NeverReached`] at once, for the balancer to try elsewhere.
 
@@ -358,10 +358,18 @@ where
                 },
             };
             if is_dispatch_gone(&err) {
-                // Perhaps processed (see `is_dispatch_gone`): not sent again here. The
-                // balancer's policy decides, and retries it elsewhere only when it is
-                // idempotent.
+                // Perhaps processed (see `is_dispatch_gone`): sent again on another connection
+                // only when repeating it is safe (an idempotent method or an
+                // `Idempotency-Key`); otherwise the caller gets the error.
                 conn.retire(&self.shared.name, "closed");
+                excluded.push(conn.id);
+                if attempt < MAX_ATTEMPTS
+                    && crate::policy::is_idempotent(&parts.method, &parts.headers)
+                    && let Some(replay) = tape.rewind()
+                {
+                    body = replay;
+                    continue;
+                }
                 return Err(Box::new(err));
             }
             let unsent = err.is_canceled();
