@@ -53,7 +53,7 @@ const RECENT_SLOTS: usize = 1024;
 pub(super) struct RecentStores {
     base: Instant,
     refresh_ms: u32,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     pub(super) slots: Box<[AtomicU64]>,
 }
 
@@ -70,14 +70,25 @@ impl RecentStores {
             refresh_ms: u32::try_from(refresh_after.as_millis())
                 .unwrap_or(u32::MAX)
                 .min(u32::MAX / 2),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     pub(super) fn fingerprint(&self, key: &Key, vary: &[Option<HeaderValue>]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one((key, vary))
+        use std::hash::{BuildHasher, Hasher};
+        let mut state = self.hasher.build_hasher();
+        key.hash_compact(&mut state);
+        for value in vary {
+            match value {
+                Some(v) => {
+                    state.write_usize(v.len());
+                    state.write(v.as_bytes());
+                }
+                None => state.write_usize(usize::MAX),
+            }
+        }
+        state.finish()
     }
 
     fn millis(&self, at: Instant) -> u32 {
@@ -124,14 +135,14 @@ const DOORKEEPER_SLOTS: usize = 8192;
 /// comes back in time. Consulted only when the cache is nearly full and a copy would be
 /// stored. No lock, no allocation.
 pub(super) struct Doorkeeper {
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     pub(super) slots: Box<[AtomicU64]>,
 }
 
 impl Doorkeeper {
     pub(super) fn new() -> Self {
         Self {
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             slots: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }

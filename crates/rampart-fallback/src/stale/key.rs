@@ -69,6 +69,36 @@ impl Key {
         })
     }
 
+    /// Feeds the key to `state` in a few length-prefixed writes: what the recent-stores
+    /// fingerprint hashes (cheaper than the field-by-field [`Hash`], which the cache uses).
+    pub(crate) fn hash_compact<H: Hasher>(&self, state: &mut H) {
+        fn put<H: Hasher>(state: &mut H, bytes: &[u8]) {
+            state.write_usize(bytes.len());
+            state.write(bytes);
+        }
+        if self.method != Method::GET {
+            put(state, self.method.as_str().as_bytes());
+        }
+        match &self.host {
+            Some(host) => put(state, host.as_bytes()),
+            None => state.write_usize(usize::MAX),
+        }
+        match &self.target {
+            Target::Uri(uri) => {
+                if let Some(authority) = uri.authority() {
+                    put(state, uri.scheme_str().unwrap_or_default().as_bytes());
+                    put(state, authority.as_str().as_bytes());
+                }
+                let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                put(state, target.as_bytes());
+            }
+            Target::Custom(s) => {
+                state.write_usize(usize::MAX - 1);
+                put(state, s.as_bytes());
+            }
+        }
+    }
+
     /// The path, for logs.
     pub(crate) fn path(&self) -> &str {
         match &self.target {

@@ -68,8 +68,10 @@
 //! and the values of the headers that stored responses have named in `Vary` (usually none).
 //! A response whose `Vary` names a header for the first time teaches the cache to capture it
 //! and is not stored itself (its request's value was not kept); up to 16 distinct names.
-//! A successful `GET` whose copy is recent costs a parse of its `Cache-Control` and a lookup
-//! in a lock-free table, and allocates nothing (with a key function: the string it returns);
+//! A successful `GET` whose copy is recent costs a hash of its key and a lookup in a
+//! lock-free table (its response headers are not read: while a copy is recent, a response is
+//! neither stored nor counted as refused), and allocates nothing (with a key function: the
+//! string it returns);
 //! other methods pass straight through. Storing a copy costs the copies of its parts (once
 //! per `refresh_after` for a popular page).
 //!
@@ -411,8 +413,8 @@ pub struct StaleSnapshot {
     pub bytes: u64,
     /// The configured bound on `bytes`.
     pub max_bytes: u64,
-    /// Successful responses streamed through without being recorded because the stored copy
-    /// was younger than `refresh_after`.
+    /// Successful responses streamed through without being examined or recorded because the
+    /// stored copy was younger than `refresh_after`.
     pub recent: u64,
     /// Responses stored (or replaced).
     pub stored: u64,

@@ -291,6 +291,12 @@ pub(crate) struct Limits {
     pub(crate) max_entry_bytes: usize,
 }
 
+/// Only a success or a redirect is ever stored: anything else is the kind of answer the
+/// copies stand in for.
+pub(crate) fn status_may_be_stored(status: StatusCode) -> bool {
+    (200..400).contains(&status.as_u16())
+}
+
 /// Decides whether a response to a GET may be stored (RFC 9111 §3, as a shared cache).
 pub(crate) fn plan(
     request: RequestFacts,
@@ -300,8 +306,7 @@ pub(crate) fn plan(
     response_headers: &HeaderMap,
     limits: Limits,
 ) -> Result<StorePlan, NotStored> {
-    let code = status.as_u16();
-    if !(200..400).contains(&code) {
+    if !status_may_be_stored(status) {
         return Err(NotStored::Status);
     }
     // One pass over the response's fields (a handful) instead of a hashed lookup per field.

@@ -23,6 +23,22 @@ pub(crate) fn record<B>(
 where
     B: http_body::Body<Data = Bytes>,
 {
+    // A copy stored less than `refresh_after` ago is kept as it is: the response is not
+    // examined at all (the steady state of a popular page: one table lookup).
+    if !policy::status_may_be_stored(resp.status()) {
+        return resp.map(StaleBody::passthrough);
+    }
+    let now = Instant::now();
+    let fingerprint = if shared.recent.slots.is_empty() {
+        0
+    } else {
+        let fp = shared.recent.fingerprint(&info.key, &info.vary);
+        if shared.recent.is_recent(fp, now) {
+            shared.counters.recent.fetch_add(1, Ordering::Relaxed);
+            return resp.map(StaleBody::passthrough);
+        }
+        fp
+    };
     let cfg = &shared.config;
     let plan = match policy::plan(
         info.facts,
@@ -42,17 +58,6 @@ where
             shared.not_stored(why, info.key.path());
             return resp.map(StaleBody::passthrough);
         }
-    };
-    let now = Instant::now();
-    let fingerprint = if shared.recent.slots.is_empty() {
-        0
-    } else {
-        let fp = shared.recent.fingerprint(&info.key, &info.vary);
-        if shared.recent.is_recent(fp, now) {
-            shared.counters.recent.fetch_add(1, Ordering::Relaxed);
-            return resp.map(StaleBody::passthrough);
-        }
-        fp
     };
     // The copy's cost, its body estimated by `Content-Length` (known only at its end
     // otherwise).
