@@ -5,7 +5,6 @@
 //! the request timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,108 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rampart_balance::{Balance, HttpEndpoint, ReplayBody, ReplayBodyLayer};
 use rampart_health::transport::HttpVersion;
+use rampart_test_support::h2c::H2cServer;
 use tokio::sync::watch;
 use tower::{Layer, Service, ServiceExt};
-
-#[derive(Default)]
-struct Counters {
-    hits: AtomicUsize,
-    h2_hits: AtomicUsize,
-    conns: AtomicUsize,
-    /// The most streams ever in flight on one connection.
-    max_in_flight: AtomicUsize,
-    /// The path of every request the handler began to process.
-    paths: std::sync::Mutex<Vec<String>>,
-}
-
-/// An h2c server whose handler holds each request for `delay`. `drain` sends every open
-/// connection a graceful GOAWAY and closes the listener. Aborted on drop.
-struct H2Server {
-    addr: SocketAddr,
-    counters: Arc<Counters>,
-    drain: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for H2Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl H2Server {
-    async fn start(max_streams: u32, delay: Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counters = Arc::new(Counters::default());
-        let (drain, mut drained) = watch::channel(false);
-        let c = counters.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let tcp = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((tcp, _)) => tcp,
-                        Err(_) => continue,
-                    },
-                    _ = drained.changed() => break,
-                };
-                c.conns.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                let mut drained = drained.clone();
-                conns.spawn(async move {
-                    let in_flight = Arc::new(AtomicUsize::new(0));
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let c = c.clone();
-                        let in_flight = in_flight.clone();
-                        async move {
-                            c.hits.fetch_add(1, Ordering::SeqCst);
-                            c.paths.lock().unwrap().push(req.uri().path().to_owned());
-                            if req.version() == http::Version::HTTP_2 {
-                                c.h2_hits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                            c.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                            tokio::time::sleep(delay).await;
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                                b"ok",
-                            ))))
-                        }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(max_streams)
-                        .serve_connection(TokioIo::new(tcp), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = drained.changed() => {}
-                    }
-                    // GOAWAY: streams already accepted finish, new ones are refused.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                });
-            }
-            // Keep draining connections alive until they finish.
-            while conns.join_next().await.is_some() {}
-        });
-        Self {
-            addr,
-            counters,
-            drain,
-            task,
-        }
-    }
-
-    fn uri(&self) -> http::Uri {
-        format!("http://{}", self.addr).parse().unwrap()
-    }
-}
 
 type Body = Full<Bytes>;
 
@@ -127,7 +29,7 @@ fn template() -> rampart_balance::HttpEndpointBuilder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_requests_through_two_stream_slots_all_succeed() {
-    let server = H2Server::start(2, Duration::from_millis(20)).await;
+    let server = H2cServer::start(2, Duration::from_millis(20)).await;
     let balance = Balance::builder()
         .http_endpoints([server.uri()], &template())
         .unwrap()
@@ -162,27 +64,22 @@ async fn ten_concurrent_requests_through_two_stream_slots_all_succeed() {
         ok += 1;
     }
     assert_eq!(ok, 10);
-    let c = &server.counters;
-    assert_eq!(c.hits.load(Ordering::SeqCst), 11);
-    assert_eq!(
-        c.h2_hits.load(Ordering::SeqCst),
-        11,
-        "every request over h2c"
-    );
+    assert_eq!(server.started(), 11);
+    assert_eq!(server.h2_requests(), 11, "every request over h2c");
     assert!(
-        c.conns.load(Ordering::SeqCst) > 1,
+        server.conns() > 1,
         "a second connection once the first one's two slots are taken"
     );
     assert!(
-        c.max_in_flight.load(Ordering::SeqCst) <= 2,
+        server.max_in_flight() <= 2,
         "the server's limit holds on every connection"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_mid_run_fails_no_request() {
-    let draining = H2Server::start(100, Duration::from_millis(5)).await;
-    let steady = H2Server::start(100, Duration::from_millis(5)).await;
+    let draining = H2cServer::start(100, Duration::from_millis(5)).await;
+    let steady = H2cServer::start(100, Duration::from_millis(5)).await;
     let balance = Balance::builder()
         .http_endpoints([draining.uri(), steady.uri()], &template())
         .unwrap()
@@ -231,8 +128,8 @@ async fn goaway_mid_run_fails_no_request() {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let before = draining.counters.hits.load(Ordering::SeqCst);
-    draining.drain.send(true).unwrap();
+    let before = draining.started();
+    draining.drain();
 
     let mut failures = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -244,8 +141,8 @@ async fn goaway_mid_run_fails_no_request() {
     // held waiting for a stream slot when the connection shut down may or may not have
     // reached it: being keyed, it is retried, so it may be served twice, but only ever
     // first by the draining server and then by the steady one.
-    let drained: Vec<String> = draining.counters.paths.lock().unwrap().clone();
-    let steady_paths: Vec<String> = steady.counters.paths.lock().unwrap().clone();
+    let drained: Vec<String> = draining.paths();
+    let steady_paths: Vec<String> = steady.paths();
     let mut served = std::collections::HashMap::<&str, (usize, usize)>::new();
     for p in &drained {
         served.entry(p).or_default().0 += 1;
@@ -267,7 +164,7 @@ async fn goaway_mid_run_fails_no_request() {
 
 #[tokio::test]
 async fn a_request_past_its_grpc_deadline_is_not_sent() {
-    let server = H2Server::start(10, Duration::ZERO).await;
+    let server = H2cServer::start(10, Duration::ZERO).await;
     let endpoint: HttpEndpoint<Body> = template().base(server.uri()).build().unwrap();
     let req = http::Request::post("/pkg.Svc/Method")
         .header("content-type", "application/grpc")
@@ -286,7 +183,7 @@ async fn a_request_past_its_grpc_deadline_is_not_sent() {
         .body(Body::default())
         .unwrap();
     assert_eq!(endpoint.oneshot(req).await.unwrap().status(), 200);
-    assert_eq!(server.counters.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(server.started(), 1);
 }
 
 /// A TCP relay to `upstream` that can be frozen: it then stops moving bytes either way but keeps
@@ -352,8 +249,8 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_pings_notice_a_silent_peer_before_the_request_timeout() {
-    let server = H2Server::start(100, Duration::from_millis(1)).await;
-    let relay = Relay::start(server.addr).await;
+    let server = H2cServer::start(100, Duration::from_millis(1)).await;
+    let relay = Relay::start(server.addr()).await;
     let endpoint: HttpEndpoint<Body> =
         HttpEndpoint::builder(format!("http://{}", relay.addr).parse().unwrap())
             .http_version(HttpVersion::Http2)

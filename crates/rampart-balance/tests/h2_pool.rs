@@ -5,7 +5,6 @@
 //! to retry elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,119 +12,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rampart_balance::HttpEndpoint;
 use rampart_health::BoxError;
 use rampart_health::transport::HttpVersion;
-use tokio::sync::watch;
+use rampart_test_support::h2c::{Counters, H2cServer};
 use tower::{Service, ServiceExt};
-
-#[derive(Default)]
-struct Counters {
-    /// Requests the application handled.
-    hits: AtomicUsize,
-    /// Connections accepted.
-    conns: AtomicUsize,
-    /// The most streams ever in flight on one connection.
-    max_in_flight: AtomicUsize,
-}
-
-/// An h2c server that echoes the request body after `delay`. Each `goaway` signal sends every
-/// connection open at that moment a graceful GOAWAY (the listener keeps accepting). Aborted on
-/// drop.
-struct H2Server {
-    addr: SocketAddr,
-    counters: Arc<Counters>,
-    goaway: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for H2Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl H2Server {
-    async fn start(max_streams: u32, delay: Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counters = Arc::new(Counters::default());
-        let (goaway, signal) = watch::channel(0u64);
-        let c = counters.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                c.conns.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                let mut signal = signal.clone();
-                // Only a signal sent after this connection was accepted drains it.
-                signal.mark_unchanged();
-                conns.spawn(async move {
-                    let in_flight = Arc::new(AtomicUsize::new(0));
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let c = c.clone();
-                        let in_flight = in_flight.clone();
-                        async move {
-                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                            c.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                            tokio::time::sleep(delay).await;
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
-                            c.hits.fetch_add(1, Ordering::SeqCst);
-                            Ok::<_, Infallible>(http::Response::new(Full::new(
-                                body.unwrap_or_default(),
-                            )))
-                        }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .max_concurrent_streams(max_streams)
-                        .serve_connection(TokioIo::new(tcp), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = signal.changed() => {}
-                    }
-                    // GOAWAY: streams already accepted finish, new ones are refused.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                });
-            }
-        });
-        Self {
-            addr,
-            counters,
-            goaway,
-            task,
-        }
-    }
-
-    fn uri(&self) -> http::Uri {
-        format!("http://{}", self.addr).parse().unwrap()
-    }
-
-    fn conns(&self) -> usize {
-        self.counters.conns.load(Ordering::SeqCst)
-    }
-
-    fn hits(&self) -> usize {
-        self.counters.hits.load(Ordering::SeqCst)
-    }
-
-    fn drain_open_connections(&self) {
-        self.goaway.send_modify(|n| *n += 1);
-    }
-}
 
 type Body = Full<Bytes>;
 
-fn endpoint(server: &H2Server) -> HttpEndpoint<Body> {
+fn endpoint(server: &H2cServer) -> HttpEndpoint<Body> {
     HttpEndpoint::builder(server.uri())
         .http_version(HttpVersion::Http2)
         .connect_timeout(Duration::from_secs(1))
@@ -181,7 +76,7 @@ async fn burst(endpoint: &HttpEndpoint<Body>, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_requests_over_two_stream_slots_open_more_connections() {
-    let server = H2Server::start(2, Duration::from_millis(100)).await;
+    let server = H2cServer::start(2, Duration::from_millis(100)).await;
     let endpoint = endpoint(&server);
 
     // One request first: the connection is up and the server's SETTINGS are known.
@@ -190,13 +85,13 @@ async fn ten_concurrent_requests_over_two_stream_slots_open_more_connections() {
 
     let failures = burst(&endpoint, 10).await;
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert_eq!(server.hits(), 11, "each request handled exactly once");
+    assert_eq!(server.handled(), 11, "each request handled exactly once");
     assert!(
         server.conns() > 1,
         "a second connection once the first one's two slots were taken"
     );
     assert!(
-        server.counters.max_in_flight.load(Ordering::SeqCst) <= 2,
+        server.max_in_flight() <= 2,
         "the server's limit holds on every connection"
     );
 }
@@ -254,7 +149,7 @@ impl RefusingServer {
                                 echo.extend_from_slice(&chunk);
                             }
                             tokio::time::sleep(delay).await;
-                            c.hits.fetch_add(1, Ordering::SeqCst);
+                            c.handled.fetch_add(1, Ordering::SeqCst);
                             let Ok(mut send) =
                                 respond.send_response(http::Response::new(()), false)
                             else {
@@ -294,7 +189,7 @@ async fn a_refused_burst_succeeds_on_a_new_connection_of_the_same_endpoint() {
         "the first connection refused all but two streams"
     );
     assert_eq!(
-        server.counters.hits.load(Ordering::SeqCst),
+        server.counters.handled.load(Ordering::SeqCst),
         10,
         "each request handled exactly once"
     );
@@ -306,7 +201,7 @@ async fn a_refused_burst_succeeds_on_a_new_connection_of_the_same_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_mid_run_fails_no_request_of_a_single_endpoint() {
-    let server = H2Server::start(2, Duration::from_millis(5)).await;
+    let server = H2cServer::start(2, Duration::from_millis(5)).await;
     let endpoint = endpoint(&server);
 
     const WORKERS: usize = 4;
@@ -350,7 +245,7 @@ async fn goaway_mid_run_fails_no_request_of_a_single_endpoint() {
     // Each echo was checked above. A keyed request hyper dropped while it waited for a stream
     // slot may have been handled before it was sent again: at most once more, and only a
     // request in flight at one of the two drains (each worker has one in flight at a time).
-    let hits = server.hits();
+    let hits = server.handled();
     assert!(
         (WORKERS * PER_WORKER..=WORKERS * PER_WORKER + 2 * WORKERS).contains(&hits),
         "each request handled once (rarely twice across a drain): {hits}"
@@ -363,7 +258,7 @@ async fn goaway_mid_run_fails_no_request_of_a_single_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_stream_cap_opens_connections_below_the_servers_limit() {
-    let server = H2Server::start(100, Duration::from_millis(300)).await;
+    let server = H2cServer::start(100, Duration::from_millis(300)).await;
     let mut endpoint: HttpEndpoint<Body> = HttpEndpoint::builder(server.uri())
         .http_version(HttpVersion::Http2)
         .http2_max_streams_per_connection(2)

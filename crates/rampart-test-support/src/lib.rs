@@ -9,6 +9,8 @@
 //! - [`series::counter`] and [`series::gauge`]: one captured series, which must exist.
 //! - [`boom::Boom`]: a zero-sized error for services that fail on purpose.
 //! - `bench` (feature `bench`): the benchmarks' per-call timing scaffold, one thread and two.
+//! - `h2c` (feature `h2c`): an HTTP/2 cleartext server on loopback with a per-connection
+//!   stream limit, a delay per request, counters and graceful GOAWAY on demand.
 //! - `tls` (feature `tls`): a test certificate authority (valid, expired and unknown-CA
 //!   certificates), rustls server settings and HTTPS servers on loopback.
 //!
@@ -30,6 +32,8 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod boom;
+#[cfg(feature = "h2c")]
+pub mod h2c;
 pub mod loopback;
 pub mod metrics;
 pub mod poll;
