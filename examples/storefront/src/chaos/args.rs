@@ -1,5 +1,6 @@
-//! The flags of `storefront chaos` and the files they name: the report, its facts side file
-//! and the chart.
+//! The flags of `storefront chaos`, the run's pace they set (phase length and arrival rate,
+//! checked before anything starts), and the places they name: the data directory, the
+//! report, its facts side file and the chart.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +70,56 @@ pub enum ChaosDatabase {
     Postgres,
 }
 
+/// The pace of a run: how long each phase lasts and the timeline's arrival rate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    /// Length of each phase.
+    pub(super) phase_len: Duration,
+    /// Requests per second outside the surge.
+    pub(super) rate: f64,
+}
+
+impl Pace {
+    /// The pace `args` ask for (the defaults follow `--quick`); `Err` when a rate is out of
+    /// range or the phases are shorter than 2 s.
+    pub(super) fn of(args: &ChaosArgs) -> Result<Pace, String> {
+        let phase_len = args
+            .phase
+            .unwrap_or(Duration::from_secs(if args.quick { 5 } else { 20 }));
+        let rate = args.rate.unwrap_or(if args.quick { 60.0 } else { 150.0 });
+        if !(rate > 0.0 && rate <= 20_000.0) {
+            return Err(format!("--rate {rate}: must be between 0 and 20000"));
+        }
+        for (flag, value) in [
+            ("--surge-rate", args.surge_rate),
+            ("--sustainable-rate", args.sustainable_rate),
+        ] {
+            if let Some(v) = value
+                && !(v > 0.0 && v <= 20_000.0)
+            {
+                return Err(format!("{flag} {v}: must be between 0 and 20000"));
+            }
+        }
+        if phase_len < Duration::from_secs(2) {
+            return Err(format!("--phase {phase_len:?}: must be at least 2s"));
+        }
+        Ok(Pace { phase_len, rate })
+    }
+}
+
+/// Where the run's processes keep data and logs: `--data-dir`, or a fresh directory under
+/// the system's temporary directory.
+pub(super) fn data_dir(args: &ChaosArgs) -> PathBuf {
+    args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "storefront-chaos-{}-{:x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ))
+    })
+}
+
+/// Where the facts side file goes: `--facts`, or next to the report.
 pub(super) fn facts_path(args: &ChaosArgs) -> Option<PathBuf> {
     args.facts.clone().or_else(|| {
         args.report.as_ref().map(|r| {

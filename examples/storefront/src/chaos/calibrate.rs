@@ -5,7 +5,7 @@
 //! as fast as the topology answers. Closed-loop load cannot overload anything (a worker waits
 //! for its answer), so the rate of complete answers it gets, ok or degraded (an apology or an
 //! error is not an answer the shop sustained), is what the machine sustains with the mix;
-//! the `surge` phase runs open-loop at five times that.
+//! the `surge` phase runs open-loop at five times that (or at the rate the flags give).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,11 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::args::ChaosArgs;
+use super::compare::SurgeFacts;
 use super::load::{Class, build_request, classify, pick_kind};
+use super::say;
+use super::topology::Topology;
 
 /// What the calibration measured (in the facts side file).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,48 @@ pub struct Calibration {
     pub answered: u64,
     /// Apologies and errors counted (not part of the rate).
     pub refused: u64,
+}
+
+/// Sizes the surge: `--surge-rate`, else 5 × `--sustainable-rate`, else 5 × the rate
+/// measured through `topo`'s primary edge; at least `rate` and at most 20 000 requests/s.
+pub(super) async fn size_surge(
+    args: &ChaosArgs,
+    topo: &Topology,
+    rate: f64,
+) -> Result<SurgeFacts, String> {
+    let mut surge = SurgeFacts::default();
+    let surge_rate = match (args.surge_rate, args.sustainable_rate) {
+        (Some(r), _) => {
+            surge.rate_from = "--surge-rate".into();
+            r
+        }
+        (None, Some(s)) => {
+            surge.rate_from = "--sustainable-rate".into();
+            surge.sustainable_rate = Some(s);
+            s * 5.0
+        }
+        (None, None) => {
+            let (warmup, measure) = if args.quick { (0.5, 2.0) } else { (1.0, 4.0) };
+            let c = sustainable_rate(
+                &format!("http://{}", topo.edge_addr(0)?),
+                args.seed,
+                Duration::from_secs_f64(warmup),
+                Duration::from_secs_f64(measure),
+            )
+            .await;
+            say(&format!(
+                "chaos: sustainable rate {:.0} requests/s ({} answers in {measure} s, closed loop of {}); the surge runs at 5 ×",
+                c.rate, c.answered, c.workers
+            ));
+            surge.rate_from = "measured".into();
+            surge.sustainable_rate = Some(c.rate);
+            surge.calibration = Some(c);
+            c.rate * 5.0
+        }
+    }
+    .clamp(rate, 20_000.0);
+    surge.rate = surge_rate;
+    Ok(surge)
 }
 
 /// Workers of the closed loop: enough to keep both shops' handlers busy on a small machine,

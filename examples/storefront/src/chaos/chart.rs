@@ -4,8 +4,12 @@
 //! compared the surge without the shops' limit, a third row puts both surges side by side.
 
 use std::path::Path;
+use std::time::Duration;
 
 use plotters::prelude::*;
+
+use super::phases::PHASES;
+use super::report::Tally;
 
 /// One second of the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +38,44 @@ pub(crate) struct ChartData {
     pub(crate) rate: f64,
     /// The surge with and without the shops' limit, drawn as a third row.
     pub(crate) surge: Option<SurgeOverlay>,
+}
+
+impl ChartData {
+    /// The chart of a run: `seconds` (per-second tallies from the start of the load), the
+    /// phases' starts, `events`, the load's `end`, the arrival `rate`, and the surge row.
+    pub(crate) fn new(
+        seconds: &[Tally],
+        phase_len: Duration,
+        events: Vec<(f64, String)>,
+        end: Duration,
+        rate: f64,
+        surge: Option<SurgeOverlay>,
+    ) -> ChartData {
+        ChartData {
+            seconds: seconds
+                .iter()
+                .enumerate()
+                .map(|(i, t)| SecondPoint {
+                    t: i as f64 + 0.5,
+                    ok: t.ok,
+                    degraded: t.degraded,
+                    apology: t.apology,
+                    errors: t.errors,
+                    p50_ms: t.percentile_ms(0.5),
+                    p99_ms: t.percentile_ms(0.99),
+                })
+                .collect(),
+            phases: PHASES
+                .iter()
+                .enumerate()
+                .map(|(k, p)| (phase_len.as_secs_f64() * k as f64, p.name.to_owned()))
+                .collect(),
+            events,
+            end: end.as_secs_f64(),
+            rate,
+            surge,
+        }
+    }
 }
 
 /// The surge twice: with the shops' concurrency limit (the timeline's last phase) and

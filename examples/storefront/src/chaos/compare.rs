@@ -8,6 +8,7 @@
 //! accounting (nothing may be lost there either); the report's phases are unchanged, and its
 //! errors do not fail the run: showing what happens without the limit is the point.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -15,10 +16,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::calibrate::Calibration;
-use super::chart::SecondPoint;
+use super::chart::{SecondPoint, SurgeOverlay};
 use super::load::{self, InFlight, LoadPlan};
+use super::phases::PHASES;
 use super::report::{CheckoutCounts, Collector, PhaseReport, Tally};
 use super::topology::Topology;
+use super::{lock, say};
 
 /// How the surge was sized and how it went without the limit (the facts side file's
 /// `surge`).
@@ -42,6 +45,61 @@ pub struct SurgeFacts {
 pub(crate) struct Unlimited {
     pub(crate) report: PhaseReport,
     pub(crate) collector: Collector,
+}
+
+/// Unless `no_limit` (the shops ran without their limit all along), the surge once more with
+/// the limit off, its orders added to `collector`'s; `None` when it did not run. Ctrl-C ends
+/// the run.
+pub(crate) async fn surge_again(
+    no_limit: bool,
+    topo: &mut Topology,
+    plan: &LoadPlan,
+    rate: f64,
+    collector: &Mutex<Collector>,
+) -> Result<Option<Unlimited>, String> {
+    if no_limit {
+        return Ok(None);
+    }
+    say("chaos: the surge once more, with the shops' concurrency limit off");
+    let compared = tokio::select! {
+        u = surge_without_limit(topo, plan, rate) => u,
+        _ = tokio::signal::ctrl_c() => return Err("interrupted".to_owned()),
+    };
+    match compared {
+        Ok(u) => {
+            let mut c = lock(collector);
+            for (key, ack) in &u.collector.orders {
+                *c.orders.entry(key.clone()).or_insert(false) |= *ack;
+            }
+            Ok(Some(u))
+        }
+        Err(e) => {
+            say(&format!("chaos: the comparison surge did not run: {e}"));
+            Ok(None)
+        }
+    }
+}
+
+/// The chart's surge row: the timeline's surge (in `seconds`, per-second tallies from the
+/// start of the load) next to `unlimited`'s; `None` without a comparison.
+pub(crate) fn overlay(
+    seconds: &[Tally],
+    unlimited: Option<&Unlimited>,
+    phase_len: Duration,
+    rate: f64,
+) -> Option<SurgeOverlay> {
+    let surge_k = PHASES.iter().position(|p| p.name == super::SURGE);
+    match (surge_k, unlimited) {
+        (Some(k), Some(u)) => {
+            let from = phase_len.as_secs_f64() * k as f64;
+            Some(SurgeOverlay {
+                rate,
+                limited: points(seconds, from, phase_len.as_secs_f64()),
+                unlimited: points(&u.collector.seconds, 0.0, phase_len.as_secs_f64()),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Restarts the shops without their limit and runs one surge phase of `plan`'s length at

@@ -1,12 +1,18 @@
 //! The `shop-killed` phase: shop A is SIGKILLed at a moment it holds a recorded, unanswered
-//! order whose customer is still waiting, checked on the frozen process.
+//! order whose customer is still waiting, checked on the frozen process, and restarted within
+//! the phase (with one shared order store it stays dead and shop B confirms its orders).
+//! After the run, what became of the orders caught in shop A is followed up.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::phases::{Replica, fault_body};
-use super::store::{SharedDb, unanswered_orders};
+use super::report::OrderFacts;
+use super::stage::Stage;
+use super::store::{SharedDb, in_both, unanswered_orders};
 use super::topology::Topology;
 use super::{KillFacts, held, load};
 
@@ -116,4 +122,87 @@ pub(super) async fn kill_mid_checkout(
         });
     }
     Ok(())
+}
+
+/// The `shop-killed` phase from its 30 % on: shop A killed mid-checkout, then restarted 20 %
+/// of a phase later (within the phase) unless the shops share one order store. Returns the
+/// chart's events; `start` is the start of the load.
+pub(super) async fn shop_killed(
+    stage: &mut Stage,
+    inflight: &load::InFlight,
+    start: Instant,
+    phase_start: Instant,
+    phase_len: Duration,
+    kill: &mut KillFacts,
+) -> Result<Vec<(f64, String)>, String> {
+    kill_mid_checkout(
+        &mut stage.topo,
+        inflight,
+        phase_start,
+        phase_len,
+        kill,
+        stage.shared.as_ref(),
+    )
+    .await?;
+    kill.killed_at_s = start.elapsed().as_secs_f64();
+    if stage.shared.is_some() {
+        // One shared order store: shop A stays dead, shop B confirms its orders.
+        return Ok(vec![(
+            kill.killed_at_s,
+            "SIGKILL shop A (not restarted)".to_owned(),
+        )]);
+    }
+    let mut events = vec![(kill.killed_at_s, "SIGKILL shop A".to_owned())];
+    // Restart 20 % of a phase later, but within the phase.
+    let phase_end = phase_start + phase_len;
+    let restart_at =
+        (Instant::now() + phase_len.mul_f64(0.2)).min(phase_end - Duration::from_millis(100));
+    tokio::time::sleep_until(restart_at).await;
+    kill.restarted_at_s = start.elapsed().as_secs_f64();
+    let took = stage.topo.restart_shop(0).await?;
+    kill.ready_after_s = took.as_secs_f64();
+    events.push((kill.restarted_at_s, "restart shop A".to_owned()));
+    Ok(events)
+}
+
+/// With one shared order store, how many of the orders caught in shop A shop B confirmed
+/// (read while the store's server runs); `None` with one outbox per shop.
+pub(super) async fn caught_confirmed_by_b(
+    shared: Option<&SharedDb>,
+    kill: &KillFacts,
+) -> Option<Result<u64, String>> {
+    match shared {
+        Some(db) => Some(db.confirmed_by_others(&kill.caught_keys).await),
+        None => None,
+    }
+}
+
+/// What became of the orders caught in shop A: in both shops' outboxes under `dir` (read
+/// once the shops are stopped) or confirmed by shop B (`by_b`, with one shared order store),
+/// and confirmed exactly once (`confirmed`: rows per key in the checkout database).
+pub(super) async fn follow_caught(
+    kill: &mut KillFacts,
+    orders: &mut OrderFacts,
+    confirmed: &HashMap<String, u64>,
+    dir: &Path,
+    by_b: Option<Result<u64, String>>,
+) {
+    let outboxes = [dir.join("shop-a/outbox.db"), dir.join("shop-b/outbox.db")];
+    let caught = kill.caught_keys.clone();
+    let both = tokio::task::spawn_blocking(move || in_both(&outboxes, &caught))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    orders.in_both_outboxes = both.map(|b| b.0);
+    kill.caught_retried_on_other_shop = both.map(|b| b.1);
+    if let Some(by_b) = by_b {
+        // One shared outbox: "retried on the other shop" is "confirmed by the other shop".
+        orders.in_both_outboxes = None;
+        kill.caught_retried_on_other_shop = by_b.ok();
+    }
+    kill.caught_confirmed_once = kill
+        .caught_keys
+        .iter()
+        .filter(|k| confirmed.get(k.as_str()) == Some(&1))
+        .count() as u64;
 }

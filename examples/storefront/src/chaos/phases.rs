@@ -112,6 +112,15 @@ pub(super) const SHOP_SETTINGS: &str = concat!(
     "health_interval = \"500ms\"\n",
 );
 
+/// The shops' settings: [`SHOP_SETTINGS`], with their concurrency limit off when `no_limit`.
+pub(super) fn shop_settings(no_limit: bool) -> String {
+    if no_limit {
+        format!("{SHOP_SETTINGS}\n[limit]\nenabled = false\n")
+    } else {
+        SHOP_SETTINGS.to_owned()
+    }
+}
+
 pub(super) fn fault_body(f: &(&str, &str, Replica, &str)) -> serde_json::Value {
     let replica = match f.2 {
         Replica::All => json!("*"),

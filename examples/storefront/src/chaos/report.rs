@@ -1,5 +1,6 @@
 //! What a chaos run measured: per-phase counts and HDR latency histograms, a per-second
-//! series for the chart, the orders, the JSON report and the table.
+//! series for the chart, the orders, the JSON report and the table, and their publication at
+//! the end of the run (the table on stdout, the report, facts and chart files, the verdict).
 //!
 //! The JSON report has exactly its documented shape ([`Report`]); the facts the
 //! integration test checks besides (every apology carries `Retry-After`, every stale page
@@ -24,12 +25,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::args::{ChaosArgs, facts_path};
+use super::chart::{self, ChartData};
 use super::load::{Class, Sample};
+use super::phases::SURGE;
+use super::{say, tail};
 
 /// One phase's line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,6 +465,91 @@ impl Collector {
             })
             .collect()
     }
+
+    /// The report: the phases' lines, the surge's with its checkouts and what the shops shed
+    /// during it (their counters before and after), and `orders`.
+    pub(crate) fn report(
+        &self,
+        orders: OrdersReport,
+        shed_before: Option<BTreeMap<String, u64>>,
+        shed_after: Option<BTreeMap<String, u64>>,
+    ) -> Report {
+        let mut phase_reports = self.phase_reports();
+        if let Some((p, (t, _))) = phase_reports
+            .iter_mut()
+            .zip(&self.phases)
+            .find(|(p, _)| p.name == SURGE)
+        {
+            p.checkouts = Some(CheckoutCounts {
+                attempted: t.checkouts_attempted,
+                acknowledged: t.checkouts_acknowledged,
+            });
+            let before = shed_before.unwrap_or_default();
+            p.shed = Some(
+                shed_after
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, n)| {
+                        let was = before.get(&k).copied().unwrap_or(0);
+                        (k, n.saturating_sub(was))
+                    })
+                    .collect(),
+            );
+        }
+        Report {
+            phases: phase_reports,
+            orders,
+        }
+    }
+}
+
+/// Prints the table and the targets, writes the report, the facts side file and the chart
+/// where `args` ask, and says where the run's data is; `Err` when the run failed.
+pub(crate) fn publish(
+    args: &ChaosArgs,
+    report: &Report,
+    facts: &Facts,
+    chart: &ChartData,
+    dir: &Path,
+) -> Result<(), String> {
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", report.table());
+        let _ = write!(out, "{}", tail::lines(&facts.targets));
+        let _ = out.flush();
+    }
+    if let Some(p) = &args.report {
+        write_json(p, report)?;
+    }
+    if let Some(p) = facts_path(args) {
+        write_json(&p, facts)?;
+    }
+    if let Some(p) = &args.chart {
+        chart::draw(p, chart)?;
+    }
+    if facts.load_average.len() == 2 {
+        say(&format!(
+            "chaos: load average {} before, {} after (latencies depend on it)",
+            facts.load_average[0], facts.load_average[1]
+        ));
+    }
+    say(&format!("chaos: data and logs in {}", dir.display()));
+    let why: Vec<String> = report
+        .verdict()
+        .into_iter()
+        .chain(tail::missed(&facts.targets))
+        .collect();
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("chaos run failed: {}", why.join(", ")))
+    }
+}
+
+/// Writes `value` as pretty JSON, with a final newline, to `path`.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn round1(x: f64) -> f64 {

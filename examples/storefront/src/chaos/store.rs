@@ -1,8 +1,39 @@
 //! The order stores the runner reads to count orders and to find the moment to kill: the
-//! checkout service's database, the shops' outboxes, or their shared PostgreSQL store.
+//! checkout service's database, the shops' outboxes, or their shared PostgreSQL store (whose
+//! server the runner starts with `--database postgres`).
+//!
+//! At the end of a run the runner waits until every acknowledged order is confirmed in the
+//! checkout service's database (or a time limit passes), then counts the orders submitted,
+//! acknowledged, confirmed, lost and duplicated.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::report::{Collector, OrderFacts, OrdersReport};
+use super::topology::Topology;
+use super::{lock, say};
+use crate::orders::LocalPostgres;
+
+/// Starts a PostgreSQL server under `dir` for the shops' shared order store: the server and
+/// the URL of its `storefront` database.
+pub(super) async fn start_postgres(dir: &Path) -> Result<(LocalPostgres, String), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    say("chaos: starting PostgreSQL for the shops' shared order store");
+    let parent = dir.to_path_buf();
+    let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&parent))
+        .await
+        .map_err(|e| format!("starting PostgreSQL: {e}"))?
+        .map_err(|e| format!("cannot start PostgreSQL: {e}"))?;
+    let url = server
+        .create_database("storefront")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((server, url))
+}
 
 /// The shared PostgreSQL order store, read by the runner.
 pub(super) struct SharedDb {
@@ -56,6 +87,78 @@ impl SharedDb {
             .map_err(|e| e.to_string())?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
+}
+
+/// The run's orders against the checkout database.
+pub(super) struct Orders {
+    /// The report's counts.
+    pub(super) report: OrdersReport,
+    /// The facts side file's account of them.
+    pub(super) facts: OrderFacts,
+    /// Confirmed rows per idempotency key.
+    pub(super) confirmed: HashMap<String, u64>,
+}
+
+/// Waits until every order `collector` saw acknowledged is confirmed in the checkout
+/// database (at most 15 s with `quick`, else 60 s), then counts the orders.
+pub(super) async fn count_orders(
+    topo: &Topology,
+    collector: &Mutex<Collector>,
+    quick: bool,
+) -> Result<Orders, String> {
+    let settle_started = Instant::now();
+    let settle_max = if quick {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(60)
+    };
+    let orders: Vec<(String, bool)> = lock(collector)
+        .orders
+        .iter()
+        .map(|(k, a)| (k.clone(), *a))
+        .collect();
+    let db = topo.checkout_db();
+    let (confirmed, dup_extra) = loop {
+        let path = db.clone();
+        let read = tokio::task::spawn_blocking(move || read_confirmed(&path))
+            .await
+            .map_err(|e| format!("reading the checkout database: {e}"))?
+            .map_err(|e| format!("reading {}: {e}", db.display()))?;
+        let all_in = orders
+            .iter()
+            .filter(|(_, ack)| *ack)
+            .all(|(k, _)| read.0.contains_key(k));
+        if all_in || settle_started.elapsed() > settle_max {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut o = OrdersReport::default();
+    let mut of = OrderFacts {
+        settle_s: settle_started.elapsed().as_secs_f64(),
+        ..OrderFacts::default()
+    };
+    for (key, ack) in &orders {
+        let n = confirmed.get(key).copied().unwrap_or(0);
+        o.submitted += 1;
+        o.acknowledged += u64::from(*ack);
+        o.confirmed += u64::from(n > 0);
+        if *ack && n == 0 {
+            o.lost += 1;
+            if of.lost_keys.len() < 20 {
+                of.lost_keys.push(key.clone());
+            }
+        }
+        if !*ack && n > 0 {
+            of.confirmed_unacknowledged += 1;
+        }
+    }
+    o.duplicated = dup_extra;
+    Ok(Orders {
+        report: o,
+        facts: of,
+        confirmed,
+    })
 }
 
 /// Confirmed orders in the checkout database: idempotency key → rows, and extra rows per
