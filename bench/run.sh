@@ -485,7 +485,9 @@ measure_conns() { # measure_conns ROUND SCENARIO TARGET
     kill -0 "$hold_pid" 2>/dev/null || break
     sleep 0.1
   done
-  sleep 1
+  # Held: 5 s after the last connection opened (the gateway hands an idle keep-alive
+  # connection's hyper state back after 1 s, and its allocator returns the pages in about 1 s).
+  sleep 5
   echo "rss_held_kib $(rss_kib "$PROXY_PID")" >>"$out.summary"
   # A normal request's latency while the connections are held (each on a new connection).
   for i in $(seq 20); do
@@ -540,8 +542,8 @@ conns_report() {
   local f scenario target n b h a per lat
   echo "### Idle keep-alive connections and slow clients"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M') UTC, \`bench/run.sh $ARGS_GIVEN\`. RSS of the proxy and its workers; KiB per"
-  echo "connection = (held - before) / connections; latency: 20 normal requests on new connections"
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC, \`bench/run.sh $ARGS_GIVEN\`. RSS of the proxy and its workers (held: 5 s after"
+  echo "the last connection opened); KiB per connection = (held - before) / connections; latency: 20 normal requests on new connections"
   echo "while the others are held (median / max); closed: connections the proxy closed during the"
   echo "hold (median time after all were open); 408: answers before closing."
   echo

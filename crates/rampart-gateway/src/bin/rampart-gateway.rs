@@ -6,7 +6,14 @@
 //! - SIGTERM or Ctrl-C: graceful shutdown. SIGHUP: re-read the file; if valid, swap the
 //!   routing table (connections stay open, unchanged clusters keep their health state); if
 //!   not, log the error and keep the running configuration.
+//! - Memory: the program allocates with jemalloc (the default `jemalloc` feature), whose
+//!   background thread returns freed pages to the system; under glibc's allocator the memory
+//!   that 10,000 idle connections once took stayed with the process after they left.
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::io::Write as _;
 use std::path::PathBuf;
