@@ -24,6 +24,21 @@ pub(crate) struct SecondPoint {
     pub(crate) p99_ms: f64,
 }
 
+impl SecondPoint {
+    /// One second's tally, drawn at `t`.
+    pub(crate) fn of(t: f64, tally: &Tally) -> Self {
+        Self {
+            t,
+            ok: tally.ok,
+            degraded: tally.degraded,
+            apology: tally.apology,
+            errors: tally.errors,
+            p50_ms: tally.percentile_ms(0.5),
+            p99_ms: tally.percentile_ms(0.99),
+        }
+    }
+}
+
 /// What the chart shows.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChartData {
@@ -55,15 +70,7 @@ impl ChartData {
             seconds: seconds
                 .iter()
                 .enumerate()
-                .map(|(i, t)| SecondPoint {
-                    t: i as f64 + 0.5,
-                    ok: t.ok,
-                    degraded: t.degraded,
-                    apology: t.apology,
-                    errors: t.errors,
-                    p50_ms: t.percentile_ms(0.5),
-                    p99_ms: t.percentile_ms(0.99),
-                })
+                .map(|(i, t)| SecondPoint::of(i as f64 + 0.5, t))
                 .collect(),
             phases: PHASES
                 .iter()

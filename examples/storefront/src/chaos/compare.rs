@@ -147,14 +147,6 @@ pub(crate) fn points(seconds: &[Tally], from: f64, len: f64) -> Vec<SecondPoint>
             let t = *i as f64 + 0.5;
             t >= from && t < from + len
         })
-        .map(|(i, t)| SecondPoint {
-            t: i as f64 + 0.5 - from,
-            ok: t.ok,
-            degraded: t.degraded,
-            apology: t.apology,
-            errors: t.errors,
-            p50_ms: t.percentile_ms(0.5),
-            p99_ms: t.percentile_ms(0.99),
-        })
+        .map(|(i, t)| SecondPoint::of(i as f64 + 0.5 - from, t))
         .collect()
 }
