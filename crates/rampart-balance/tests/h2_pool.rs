@@ -30,23 +30,23 @@ fn endpoint(server: &H2cServer) -> HttpEndpoint<Body> {
 }
 
 /// Posts `payload` and returns the echoed body.
-async fn post(mut endpoint: HttpEndpoint<Body>, payload: String) -> Result<Bytes, BoxError> {
-    let req = http::Request::post("/echo")
-        .body(Full::new(Bytes::from(payload)))
-        .unwrap();
-    let res = endpoint.ready().await?.call(req).await?;
-    if res.status() != http::StatusCode::OK {
-        return Err(format!("status {}", res.status()).into());
-    }
-    Ok(res.into_body().collect().await?.to_bytes())
+async fn post(endpoint: HttpEndpoint<Body>, payload: String) -> Result<Bytes, BoxError> {
+    send(endpoint, http::Request::post("/echo"), payload).await
 }
 
 /// Posts `payload` with an `Idempotency-Key` and returns the echoed body.
-async fn post_keyed(mut endpoint: HttpEndpoint<Body>, payload: String) -> Result<Bytes, BoxError> {
-    let req = http::Request::post("/echo")
-        .header("idempotency-key", payload.clone())
-        .body(Full::new(Bytes::from(payload)))
-        .unwrap();
+async fn post_keyed(endpoint: HttpEndpoint<Body>, payload: String) -> Result<Bytes, BoxError> {
+    let req = http::Request::post("/echo").header("idempotency-key", payload.clone());
+    send(endpoint, req, payload).await
+}
+
+/// Sends `req` with `payload` as its body; an answer other than 200 is an error.
+async fn send(
+    mut endpoint: HttpEndpoint<Body>,
+    req: http::request::Builder,
+    payload: String,
+) -> Result<Bytes, BoxError> {
+    let req = req.body(Full::new(Bytes::from(payload))).unwrap();
     let res = endpoint.ready().await?.call(req).await?;
     if res.status() != http::StatusCode::OK {
         return Err(format!("status {}", res.status()).into());
